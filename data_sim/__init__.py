@@ -1,0 +1,1 @@
+"""Artifact simulation: turn clean photos into (composite, mask, target) training triples."""

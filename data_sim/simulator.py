@@ -1,0 +1,139 @@
+"""ArtifactSimulator: clean photos in, (composite, edit mask, alpha, target) out.
+
+It composes the artifact families from one config. Parameters are drawn per sample on the
+CPU from an explicit generator (same seed, same batch, on any device), the images are
+processed batched on their own device in float32, and the drawn parameters are returned
+with the batch so any sample can be explained and replayed.
+
+    editor_output = families(target)                       # what the latent editor decoded
+    composite     = alpha * editor_output + (1 - alpha) * target
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from data_sim.colour import ColourShiftConfig, apply_colour_shift, sample_colour_params
+from data_sim.masks import (
+    BoundaryConfig,
+    MaskConfig,
+    compositing_alpha,
+    rasterize_masks,
+    sample_boundary_params,
+    sample_mask_params,
+)
+
+Params = dict[str, dict[str, torch.Tensor]]
+
+
+@dataclass
+class SimConfig:
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    boundary: BoundaryConfig = field(default_factory=BoundaryConfig)
+    colour: ColourShiftConfig = field(default_factory=ColourShiftConfig)
+
+    def validate(self) -> None:
+        self.mask.validate()
+        self.boundary.validate()
+        self.colour.validate()
+
+
+def check_images(images: torch.Tensor) -> None:
+    """Refuse anything but a float (B, 3, H, W) batch in [0, 1], saying how to fix it."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
+        raise ValueError(
+            f"expected RGB images as a (B, 3, H, W) tensor, got {shape}; convert greyscale "
+            "with x.expand(-1, 3, -1, -1) and drop alpha with x[:, :3]"
+        )
+    if not images.is_floating_point():
+        raise ValueError(
+            f"expected floating-point images in [0, 1], got dtype {images.dtype}; "
+            "use images.float() / 255"
+        )
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(
+            f"expected values in [0, 1], got [{lo:.3g}, {hi:.3g}]; divide 8-bit data by 255 "
+            "(16-bit by 65535), or map [-1, 1] data with (x + 1) / 2"
+        )
+
+
+class ArtifactSimulator:
+    """Composes the artifact families of :class:`SimConfig` on batches of clean images."""
+
+    def __init__(self, cfg: SimConfig, ensure_artifact: bool = False) -> None:
+        """``ensure_artifact``: every sample gets at least one artifact family (evaluation
+        sets, where a clean sample has nothing to fix and an infinite PSNR)."""
+        cfg.validate()
+        self.cfg = cfg
+        self.ensure_artifact = ensure_artifact
+
+    def sample_params(
+        self, batch_size: int, height: int, width: int, generator: torch.Generator
+    ) -> Params:
+        """Every random choice for a batch, drawn on the CPU in a fixed order."""
+        c = self.cfg
+        params = {
+            "mask": sample_mask_params(batch_size, height, width, c.mask, generator),
+            "boundary": sample_boundary_params(batch_size, c.boundary, generator),
+            "colour": sample_colour_params(batch_size, height, width, c.colour, generator),
+        }
+        if self.ensure_artifact:
+            params["colour"]["applied"] = params["colour"]["applied"] | ~self.any_applied(params)
+        return params
+
+    @staticmethod
+    def any_applied(params: Params) -> torch.Tensor:
+        """Per sample: did any artifact family fire?"""
+        flags = [p["applied"] for p in params.values() if "applied" in p]
+        return torch.stack(flags).any(dim=0)
+
+    @torch.no_grad()
+    def apply(self, images: torch.Tensor, params: Params) -> dict[str, torch.Tensor]:
+        """Deterministic part: the batch dict for ``images`` under ``params``."""
+        check_images(images)
+        target = images.float().clamp(0, 1)
+        b, _, h, w = target.shape
+        # Autocast off: colour maths in bf16/fp16 produces the drift we are trying to model.
+        with torch.autocast(target.device.type, enabled=False):
+            mask = rasterize_masks(params["mask"], h, w, target.device, self.cfg.mask.raster_size)
+            alpha = compositing_alpha(mask, params["boundary"])
+            edited = apply_colour_shift(target, params["colour"])
+            composite = target + alpha * (edited - target)
+        return {"target": target, "composite": composite, "mask": mask, "alpha": alpha}
+
+    def __call__(
+        self, images: torch.Tensor, generator: torch.Generator | int
+    ) -> tuple[dict[str, torch.Tensor], Params]:
+        """Simulate artifacts on ``images``; ``generator`` may be a seed."""
+        if isinstance(generator, int):
+            generator = torch.Generator().manual_seed(generator)
+        check_images(images)
+        b, _, h, w = images.shape
+        params = self.sample_params(b, h, w, generator)
+        return self.apply(images, params), params
+
+
+def describe(params: Params, index: int) -> str:
+    """One line naming the families applied to sample ``index`` and their key values."""
+    parts = []
+    m = params["mask"]
+    parts.append("box" if bool(m["is_box"][index]) else "strokes")
+    bd = params["boundary"]
+    parts.append(
+        "hard" if bool(bd["hard"][index]) else f"feather {float(bd['feather_sigma'][index]):.1f}px"
+    )
+    c = params["colour"]
+    if bool(c["applied"][index]):
+        parts.append(
+            "colour b{:+.2f} c{:.2f} s{:.2f} h{:+.3f} g{:.2f}".format(
+                *(
+                    float(c[k][index])
+                    for k in ("brightness", "contrast", "saturation", "hue", "gamma")
+                )
+            )
+        )
+    return ", ".join(parts)

@@ -1,0 +1,1 @@
+"""Data: photo sources, random-crop streams and the held-out artifact set."""

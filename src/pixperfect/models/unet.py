@@ -1,0 +1,56 @@
+"""Small U-Net refiner: (composite RGB, edit mask) -> composite + predicted correction.
+
+Sized to train on a laptop CPU: one convolution at full resolution on the way in and out,
+two per level below. The last convolution starts at zero, so an untrained refiner is
+exactly the identity and training only has to learn the correction.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.SiLU())
+
+
+class UNetRefiner(nn.Module):
+    """Residual U-Net; input sides must be multiples of :attr:`stride`."""
+
+    def __init__(self, base_channels: int = 24, depth: int = 3) -> None:
+        super().__init__()
+        self.stride = 2**depth
+        widths = [base_channels * min(2**i, 8) for i in range(depth + 1)]
+        self.stem = _conv(4, widths[0])
+        self.down = nn.ModuleList(
+            nn.Sequential(
+                _conv(widths[i], widths[i + 1], stride=2), _conv(widths[i + 1], widths[i + 1])
+            )
+            for i in range(depth)
+        )
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.fuse = nn.ModuleList(
+            _conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth))
+        )
+        self.head = nn.Conv2d(widths[0], 3, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h, w = composite.shape[-2:]
+        if h % self.stride or w % self.stride:
+            raise ValueError(
+                f"input {h}x{w} is not a multiple of the refiner stride {self.stride}; pad it "
+                "first (pixperfect.inference.pad_to_multiple)"
+            )
+        # Centred input: the network sees [-1, 1] images and a {-1, 1} mask.
+        x = self.stem(torch.cat([composite * 2 - 1, mask * 2 - 1], dim=1))
+        skips = [x]
+        for down in self.down:
+            x = down(x)
+            skips.append(x)
+        skips.pop()
+        for fuse in self.fuse:
+            x = fuse(torch.cat([self.up(x), skips.pop()], dim=1))
+        return composite + self.head(x)

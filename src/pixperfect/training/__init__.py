@@ -1,0 +1,1 @@
+"""Training: the LightningModule, image grids and the ``train`` entry point."""

@@ -1,0 +1,84 @@
+"""RefinerModule: the LightningModule that owns the refiner, the on-device artifact
+simulation, the losses and the validation metrics."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from data_sim.sampling import derive_seed
+from data_sim.simulator import ArtifactSimulator
+from pixperfect.config import from_container, sim_config
+from pixperfect.metrics import SeamMetrics
+from pixperfect.models import build_refiner
+from pixperfect.training.visuals import comparison_grid, should_log_images
+
+
+class RefinerModule(L.LightningModule):
+    def __init__(self, config: dict) -> None:
+        super().__init__()
+        # The resolved config travels inside every checkpoint: refine/evaluate rebuild from it.
+        self.save_hyperparameters({"config": config})
+        self.cfg: DictConfig = from_container(config)
+        model_cfg = dict(self.cfg.model)
+        self.generator = build_refiner(model_cfg.pop("name"), **model_cfg)
+        self.simulator = ArtifactSimulator(sim_config(self.cfg))
+        self.val_metrics = SeamMetrics(band_width=self.cfg.eval.band_width)
+        self._last_batch_end: float | None = None
+
+    def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.generator(composite, mask)
+
+    def with_artifacts(self, batch: dict) -> dict:
+        """Simulate artifacts on the device when the batch holds clean targets only."""
+        if "composite" in batch:
+            return batch
+        # One seed per (run seed, step, rank): reproducible, and new after a resume.
+        seed = derive_seed(self.cfg.run.seed, self.global_step, self.global_rank)
+        simulated, _ = self.simulator(batch["target"], torch.Generator().manual_seed(seed))
+        return simulated
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        start = time.perf_counter()
+        if self._last_batch_end is not None:
+            self.log("time/data_s", start - self._last_batch_end)
+        batch = self.with_artifacts(batch)
+        self.log("time/simulation_s", time.perf_counter() - start)
+        refined = self(batch["composite"], batch["mask"])
+        loss = self.cfg.loss.l1 * (refined - batch["target"]).abs().mean()
+        self.log("train/l1", loss, prog_bar=True)
+        step = self.global_step + 1
+        if self.global_rank == 0 and should_log_images(step, self.cfg.trainer.image_every_n_steps):
+            self._log_grid("train/images", batch, refined, step)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self._last_batch_end = time.perf_counter()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        batch = self.with_artifacts(batch)
+        refined = self(batch["composite"], batch["mask"])
+        self.val_metrics.update(refined, batch["target"], batch["mask"])
+        if batch_idx == 0 and self.global_rank == 0:
+            self._log_grid("val/images", batch, refined, self.global_step)
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.val_metrics.compute()
+        self.log_dict({f"val/{k}": v for k, v in scores.items()}, sync_dist=False)
+        self.val_metrics.reset()
+
+    def _log_grid(self, tag: str, batch: dict, refined: torch.Tensor, step: int) -> None:
+        experiment = getattr(self.logger, "experiment", None)
+        if experiment is None or not hasattr(experiment, "add_image"):
+            return
+        grid = comparison_grid(batch["composite"], refined, batch["target"], batch["mask"])
+        experiment.add_image(tag, grid, global_step=step)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        return torch.optim.Adam(
+            self.generator.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay
+        )

@@ -1,0 +1,106 @@
+"""``pixperfect train``: a run directory named from the config, a Lightning Trainer, resume.
+
+runs/<run.name>/
+  config.yaml            the resolved config of the latest launch
+  checkpoints/last.ckpt  the newest checkpoint (resumed from automatically)
+  checkpoints/step=N.ckpt
+  tb/                    TensorBoard logs
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from pixperfect.config import to_yaml
+from pixperfect.data.datamodule import PhotoDataModule
+from pixperfect.training.module import RefinerModule
+
+log = logging.getLogger(__name__)
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.run.root) / cfg.run.name
+
+
+class SaveLastOnTrainEnd(Callback):
+    """``last.ckpt`` at the end of every fit, whatever the checkpoint cadence: the next launch
+    of the same command resumes exactly where this one stopped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
+
+
+def _warn_on_config_change(saved: Path, cfg: DictConfig) -> None:
+    if not saved.exists():
+        return
+    old, new = OmegaConf.load(saved), cfg
+    changed = [
+        key
+        for section in new
+        for key in OmegaConf.to_container(new[section])
+        if OmegaConf.select(old, f"{section}.{key}") != OmegaConf.select(new, f"{section}.{key}")
+    ]
+    if changed:
+        log.warning(
+            "resuming %s with changed config keys: %s",
+            saved.parent,
+            ", ".join(f"{k}" for k in changed),
+        )
+
+
+def build_trainer(cfg: DictConfig, directory: Path) -> L.Trainer:
+    t = cfg.trainer
+    checkpoints = directory / "checkpoints"
+    return L.Trainer(
+        default_root_dir=directory,
+        max_steps=t.max_steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        logger=TensorBoardLogger(str(directory), name="tb", version=""),
+        callbacks=[
+            ModelCheckpoint(
+                dirpath=checkpoints,
+                filename="{step}",
+                every_n_train_steps=t.ckpt_every_n_steps,
+                save_top_k=-1,
+            ),
+            SaveLastOnTrainEnd(checkpoints / "last.ckpt"),
+            LearningRateMonitor(logging_interval="step"),
+        ],
+        log_every_n_steps=t.log_every_n_steps,
+        val_check_interval=t.val_every_n_steps,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+    )
+
+
+def train(cfg: DictConfig) -> Path:
+    """Train (or resume) the run the config names; returns the run directory."""
+    directory = run_dir(cfg)
+    directory.mkdir(parents=True, exist_ok=True)
+    _warn_on_config_change(directory / "config.yaml", cfg)
+    (directory / "config.yaml").write_text(to_yaml(cfg))
+
+    L.seed_everything(cfg.run.seed, workers=True, verbose=False)
+    module = RefinerModule(OmegaConf.to_container(cfg, resolve=True))
+    trainer = build_trainer(cfg, directory)
+    last = directory / "checkpoints" / "last.ckpt"
+    resume = last if last.exists() else None
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.fit(module, datamodule=PhotoDataModule(cfg), ckpt_path=resume)
+    return directory

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny configs, a trained-for-two-steps checkpoint, the shared assets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from pixperfect.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+TINY = [
+    "data.crop_size=32",
+    "data.batch_size=2",
+    "data.val_crop_size=32",
+    "data.val_samples_per_image=1",
+    "model.base_channels=8",
+    "model.depth=2",
+    "trainer.max_steps=2",
+    "trainer.val_every_n_steps=1000",
+    "trainer.ckpt_every_n_steps=1000",
+    "trainer.log_every_n_steps=1",
+    "trainer.progress_bar=false",
+    "trainer.accelerator=cpu",
+    "eval.samples_per_image=1",
+    "eval.max_size=64",
+]
+
+
+def shared_asset(relative: str) -> Path:
+    """A file under ../shared; missing is a failure under CI=true, a skip elsewhere."""
+    path = SHARED / relative
+    if not path.exists():
+        message = f"shared asset {path} is missing"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    def make(*overrides: str):
+        return load_config(
+            ROOT / "configs" / "demo.yaml", [*TINY, f"run.root={tmp_path}", *overrides]
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory) -> Path:
+    from pixperfect.training.train import train
+
+    root = tmp_path_factory.mktemp("runs")
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [*TINY, f"run.root={root}"])
+    return train(cfg) / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture
+def photo() -> torch.Tensor:
+    """A real photo (scikit-image's astronaut), 64x64, (3, H, W) in [0, 1]."""
+    from skimage import data
+
+    x = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float()[None] / 255
+    return torch.nn.functional.interpolate(x, size=(64, 64), mode="area")[0]

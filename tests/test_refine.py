@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import torch
+
+from pixperfect.cli import main
+from pixperfect.imageio import Image, read_image, write_image
+from pixperfect.inference import Refiner, pad_to_multiple
+
+
+def _write(path, pixels):
+    write_image(path, Image(pixels))
+    return path
+
+
+def _mask(h, w):
+    m = np.zeros((h, w), np.uint8)
+    m[h // 4 : h // 2, w // 4 : w // 2] = 255
+    return m
+
+
+@pytest.mark.parametrize(
+    "shape, dtype",
+    [
+        ((37, 53, 3), np.uint8),
+        ((41, 29), np.uint8),
+        ((33, 47, 4), np.uint8),
+        ((35, 50, 3), np.uint16),
+        ((30, 31), np.uint16),
+    ],
+    ids=["rgb-odd", "grey", "rgba", "rgb-16bit", "grey-16bit"],
+)
+def test_refine_keeps_size_mode_and_bit_depth(trained_checkpoint, tmp_path, shape, dtype):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, np.iinfo(dtype).max, size=shape, dtype=dtype)
+    image = _write(tmp_path / "in.png", pixels)
+    mask = _write(tmp_path / "mask.png", _mask(*shape[:2]))
+    out = tmp_path / "out.png"
+    assert (
+        main(
+            [
+                "refine",
+                "--ckpt",
+                str(trained_checkpoint),
+                "--image",
+                str(image),
+                "--mask",
+                str(mask),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    result = read_image(out).pixels
+    assert result.shape == pixels.shape and result.dtype == pixels.dtype
+    if shape[-1:] == (4,):
+        assert np.array_equal(result[..., 3], pixels[..., 3]), "alpha is carried over"
+
+
+def test_untrained_refiner_is_the_identity_through_padding(trained_checkpoint):
+    refiner = Refiner.from_checkpoint(trained_checkpoint)
+    torch.nn.init.zeros_(refiner.model.head.weight)
+    torch.nn.init.zeros_(refiner.model.head.bias)
+    image = torch.rand(3, 37, 53)
+    mask = torch.zeros(1, 37, 53)
+    assert torch.equal(refiner(image, mask), image)
+
+
+def test_a_mask_of_another_size_is_refused_naming_both_sizes(trained_checkpoint, tmp_path, capsys):
+    image = _write(tmp_path / "in.png", np.zeros((40, 60, 3), np.uint8))
+    mask = _write(tmp_path / "mask.png", _mask(40, 50))
+    code = main(
+        [
+            "refine",
+            "--ckpt",
+            str(trained_checkpoint),
+            "--image",
+            str(image),
+            "--mask",
+            str(mask),
+            "--out",
+            str(tmp_path / "out.png"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "50x40" in err and "60x40" in err
+
+
+def test_a_missing_checkpoint_says_how_to_get_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pixperfect train"):
+        Refiner.from_checkpoint(tmp_path / "nope.ckpt")
+
+
+def test_padding_reaches_the_stride_and_keeps_the_original_size():
+    x, (h, w) = pad_to_multiple(torch.rand(1, 3, 37, 53), 8)
+    assert x.shape[-2:] == (40, 56) and (h, w) == (37, 53)
+    tiny, _ = pad_to_multiple(torch.rand(1, 3, 3, 5), 8)
+    assert tiny.shape[-2:] == (8, 8)

@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from data_sim.simulator import ArtifactSimulator, SimConfig, describe
+
+
+def _batch(photo: torch.Tensor, n: int = 6) -> torch.Tensor:
+    return photo[None].expand(n, -1, -1, -1).contiguous()
+
+
+def test_same_seed_gives_the_same_batch_and_parameters(photo):
+    sim = ArtifactSimulator(SimConfig())
+    a, pa = sim(_batch(photo), 7)
+    b, pb = sim(_batch(photo), 7)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    for family in pa:
+        for key in pa[family]:
+            assert torch.equal(pa[family][key], pb[family][key]), (family, key)
+
+
+def test_different_seeds_give_different_masks(photo):
+    sim = ArtifactSimulator(SimConfig())
+    a, _ = sim(_batch(photo), 1)
+    b, _ = sim(_batch(photo), 2)
+    assert not torch.equal(a["mask"], b["mask"])
+
+
+def test_pixels_outside_the_compositing_alpha_are_untouched(photo):
+    out, _ = ArtifactSimulator(SimConfig())(_batch(photo, 16), 3)
+    outside = (out["alpha"] == 0).expand_as(out["composite"])
+    assert outside.any()
+    assert torch.equal(out["composite"][outside], out["target"][outside])
+
+
+def test_colour_shift_changes_pixels_inside_the_mask(photo):
+    cfg = SimConfig()
+    cfg.colour.p = 1.0
+    out, _ = ArtifactSimulator(cfg)(_batch(photo, 8), 4)
+    inside = out["mask"].bool().expand_as(out["composite"])
+    diff = (out["composite"] - out["target"]).abs()[inside]
+    assert diff.mean() > 0.005
+
+
+def test_outputs_have_the_documented_shapes_dtypes_and_ranges(photo):
+    out, _ = ArtifactSimulator(SimConfig())(_batch(photo, 4), 5)
+    assert out["composite"].shape == (4, 3, 64, 64) and out["mask"].shape == (4, 1, 64, 64)
+    for key, value in out.items():
+        assert value.dtype == torch.float32, key
+        assert 0 <= float(value.min()) and float(value.max()) <= 1, key
+    assert set(out["mask"].unique().tolist()) <= {0.0, 1.0}
+    assert (out["mask"].flatten(1).sum(1) > 0).all(), "every sample has an edit region"
+
+
+def test_hard_boundaries_paste_exactly_the_mask():
+    cfg = SimConfig()
+    cfg.boundary.hard_prob = 1.0
+    out, _ = ArtifactSimulator(cfg)(torch.rand(4, 3, 48, 48), 0)
+    assert torch.equal(out["alpha"], out["mask"])
+
+
+def test_each_sample_draws_its_own_parameters(photo):
+    _, params = ArtifactSimulator(SimConfig())(_batch(photo, 8), 6)
+    assert params["colour"]["hue"].unique().numel() == 8
+    assert params["mask"]["vertices"][:, 0, 0].unique(dim=0).shape[0] == 8
+
+
+def test_colour_probability_is_honoured_over_many_draws():
+    cfg = SimConfig()
+    cfg.colour.p = 0.3
+    params = ArtifactSimulator(cfg).sample_params(4000, 32, 32, torch.Generator().manual_seed(0))
+    assert abs(params["colour"]["applied"].float().mean().item() - 0.3) < 0.03
+
+
+def test_ensure_artifact_leaves_no_clean_sample():
+    cfg = SimConfig()
+    cfg.colour.p = 0.0
+    sim = ArtifactSimulator(cfg, ensure_artifact=True)
+    params = sim.sample_params(64, 32, 32, torch.Generator().manual_seed(0))
+    assert sim.any_applied(params).all()
+
+
+def test_describe_names_the_families_of_a_sample(photo):
+    _, params = ArtifactSimulator(SimConfig())(_batch(photo, 2), 0)
+    text = describe(params, 0)
+    assert ("box" in text or "strokes" in text) and ("hard" in text or "feather" in text)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (torch.rand(2, 1, 16, 16), "RGB"),
+        ((torch.rand(2, 3, 16, 16) * 255).to(torch.uint8), "floating-point"),
+        (torch.rand(2, 3, 16, 16) * 255, r"\[0, 1\]"),
+    ],
+)
+def test_bad_inputs_are_refused_with_how_to_fix(bad, message):
+    with pytest.raises(ValueError, match=message):
+        ArtifactSimulator(SimConfig())(bad, 0)
