@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 from pixperfect.config import ConfigError, defaults_yaml, load_config, to_yaml
 
@@ -41,7 +42,15 @@ def _evaluate(args: argparse.Namespace) -> None:
     from pixperfect.evaluation.evaluate import evaluate, format_table, write_results
 
     cfg = load_config(args.config, args.overrides)
-    results = evaluate(cfg, args.ckpt, images=args.images, device=args.device)
+    examples = Path(args.out).parent / "examples" if args.out else None
+    results = evaluate(
+        cfg,
+        args.ckpt,
+        images=args.images,
+        device=args.device,
+        examples_dir=examples,
+        examples_per_photo=args.save_examples,
+    )
     print(format_table(results))
     if args.out:
         print(f"results: {write_results(results, args.out)}")
@@ -52,6 +61,28 @@ def _refine(args: argparse.Namespace) -> None:
 
     refiner = Refiner.from_checkpoint(args.ckpt, args.device)
     print(f"refined: {refine_file(refiner, args.image, args.mask, args.out)}")
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    import torch
+
+    from data_sim.simulator import ArtifactSimulator, describe
+    from pixperfect.config import sim_config
+    from pixperfect.data.crops import random_crop
+    from pixperfect.data.datamodule import load_photos
+    from pixperfect.data.photos import load_folder
+    from pixperfect.sheets import contact_sheet
+
+    cfg = load_config(args.config, args.overrides)
+    photos = list((load_folder(args.images) if args.images else load_photos(cfg)[0]).values())
+    generator = torch.Generator().manual_seed(args.seed)
+    picks = torch.randint(len(photos), (args.n,), generator=generator).tolist()
+    clean = torch.stack([random_crop(photos[i], args.size, generator) for i in picks])
+    batch, params = ArtifactSimulator(sim_config(cfg))(clean, generator)
+    captions = [f"{i}: {describe(params, i)}" for i in range(args.n)]
+    print(f"contact sheet: {contact_sheet(batch, captions, args.out)}")
+    for caption in captions:
+        print(f"  {caption}")
 
 
 def _config(args: argparse.Namespace) -> None:
@@ -76,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", help="training checkpoint; without it only identity is scored")
     p.add_argument("--images", help="folder of held-out photos (default: from the config)")
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument(
+        "--save-examples",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write the first N samples per photo as PNGs into <out dir>/examples",
+    )
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_evaluate)
 
@@ -86,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_refine)
+
+    p = sub.add_parser("simulate", help="write a contact sheet of simulated artifacts")
+    _add_config_args(p)
+    p.add_argument("--images", help="folder of photos (default: the config's training photos)")
+    p.add_argument("--n", type=int, default=16, help="number of samples")
+    p.add_argument("--size", type=int, default=256, help="crop size in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="sheet.png", help="PNG file to write")
+    p.set_defaults(func=_simulate)
 
     p = sub.add_parser("config", help="print the resolved config and exit")
     _add_config_args(p)

@@ -20,6 +20,7 @@ from pixperfect.config import sim_config
 from pixperfect.data.crops import heldout_triples
 from pixperfect.data.datamodule import load_photos
 from pixperfect.data.photos import load_folder
+from pixperfect.imageio import Image, write_image
 from pixperfect.inference import Refiner
 from pixperfect.metrics import METRIC_NAMES, SeamMetrics
 
@@ -32,9 +33,13 @@ def evaluate(
     checkpoint: str | Path | None,
     images: str | Path | None = None,
     device: str = "cpu",
+    examples_dir: str | Path | None = None,
+    examples_per_photo: int = 0,
 ) -> dict:
     """Scores per method on held-out triples; ``images`` (a folder) replaces the config's
-    held-out photos."""
+    held-out photos. With ``examples_dir``, the first ``examples_per_photo`` samples of each
+    photo are written there as PNG files (composite, mask, target and each method's
+    output), ready for ``pixperfect refine``."""
     photos = load_folder(images) if images else load_photos(cfg)[1]
     if not photos:
         raise ValueError(
@@ -52,8 +57,14 @@ def evaluate(
     for sample in tqdm(triples, desc="evaluate", unit="image", leave=False):
         target, composite = sample["target"][None], sample["composite"][None]
         mask = sample["mask"][None]
-        for name, method in methods.items():
-            metrics[name].update(method(composite, mask), target, mask)
+        outputs = {name: method(composite, mask) for name, method in methods.items()}
+        for name, output in outputs.items():
+            metrics[name].update(output, target, mask)
+        photo, index = sample["name"].rsplit("#", 1)
+        if examples_dir is not None and int(index) < examples_per_photo:
+            images_out = {"composite": composite, "mask": mask, "target": target, **outputs}
+            images_out.pop("identity", None)  # identical to the composite
+            save_example(Path(examples_dir), f"{safe_name(photo)}_{index}", images_out)
     return {
         "methods": {
             name: {k: float(v) for k, v in m.compute().items()} for name, m in metrics.items()
@@ -64,6 +75,19 @@ def evaluate(
         "seed": e.seed,
         "checkpoint": str(checkpoint) if checkpoint else None,
     }
+
+
+def safe_name(name: str) -> str:
+    """A file-name stem from a photo name (which may be a relative path)."""
+    return "".join(c if c.isalnum() or c in "-" else "_" for c in str(Path(name).with_suffix("")))
+
+
+def save_example(directory: Path, stem: str, images: dict[str, torch.Tensor]) -> None:
+    """8-bit PNGs ``<stem>_<kind>.png`` for (1, C, H, W) images in [0, 1]."""
+    for kind, image in images.items():
+        pixels = image[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+        pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
+        write_image(directory / f"{stem}_{kind}.png", Image(pixels))
 
 
 def format_table(results: dict) -> str:
