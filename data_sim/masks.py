@@ -1,15 +1,17 @@
 """Edit masks and compositing alphas.
 
-The *edit mask* is the binary region a user asked the editor to change; the refiner sees
-it. The *compositing alpha* is how the editor pasted its output back over the original:
-hard (alpha == mask) or feathered (a per-sample Gaussian blur of the mask), so seams are
-sometimes abrupt and sometimes soft.
+The *edit mask* is the binary region a user asked the editor to change; the refiner sees it.
+Its kind is drawn per sample with configurable weights: free-form brush strokes, boxes,
+object-like blobs, or masks read from a folder (shapes in :mod:`data_sim.mask_shapes`). Some
+masks are snapped to whole latent cells, as a latent editor changes every cell it touches.
 
-Masks are free-form strokes (thick polylines, as drawn by users of inpainting tools) or
-boxes, chosen per sample. Geometry is drawn on the CPU; rasterisation is batched on the
-images' device: a coverage field ``half_width - distance`` is computed on a grid of at most
-``raster_size`` pixels a side, upsampled bilinearly and thresholded, which keeps edges smooth
-and the cost independent of the image size.
+The *compositing alpha* is how the editor pasted its output back over the original: the edit
+mask dilated or eroded by a random radius, then hard or feathered (a per-sample Gaussian
+blur), so seams are abrupt or soft and need not sit exactly on the mask's edge.
+
+Parameters are drawn on the CPU; rasterisation is batched on the images' device. Drawn shapes
+become a coverage field on a grid of at most ``raster_size`` pixels a side, upsampled
+bilinearly and thresholded, which keeps edges smooth and the cost independent of image size.
 """
 
 from __future__ import annotations
@@ -21,83 +23,145 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-from data_sim.sampling import bernoulli, check_range, randint, uniform
+from data_sim.mask_shapes import (
+    blob_coverage,
+    box_coverage,
+    file_masks,
+    list_mask_files,
+    load_mask_bank,
+    mask_dir_error,
+    sample_blobs,
+    sample_boxes,
+    sample_strokes,
+    stroke_coverage,
+)
+from data_sim.sampling import bernoulli, check_range, uniform
+
+MASK_KINDS = ("stroke", "box", "blob", "file")  # index = the ``kind`` code in the params
+STROKE, BOX, BLOB, FILE = range(4)
 
 
 @dataclass
 class MaskConfig:
     """Random edit masks. Lengths are fractions of the image's shorter side."""
 
-    box_prob: float = 0.3  # else free-form strokes
+    # Relative frequency of each mask kind (need not sum to 1).
+    stroke_weight: float = 0.45
+    box_weight: float = 0.2
+    blob_weight: float = 0.35
+    file_weight: float = 0.0
+    # Strokes
     strokes: tuple[int, int] = (1, 4)  # strokes per mask
     vertices: tuple[int, int] = (2, 6)  # segments per stroke
-    stroke_width: tuple[float, float] = (0.04, 0.14)
-    segment_length: tuple[float, float] = (0.08, 0.25)
+    stroke_width: tuple[float, float] = (0.05, 0.16)
+    segment_length: tuple[float, float] = (0.1, 0.3)
     max_turn_deg: float = 60.0  # direction change between consecutive segments
+    # Boxes
     box_size: tuple[float, float] = (0.2, 0.55)  # box side as a fraction of that image side
+    # Blobs (object silhouettes)
+    blob_count: tuple[int, int] = (1, 2)
+    blob_size: tuple[float, float] = (0.12, 0.28)  # mean radius
+    blob_aspect: float = 1.8  # largest stretch along a random axis
+    blob_roughness: float = 0.45  # harmonic amplitude scale: 0 = ellipse
+    blob_harmonics: int = 5
+    # Masks from files: a folder of binary images, white = edited.
+    mask_dir: str | None = None
+    # Latent-grid blockiness
+    latent_grid_prob: float = 0.25
+    latent_cell: int = 8  # pixels per latent cell
     raster_size: int = 256  # coverage grid resolution cap (speed, not quality)
 
+    def weights(self) -> torch.Tensor:
+        return torch.tensor(
+            [self.stroke_weight, self.box_weight, self.blob_weight, self.file_weight],
+            dtype=torch.float64,
+        )
+
     def validate(self) -> None:
-        check_range("sim.mask.box_prob", (self.box_prob, self.box_prob), 0, 1)
+        for kind in MASK_KINDS:
+            w = getattr(self, f"{kind}_weight")
+            check_range(f"sim.mask.{kind}_weight", (w, w), 0, math.inf)
+        if float(self.weights().sum()) <= 0:
+            raise ValueError(
+                "sim.mask.{stroke,box,blob,file}_weight are all 0: give at least one mask kind "
+                "a positive weight"
+            )
         check_range("sim.mask.strokes", self.strokes, 1, 64)
         check_range("sim.mask.vertices", self.vertices, 1, 64)
         check_range("sim.mask.stroke_width", self.stroke_width, 1e-3, 1)
         check_range("sim.mask.segment_length", self.segment_length, 0, 2)
         check_range("sim.mask.box_size", self.box_size, 1e-3, 1)
+        check_range("sim.mask.blob_count", self.blob_count, 1, 16)
+        check_range("sim.mask.blob_size", self.blob_size, 1e-3, 1)
+        check_range("sim.mask.blob_aspect", (self.blob_aspect, self.blob_aspect), 1, 10)
+        check_range("sim.mask.blob_roughness", (self.blob_roughness,) * 2, 0, 1)
+        check_range("sim.mask.blob_harmonics", (self.blob_harmonics,) * 2, 1, 16)
+        check_range("sim.mask.latent_grid_prob", (self.latent_grid_prob,) * 2, 0, 1)
+        check_range("sim.mask.latent_cell", (self.latent_cell, self.latent_cell), 1, 256)
+        check_range("sim.mask.raster_size", (self.raster_size, self.raster_size), 8, 8192)
+        if self.file_weight > 0:
+            list_mask_files(self.mask_dir)  # cheap: lists the folder, reads nothing
 
 
 @dataclass
 class BoundaryConfig:
-    """How the edited region is pasted back: hard or feathered."""
+    """How the edited region is pasted back: grown or shrunk, then hard or feathered."""
 
     hard_prob: float = 0.3
     feather_sigma: tuple[float, float] = (0.8, 4.0)  # Gaussian sigma in pixels
+    alpha_grow: tuple[float, float] = (-3.0, 4.0)  # pixels; > 0 dilates, < 0 erodes
 
     def validate(self) -> None:
         check_range("sim.boundary.hard_prob", (self.hard_prob, self.hard_prob), 0, 1)
         check_range("sim.boundary.feather_sigma", self.feather_sigma, 0.1, 64)
+        check_range("sim.boundary.alpha_grow", self.alpha_grow, -64, 64)
 
 
 def sample_mask_params(
     batch_size: int, height: int, width: int, cfg: MaskConfig, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
-    """Draw per-sample mask geometry, in units of the shorter image side."""
-    b, s_max, v_max = batch_size, cfg.strokes[1], cfg.vertices[1]
+    """Draw per-sample mask kinds and geometry (units of the shorter image side).
+
+    Every kind's geometry is drawn for every sample, so the draws of one kind do not shift
+    when another kind's weight changes; rasterisation uses the drawn kind's only.
+    """
+    b, g = batch_size, generator
     extent = torch.tensor([width, height], dtype=torch.float32) / min(height, width)
-
-    n_strokes = randint(generator, b, *cfg.strokes)
-    n_segments = torch.stack(
-        [randint(generator, b, *cfg.vertices) for _ in range(s_max)], dim=1
-    )  # (B, S)
-    stroke_active = torch.arange(s_max)[None] < n_strokes[:, None]
-    segment_active = (torch.arange(v_max)[None, None] < n_segments[..., None]) & stroke_active[
-        ..., None
-    ]  # (B, S, V)
-
-    start = uniform(generator, b, 0, 1, s_max, 2) * extent
-    heading = uniform(generator, b, 0, 2 * math.pi, s_max, 1)
-    turn = uniform(generator, b, -1, 1, s_max, v_max) * math.radians(cfg.max_turn_deg)
-    angle = heading + torch.cumsum(turn, dim=-1)
-    length = uniform(generator, b, *cfg.segment_length, s_max, v_max)
-    steps = torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1) * length[..., None]
-    vertices = torch.cat([start[:, :, None], start[:, :, None] + steps.cumsum(dim=2)], dim=2)
-
-    return {
-        "is_box": bernoulli(generator, b, cfg.box_prob),
-        "vertices": vertices,  # (B, S, V+1, 2) xy
-        "segment_active": segment_active,
-        "stroke_width": uniform(generator, b, *cfg.stroke_width, s_max),
-        "box_center": uniform(generator, b, 0.15, 0.85, 2) * extent,
-        "box_size": uniform(generator, b, *cfg.box_size, 2) * extent,
+    kind = torch.multinomial(cfg.weights(), b, replacement=True, generator=g)
+    params = {
+        "kind": kind,  # codes into MASK_KINDS
+        "is_box": kind == BOX,
+        **sample_strokes(b, extent, cfg, g),
+        **sample_boxes(b, extent, cfg, g),
+        **sample_blobs(b, extent, cfg, g),
     }
+    pick, flip = uniform(g, b, 0, 1), bernoulli(g, b, 0.5)
+    file_index = torch.full((b,), -1)
+    if (kind == FILE).any():
+        if cfg.mask_dir is None:
+            raise mask_dir_error(None, "no folder given")
+        n = len(load_mask_bank(cfg.mask_dir))
+        file_index = torch.where(kind == FILE, (pick * n).long().clamp_max(n - 1), file_index)
+    params["file_index"] = file_index  # -1 unless kind == FILE; name order in mask_dir
+    params["file_flip"] = flip
+    snap = bernoulli(g, b, cfg.latent_grid_prob)
+    params["latent_cell"] = torch.where(snap, cfg.latent_cell, 0)  # 0 = not snapped
+    return params
 
 
-def _segment_distance(points: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Distance from ``points`` (H, W, 2) to segments ``a``-``b`` (B, 2) -> (B, H, W)."""
-    ab = (b - a)[:, None, None]
-    ap = points[None] - a[:, None, None]
-    t = ((ap * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0, 1)
-    return (ap - t[..., None] * ab).norm(dim=-1)
+def snap_to_latent_grid(mask: torch.Tensor, cell: int) -> torch.Tensor:
+    """Mark every ``cell`` x ``cell`` block (aligned to the top-left) that the mask touches.
+
+    H and W need not be multiples of ``cell``: the partial last row/column of cells is padded
+    with zeros and cropped back.
+    """
+    h, w = mask.shape[-2:]
+    padded = F.pad(mask, (0, -w % cell, 0, -h % cell))
+    cells = F.max_pool2d(padded, cell)
+    return cells.repeat_interleave(cell, dim=-2).repeat_interleave(cell, dim=-1)[..., :h, :w]
+
+
+_COVERAGE = ((STROKE, stroke_coverage), (BOX, box_coverage), (BLOB, blob_coverage))
 
 
 def rasterize_masks(
@@ -106,31 +170,47 @@ def rasterize_masks(
     width: int,
     device: torch.device,
     raster_size: int = 256,
+    *,
+    mask_dir: str | None = None,
 ) -> torch.Tensor:
-    """Binary masks (B, 1, H, W) float32 from :func:`sample_mask_params` output."""
-    p = {k: v.to(device) for k, v in params.items()}
+    """Binary edit masks (B, 1, H, W) float32 from :func:`sample_mask_params` output.
+
+    ``mask_dir`` is needed only when some sample has kind "file" (``MaskConfig.mask_dir``).
+    """
+    # Params from before mask kinds existed only know boxes and strokes.
+    kind = params["kind"].cpu() if "kind" in params else params["is_box"].cpu().long()
     unit = min(height, width)
     scale = min(1.0, raster_size / unit)
     h, w = max(1, round(height * scale)), max(1, round(width * scale))
     ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * (height / h) / unit
     xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * (width / w) / unit
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (h, w, 2) xy
 
-    b, s_max, n_vert, _ = p["vertices"].shape
-    coverage = torch.full((b, h, w), -1e3, device=device)
-    for s in range(s_max):
-        half = p["stroke_width"][:, s, None, None] / 2
-        for v in range(n_vert - 1):
-            d = _segment_distance(grid, p["vertices"][:, s, v], p["vertices"][:, s, v + 1])
-            active = p["segment_active"][:, s, v, None, None]
-            coverage = torch.where(active, torch.maximum(coverage, half - d), coverage)
+    # Each kind's field is computed on its own samples only (a gather, still batched).
+    coverage = torch.full((len(kind), h, w), -1.0, device=device)
+    for code, field in _COVERAGE:
+        idx = (kind == code).nonzero().squeeze(1)
+        if len(idx):
+            sub = {k: v.cpu()[idx].to(device) for k, v in params.items() if v.ndim >= 1}
+            coverage[idx.to(device)] = field(xs.view(1, 1, w), ys.view(1, h, 1), sub)
+    coverage = F.interpolate(
+        coverage[:, None].clamp_min(-1.0), size=(height, width), mode="bilinear"
+    )
+    mask = (coverage > 0).float()
 
-    offset = (grid[None] - p["box_center"][:, None, None]).abs()
-    box_cov = (p["box_size"][:, None, None] / 2 - offset).min(dim=-1).values
-    coverage = torch.where(p["is_box"][:, None, None], box_cov, coverage)
+    idx = (kind == FILE).nonzero().squeeze(1)
+    if len(idx):
+        if mask_dir is None:
+            raise mask_dir_error(None, "samples of kind 'file' need rasterize_masks(mask_dir=)")
+        index, flip = params["file_index"].cpu()[idx], params["file_flip"].cpu()[idx]
+        bank = load_mask_bank(mask_dir)
+        mask[idx.to(device)] = file_masks(bank, index, flip, height, width, device)
 
-    coverage = F.interpolate(coverage[:, None], size=(height, width), mode="bilinear")
-    return (coverage > 0).float()
+    cells = params.get("latent_cell", torch.zeros(len(kind), dtype=torch.long)).cpu()
+    for cell in cells.unique().tolist():
+        if cell > 0:
+            idx = (cells == cell).nonzero().squeeze(1).to(device)
+            mask[idx] = snap_to_latent_grid(mask[idx], cell)
+    return mask
 
 
 def sample_boundary_params(
@@ -139,11 +219,65 @@ def sample_boundary_params(
     return {
         "hard": bernoulli(generator, batch_size, cfg.hard_prob),
         "feather_sigma": uniform(generator, batch_size, *cfg.feather_sigma),
+        "grow": uniform(generator, batch_size, *cfg.alpha_grow),  # pixels, < 0 erodes
     }
 
 
-def compositing_alpha(mask: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Hard or feathered alpha (B, 1, H, W) in [0, 1] from a binary mask."""
+def _squared_distance(source: torch.Tensor, reach: int) -> torch.Tensor:
+    """Exact squared Euclidean distance from each pixel to the nearest ``source`` pixel,
+    computed only up to ``reach`` pixels (beyond: a value above ``reach**2``).
+
+    Separable lower envelope over a (2 reach + 1)^2 window: a min over column offsets, then
+    over row offsets, 4 * reach shifted minima in all, into reused integer buffers. Out-of-image
+    pixels are never sources, so masks touching the border are not eroded from it.
+    """
+    far = 2 * reach * reach + 1
+    # Small integers (at most far + reach**2 mid-pass): uint8 when they fit moves a quarter
+    # of the bytes of float32.
+    dtype = torch.uint8 if far + reach * reach <= 255 else torch.int32
+    d = torch.where(source, 0, far).to(dtype)
+    tmp = torch.empty_like(d)
+    for dim in (-1, -2):
+        n = d.shape[dim]
+        padded = F.pad(d, (reach, reach, 0, 0) if dim == -1 else (0, 0, reach, reach), value=far)
+        for off in range(1, reach + 1):
+            for start in (reach - off, reach + off):
+                torch.add(padded.narrow(dim, start, n), off * off, out=tmp)
+                torch.minimum(d, tmp, out=d)
+    return d
+
+
+def grow_masks(mask: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Dilate (radius > 0) or erode (radius < 0) each binary mask by its own radius in pixels,
+    with a Euclidean disc. Erosion is capped at half the mask's thickness, so a thin stroke is
+    thinned, never erased."""
+    radius = radius.float().cpu()
+    # Erosion needs depths up to twice its radius to apply the cap.
+    reach = max(1, math.ceil(float(radius.max())), 2 * math.ceil(float(-radius.min())))
+    r2 = (radius * radius).to(mask.device).view(-1, 1, 1, 1)
+    erode = (radius < 0).to(mask.device).view(-1, 1, 1, 1)
+    inside = mask > 0.5
+    # Distance to the mask (dilation) or to its outside (erosion), squared, whole pixels.
+    d2 = _squared_distance(inside ^ erode, reach)
+    depth2 = torch.where(inside, d2, 0).amax(dim=(1, 2, 3), keepdim=True)
+    limit = torch.where(erode, torch.minimum(r2, depth2 / 4), r2).floor()
+    near = d2 <= limit.clamp_max(torch.iinfo(d2.dtype).max).to(d2.dtype)
+    # Dilation: everything near the mask (the mask included). Erosion: what is not near the
+    # outside (the outside included).
+    return (near ^ erode).to(mask.dtype)
+
+
+def compositing_alpha(
+    mask: torch.Tensor, params: dict[str, torch.Tensor], *, grow: bool = False
+) -> torch.Tensor:
+    """Hard or feathered alpha (B, 1, H, W) in [0, 1] from a binary edit mask.
+
+    ``grow``: first dilate/erode the mask by ``params["grow"]`` pixels (the full METHOD 5.4
+    recipe). Off by default so that callers that predate it keep ``alpha == mask`` for hard
+    samples.
+    """
+    if grow:
+        mask = grow_masks(mask, params["grow"])
     hard = params["hard"].to(mask.device)
     sigma = params["feather_sigma"].to(mask.device)
     radius = math.ceil(3 * float(sigma.max()))

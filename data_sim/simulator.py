@@ -5,8 +5,17 @@ CPU from an explicit generator (same seed, same batch, on any device), the image
 processed batched on their own device in float32, and the drawn parameters are returned
 with the batch so any sample can be explained and replayed.
 
-    editor_output = families(target)                       # what the latent editor decoded
-    composite     = alpha * editor_output + (1 - alpha) * target
+    target    = the clean photo, with the texture family's sensor noise and JPEG
+                (the user's original photo, as cameras and the web deliver it)
+    edited    = target, then in order (each per sample with its own probability):
+                content discontinuity (inpaint a widened mask, paste the original back)
+                misalignment (shift / rotate / scale / warp the edited content)
+                colour shift (jitter blended through a smooth field)
+                texture (blur, VAE round trip, the decoder's own noise)
+    composite = target + alpha * (edited - target)
+
+Only pixels where the compositing alpha is non-zero differ from the target: the refiner
+learns to fix the edit and to leave the user's photo, grain and JPEG blocks included, alone.
 """
 
 from __future__ import annotations
@@ -16,7 +25,13 @@ from dataclasses import dataclass, field
 import torch
 
 from data_sim.colour import ColourShiftConfig, apply_colour_shift, sample_colour_params
+from data_sim.inpaint import (
+    ContentDiscontinuityConfig,
+    apply_content_discontinuity,
+    sample_content_params,
+)
 from data_sim.masks import (
+    MASK_KINDS,
     BoundaryConfig,
     MaskConfig,
     compositing_alpha,
@@ -24,6 +39,13 @@ from data_sim.masks import (
     sample_boundary_params,
     sample_mask_params,
 )
+from data_sim.misalign import (
+    MisalignConfig,
+    apply_misalignment,
+    mask_centre,
+    sample_misalign_params,
+)
+from data_sim.texture import TextureConfig, TextureFamily
 
 Params = dict[str, dict[str, torch.Tensor]]
 
@@ -32,12 +54,15 @@ Params = dict[str, dict[str, torch.Tensor]]
 class SimConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)
     boundary: BoundaryConfig = field(default_factory=BoundaryConfig)
+    content: ContentDiscontinuityConfig = field(default_factory=ContentDiscontinuityConfig)
+    misalign: MisalignConfig = field(default_factory=MisalignConfig)
     colour: ColourShiftConfig = field(default_factory=ColourShiftConfig)
+    texture: TextureConfig = field(default_factory=TextureConfig)
 
     def validate(self) -> None:
-        self.mask.validate()
-        self.boundary.validate()
-        self.colour.validate()
+        for section in (self.mask, self.boundary, self.content, self.misalign, self.colour):
+            section.validate()
+        self.texture.validate()
 
 
 def check_images(images: torch.Tensor) -> None:
@@ -70,6 +95,7 @@ class ArtifactSimulator:
         cfg.validate()
         self.cfg = cfg
         self.ensure_artifact = ensure_artifact
+        self.texture = TextureFamily(cfg.texture)  # loads its latent codec on first need
 
     def sample_params(
         self, batch_size: int, height: int, width: int, generator: torch.Generator
@@ -79,7 +105,10 @@ class ArtifactSimulator:
         params = {
             "mask": sample_mask_params(batch_size, height, width, c.mask, generator),
             "boundary": sample_boundary_params(batch_size, c.boundary, generator),
+            "content": sample_content_params(batch_size, c.content, generator),
+            "misalign": sample_misalign_params(batch_size, c.misalign, generator),
             "colour": sample_colour_params(batch_size, height, width, c.colour, generator),
+            "texture": self.texture.sample_params(batch_size, generator),
         }
         if self.ensure_artifact:
             params["colour"]["applied"] = params["colour"]["applied"] | ~self.any_applied(params)
@@ -95,13 +124,27 @@ class ArtifactSimulator:
     def apply(self, images: torch.Tensor, params: Params) -> dict[str, torch.Tensor]:
         """Deterministic part: the batch dict for ``images`` under ``params``."""
         check_images(images)
-        target = images.float().clamp(0, 1)
-        b, _, h, w = target.shape
+        clean = images.float().clamp(0, 1)
+        b, _, h, w = clean.shape
         # Autocast off: colour maths in bf16/fp16 produces the drift we are trying to model.
-        with torch.autocast(target.device.type, enabled=False):
-            mask = rasterize_masks(params["mask"], h, w, target.device, self.cfg.mask.raster_size)
-            alpha = compositing_alpha(mask, params["boundary"])
-            edited = apply_colour_shift(target, params["colour"])
+        with torch.autocast(clean.device.type, enabled=False):
+            target = self.texture.outside(clean, params["texture"])
+            mask = rasterize_masks(
+                params["mask"],
+                h,
+                w,
+                clean.device,
+                self.cfg.mask.raster_size,
+                mask_dir=self.cfg.mask.mask_dir,
+            )
+            alpha = compositing_alpha(mask, params["boundary"], grow=True)
+            edited = apply_content_discontinuity(target, mask, params["content"])
+            # Rotate and scale about the edit, not the image centre: the misalignment of a
+            # pasted region is local. The pivot is recorded so the sample can be replayed.
+            params["misalign"]["centre"] = mask_centre(mask).cpu()
+            edited = apply_misalignment(edited, params["misalign"])
+            edited = apply_colour_shift(edited, params["colour"])
+            edited = self.texture.inside(edited, params["texture"])
             composite = target + alpha * (edited - target)
         return {"target": target, "composite": composite, "mask": mask, "alpha": alpha}
 
@@ -121,11 +164,33 @@ def describe(params: Params, index: int) -> str:
     """One line naming the families applied to sample ``index`` and their key values."""
     parts = []
     m = params["mask"]
-    parts.append("box" if bool(m["is_box"][index]) else "strokes")
+    kind = MASK_KINDS[int(m["kind"][index])]
+    if int(m["latent_cell"][index]):
+        kind += f" (latent {int(m['latent_cell'][index])}px)"
+    parts.append(kind)
     bd = params["boundary"]
-    parts.append(
+    paste = (
         "hard" if bool(bd["hard"][index]) else f"feather {float(bd['feather_sigma'][index]):.1f}px"
     )
+    parts.append(f"{paste} grow {float(bd['grow'][index]):+.1f}px")
+    ct = params["content"]
+    if bool(ct["applied"][index]):
+        parts.append(f"content widen {float(ct['widen_px'][index]):.0f}px")
+    ma = params["misalign"]
+    if bool(ma["applied"][index]):
+        dx, dy = (float(v) for v in ma["shift"][index])
+        parts.append(
+            f"misalign ({dx:+.1f},{dy:+.1f})px {float(ma['angle'][index]):+.1f}deg "
+            f"x{float(ma['scale'][index]):.3f}"
+            + (" warp" if bool(ma["warp"][index].abs().max() > 0) else "")
+        )
+    t = params["texture"]
+    if bool(t["applied"][index]):
+        text = f"texture blur {float(t['blur_sigma'][index]):.1f}px"
+        text += " vae" if bool(t["vae"][index]) else ""
+        if bool(t["jpeg"][index]):
+            text += f", original jpeg q{float(t['jpeg_quality'][index]):.0f}"
+        parts.append(text)
     c = params["colour"]
     if bool(c["applied"][index]):
         parts.append(

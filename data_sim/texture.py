@@ -1,0 +1,328 @@
+"""Texture mismatch (METHOD 5.2): the edited region and the background carry different textures.
+
+This module owns the texture family: its config (:class:`TextureConfig`, :class:`VAEConfig`),
+the per-sample parameter draw (:func:`sample_texture_params`), the two deterministic image
+transforms and :class:`TextureFamily`, which builds the latent codec lazily from the config.
+
+* Inside (what a latent editor decodes): Gaussian smoothing, a VAE encode/decode round trip
+  and the editor's own noise, :func:`apply_texture_inside`.
+* Outside (the user's original photo): sensor-like noise, then JPEG compression at a random
+  quality (kornia's differentiable JPEG), :func:`apply_texture_outside`.
+
+The simulator uses the first inside the compositing alpha and the second outside it. Both run
+batched on the images' device and touch only the ``applied`` samples: the others come back
+bit-exactly unchanged, and the cost of every step (the VAE above all) follows its probability.
+
+Noise: the params hold a per-sample integer ``noise_seed`` drawn on the CPU; the noise of a
+call comes from one ``torch.Generator`` on the images' device seeded from the applied samples'
+seeds. It is reproducible on a given device type, but CPU and CUDA give different noise
+realisations (same distribution), and a sample's noise depends on which samples share its
+batch. A per-sample counter hash would avoid both but costs ~10x more than ``torch.randn``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from kornia.enhance import jpeg_codec_differentiable
+from kornia.filters import gaussian_blur2d
+
+from data_sim.codecs import CODEC_KINDS, LatentCodec, build_codec
+from data_sim.sampling import bernoulli, check_range, derive_seed, randint, uniform
+
+__all__ = [
+    "TextureConfig",
+    "TextureFamily",
+    "VAEConfig",
+    "apply_texture",
+    "apply_texture_inside",
+    "apply_texture_outside",
+    "load_codec",
+    "sample_texture_params",
+]
+
+# Below this sigma a Gaussian kernel is the identity in float32 (its side taps underflow);
+# those samples skip the blur, which also keeps sigma = 0 (an invalid kernel) out of kornia.
+MIN_BLUR_SIGMA = 0.05
+# kornia's JPEG works on 16x16 macroblocks (8x8 DCT on 2x-subsampled chroma).
+JPEG_BLOCK = 16
+
+
+@dataclass
+class VAEConfig:
+    """The latent codec of the inside round trip (see :func:`data_sim.codecs.build_codec`)."""
+
+    # "none" by default: no codec ships with pip packages. Experiment files that train the
+    # paper's recipe set kind=taesd and a path (configs/kodak_cpu.yaml uses TAEF2).
+    kind: str = "none"  # "taesd" | "diffusers" | "none"
+    path: str | None = None  # folder (or hub id for diffusers) with the weights
+    variant: str = "taef2"  # taesd only: <variant>_encoder.pth / <variant>_decoder.pth
+    chunk_size: int = 8  # images per codec call: bounds the codec's activation memory
+    p: float = 1.0  # share of texture samples that get the round trip
+
+    def validate(self, name: str = "sim.texture.vae") -> None:
+        if str(self.kind).strip().lower() not in CODEC_KINDS:
+            raise ValueError(f"{name}.kind={self.kind!r} is not one of {CODEC_KINDS}")
+        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int):
+            raise ValueError(f"{name}.chunk_size={self.chunk_size!r} must be a positive int")
+        check_range(f"{name}.chunk_size", (self.chunk_size, self.chunk_size), 1, 1 << 16)
+        check_range(f"{name}.p", (self.p, self.p), 0, 1)
+
+    @property
+    def enabled(self) -> bool:
+        return str(self.kind).strip().lower() != "none"
+
+
+@dataclass
+class TextureConfig:
+    p: float = 0.5
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    # Inside: generated content is smoother than a photo; a small blur before the round trip.
+    blur_sigma: tuple[float, float] = (0.0, 1.0)  # px; < MIN_BLUR_SIGMA means no blur
+    inside_noise_sigma: tuple[float, float] = (0.0, 0.02)  # std on [0, 1] values
+    inside_noise_luma_p: float = 0.5  # luminance-only noise (same on R, G, B) vs per-channel
+    # Outside: the user's photo, with its own sensor noise and usually JPEG compression.
+    outside_noise_sigma: tuple[float, float] = (0.0, 0.015)
+    outside_noise_luma_p: float = 0.5
+    jpeg_p: float = 0.7
+    jpeg_quality: tuple[float, float] = (40.0, 95.0)
+
+    def validate(self, name: str = "sim.texture") -> None:
+        check_range(f"{name}.p", (self.p, self.p), 0, 1)
+        self.vae.validate(f"{name}.vae")
+        check_range(f"{name}.blur_sigma", self.blur_sigma, 0, 16)
+        check_range(f"{name}.inside_noise_sigma", self.inside_noise_sigma, 0, 1)
+        check_range(f"{name}.inside_noise_luma_p", (self.inside_noise_luma_p,) * 2, 0, 1)
+        check_range(f"{name}.outside_noise_sigma", self.outside_noise_sigma, 0, 1)
+        check_range(f"{name}.outside_noise_luma_p", (self.outside_noise_luma_p,) * 2, 0, 1)
+        check_range(f"{name}.jpeg_p", (self.jpeg_p, self.jpeg_p), 0, 1)
+        # Quality 0 is an alias of 1 in kornia (libjpeg's table); 100 is near-lossless.
+        check_range(f"{name}.jpeg_quality", self.jpeg_quality, 1, 100)
+
+
+def sample_texture_params(
+    batch_size: int, cfg: TextureConfig, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Draw per-sample parameters on the CPU; every entry has leading dimension ``batch_size``.
+
+    Keys: ``applied`` bool; ``vae`` bool (round trip, only where applied and a codec is
+    configured); ``blur_sigma`` float px; ``inside_noise_sigma`` float; ``inside_noise_luma``
+    bool; ``jpeg`` bool (only where applied); ``jpeg_quality`` float; ``outside_noise_sigma``
+    float; ``outside_noise_luma`` bool; ``noise_seed`` int64. Every value is drawn whatever the
+    config switches off, so the draw order (and every other family's params) stays the same.
+    """
+    b = batch_size
+    applied = bernoulli(generator, b, cfg.p)
+    vae = bernoulli(generator, b, cfg.vae.p) & applied & cfg.vae.enabled
+    return {
+        "applied": applied,
+        "vae": vae,
+        "blur_sigma": uniform(generator, b, *cfg.blur_sigma),
+        "inside_noise_sigma": uniform(generator, b, *cfg.inside_noise_sigma),
+        "inside_noise_luma": bernoulli(generator, b, cfg.inside_noise_luma_p),
+        "jpeg": bernoulli(generator, b, cfg.jpeg_p) & applied,
+        "jpeg_quality": uniform(generator, b, *cfg.jpeg_quality),
+        "outside_noise_sigma": uniform(generator, b, *cfg.outside_noise_sigma),
+        "outside_noise_luma": bernoulli(generator, b, cfg.outside_noise_luma_p),
+        "noise_seed": randint(generator, b, 0, 2**62),
+    }
+
+
+def load_codec(cfg: VAEConfig) -> LatentCodec | None:
+    """The frozen codec named by ``cfg`` on the CPU (``None`` for ``kind="none"``).
+
+    Missing weights raise the codec's FileNotFoundError, which names the files and the
+    config key to set.
+    """
+    kw = {"variant": cfg.variant} if str(cfg.kind).strip().lower() == "taesd" else {}
+    return build_codec(cfg.kind, cfg.path, **kw)
+
+
+def _subset(params: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    """CPU indices of the samples whose bool ``params[key]`` is set (and that are applied)."""
+    flags = params[key].bool().cpu() & params["applied"].bool().cpu()
+    return flags.nonzero().squeeze(1)
+
+
+def _noise_generator(
+    params: dict[str, torch.Tensor], idx: torch.Tensor, stream: int, device: torch.device
+) -> torch.Generator:
+    """A generator on ``device`` seeded by the selected samples' seeds and a stream id, so
+    the inside and outside noise are independent."""
+    seeds = params["noise_seed"].cpu()[idx].tolist()
+    return torch.Generator(device=device).manual_seed(derive_seed(stream, *seeds))
+
+
+def _add_noise(
+    x: torch.Tensor, sigma: torch.Tensor, luma: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """``x`` plus Gaussian noise of per-sample std ``sigma``; ``luma`` samples get the same
+    noise on every channel (grain in brightness only), the others independent colour noise."""
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    luma = luma.to(x.device)[:, None, None, None]
+    noise = torch.where(luma, noise[:, :1].expand_as(noise), noise)
+    sigma = sigma.to(device=x.device, dtype=x.dtype)[:, None, None, None]
+    return (x + sigma * noise).clamp(0, 1)
+
+
+def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Per-sample Gaussian blur; samples with ``sigma < MIN_BLUR_SIGMA`` are left as they are."""
+    sigma = sigma.to(device=x.device, dtype=x.dtype)
+    active = sigma >= MIN_BLUR_SIGMA
+    if not bool(active.any()):
+        return x
+    s = sigma.clamp_min(MIN_BLUR_SIGMA)
+    # One kernel size for the batch, 4 sigma of the widest blur on each side: the tail it cuts
+    # (< 1e-4 of the mass) is too small for a sample's result to depend on its batch mates.
+    k = 2 * math.ceil(4 * float(s[active].max())) + 1
+    blurred = gaussian_blur2d(x, (k, k), s[:, None].expand(-1, 2), border_type="reflect")
+    return torch.where(active[:, None, None, None], blurred, x)
+
+
+def _jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """JPEG compress-decompress at per-sample ``quality``, any H and W."""
+    h, w = x.shape[-2:]
+    # kornia >= 0.8 pads internally, older releases need multiples of 16: pad here, at the
+    # bottom/right and by edge replication as a JPEG encoder does, and crop back.
+    pad_h, pad_w = -h % JPEG_BLOCK, -w % JPEG_BLOCK
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    y = jpeg_codec_differentiable(x, quality.to(device=x.device, dtype=x.dtype))
+    return y[..., :h, :w].clamp(0, 1)
+
+
+@torch.no_grad()
+def apply_texture_inside(
+    images: torch.Tensor,
+    params: dict[str, torch.Tensor],
+    codec: LatentCodec | None = None,
+    chunk_size: int = 8,
+) -> torch.Tensor:
+    """The editor-side texture: blur, VAE round trip (``vae`` samples), own noise.
+
+    Returns a new (B, 3, H, W) tensor in [0, 1]; samples not ``applied`` are bit-exact copies.
+    The blur comes first because generated content lacks a photo's fine detail; the decoder
+    then lays its own texture over it, as in a real edit; the noise is the editor's grain.
+    """
+    idx = _subset(params, "applied")
+    if idx.numel() == 0:
+        return images.clone()
+    dev_idx = idx.to(images.device)
+    x = images.index_select(0, dev_idx)
+    x = _blur(x, params["blur_sigma"].cpu()[idx])
+
+    vae_idx = _subset(params, "vae")
+    if vae_idx.numel() > 0:
+        if codec is None:
+            raise ValueError(
+                f"apply_texture_inside: the params ask for a VAE round trip on "
+                f"{vae_idx.numel()} samples but no codec was given; build one with "
+                f"load_codec(cfg.vae) (or TextureFamily), or set sim.texture.vae.kind='none'"
+            )
+        # Positions of the round-trip samples within the applied subset.
+        pos = torch.searchsorted(idx, vae_idx).to(images.device)
+        x = x.index_copy(0, pos, codec.roundtrip(x.index_select(0, pos), chunk_size))
+
+    gen = _noise_generator(params, idx, 0, images.device)
+    x = _add_noise(
+        x, params["inside_noise_sigma"].cpu()[idx], params["inside_noise_luma"].cpu()[idx], gen
+    )
+    return images.index_copy(0, dev_idx, x.to(images.dtype))
+
+
+@torch.no_grad()
+def apply_texture_outside(images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The background-side texture: own sensor-like noise, then JPEG (``jpeg`` samples).
+
+    Returns a new (B, 3, H, W) tensor in [0, 1]; samples not ``applied`` are bit-exact copies.
+    Noise comes before the JPEG, as in a camera, so the codec shapes it into block texture.
+    """
+    idx = _subset(params, "applied")
+    if idx.numel() == 0:
+        return images.clone()
+    dev_idx = idx.to(images.device)
+    x = images.index_select(0, dev_idx)
+    gen = _noise_generator(params, idx, 1, images.device)
+    x = _add_noise(
+        x, params["outside_noise_sigma"].cpu()[idx], params["outside_noise_luma"].cpu()[idx], gen
+    )
+    jpeg_idx = _subset(params, "jpeg")
+    if jpeg_idx.numel() > 0:
+        pos = torch.searchsorted(idx, jpeg_idx).to(images.device)
+        quality = params["jpeg_quality"].cpu()[jpeg_idx]
+        x = x.index_copy(0, pos, _jpeg(x.index_select(0, pos), quality))
+    return images.index_copy(0, dev_idx, x.to(images.dtype))
+
+
+def apply_texture(
+    images: torch.Tensor,
+    params: dict[str, torch.Tensor],
+    codec: LatentCodec | None = None,
+    *,
+    background: torch.Tensor | None = None,
+    chunk_size: int = 8,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(inside, outside)``: the editor-side texture of ``images`` and the background-side
+    texture of ``background`` (default: ``images``), for ``alpha * inside + (1 - alpha) *
+    outside``. Samples not ``applied`` come back unchanged in both."""
+    outside_src = images if background is None else background
+    return (
+        apply_texture_inside(images, params, codec, chunk_size),
+        apply_texture_outside(outside_src, params),
+    )
+
+
+_UNSET = object()
+
+
+class TextureFamily:
+    """The texture family with its codec: built from the config on first need, moved to the
+    images' device on use, and never at import or construction time.
+
+    ``codec`` may be given to share one codec between families or to inject a test double.
+    """
+
+    def __init__(self, cfg: TextureConfig, codec: LatentCodec | None | object = _UNSET) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self._codec = codec
+
+    @property
+    def codec(self) -> LatentCodec | None:
+        """The latent codec (loaded now if not yet); ``None`` when ``vae.kind == "none"``."""
+        if self._codec is _UNSET:
+            self._codec = load_codec(self.cfg.vae)
+        return self._codec  # type: ignore[return-value]
+
+    def sample_params(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return sample_texture_params(batch_size, self.cfg, generator)
+
+    def _codec_on(self, device: torch.device) -> LatentCodec | None:
+        codec = self.codec
+        if codec is not None:
+            # A no-op once there; roundtrip would also accept a codec elsewhere, but would
+            # copy every chunk across devices.
+            codec.to(device)
+        return codec
+
+    def inside(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        # Only touch (and load) the codec when some sample needs the round trip.
+        need_vae = bool(_subset(params, "vae").numel())
+        codec = self._codec_on(images.device) if need_vae else None
+        return apply_texture_inside(images, params, codec, self.cfg.vae.chunk_size)
+
+    def outside(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return apply_texture_outside(images, params)
+
+    def __call__(
+        self,
+        images: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        background: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inside, outside)`` as :func:`apply_texture`."""
+        outside_src = images if background is None else background
+        return self.inside(images, params), self.outside(outside_src, params)
