@@ -86,6 +86,20 @@ def check_images(images: torch.Tensor) -> None:
         )
 
 
+def check_mask(mask: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """A binary float (B, 1, H, W) mask matching ``images``, or a ValueError naming both."""
+    b, _, h, w = images.shape
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 4 or mask.shape[1] != 1:
+        shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask)
+        raise ValueError(f"expected an edit mask of shape ({b}, 1, {h}, {w}), got {shape}")
+    if tuple(mask.shape) != (b, 1, h, w):
+        raise ValueError(
+            f"edit mask is {tuple(mask.shape)} but the images are {tuple(images.shape)}: "
+            f"expected ({b}, 1, {h}, {w}); resize masks with nearest-neighbour interpolation"
+        )
+    return (mask.to(images.device).float() >= 0.5).float()
+
+
 class ArtifactSimulator:
     """Composes the artifact families of :class:`SimConfig` on batches of clean images."""
 
@@ -121,22 +135,28 @@ class ArtifactSimulator:
         return torch.stack(flags).any(dim=0)
 
     @torch.no_grad()
-    def apply(self, images: torch.Tensor, params: Params) -> dict[str, torch.Tensor]:
-        """Deterministic part: the batch dict for ``images`` under ``params``."""
+    def apply(
+        self, images: torch.Tensor, params: Params, mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Deterministic part: the batch dict for ``images`` under ``params``. A given edit
+        ``mask`` (B, 1, H, W), binarised at 0.5, replaces the drawn one."""
         check_images(images)
         clean = images.float().clamp(0, 1)
         b, _, h, w = clean.shape
+        if mask is not None:
+            mask = check_mask(mask, clean)
         # Autocast off: colour maths in bf16/fp16 produces the drift we are trying to model.
         with torch.autocast(clean.device.type, enabled=False):
             target = self.texture.outside(clean, params["texture"])
-            mask = rasterize_masks(
-                params["mask"],
-                h,
-                w,
-                clean.device,
-                self.cfg.mask.raster_size,
-                mask_dir=self.cfg.mask.mask_dir,
-            )
+            if mask is None:
+                mask = rasterize_masks(
+                    params["mask"],
+                    h,
+                    w,
+                    clean.device,
+                    self.cfg.mask.raster_size,
+                    mask_dir=self.cfg.mask.mask_dir,
+                )
             alpha = compositing_alpha(mask, params["boundary"], grow=True)
             edited = apply_content_discontinuity(target, mask, params["content"])
             # Rotate and scale about the edit, not the image centre: the misalignment of a
@@ -149,15 +169,19 @@ class ArtifactSimulator:
         return {"target": target, "composite": composite, "mask": mask, "alpha": alpha}
 
     def __call__(
-        self, images: torch.Tensor, generator: torch.Generator | int
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | int,
+        mask: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], Params]:
-        """Simulate artifacts on ``images``; ``generator`` may be a seed."""
+        """Simulate artifacts on ``images``; ``generator`` may be a seed; ``mask`` optionally
+        fixes the edit masks (the drawn mask parameters are then unused)."""
         if isinstance(generator, int):
             generator = torch.Generator().manual_seed(generator)
         check_images(images)
         b, _, h, w = images.shape
         params = self.sample_params(b, h, w, generator)
-        return self.apply(images, params), params
+        return self.apply(images, params, mask), params
 
 
 def describe(params: Params, index: int) -> str:

@@ -99,3 +99,15 @@ def test_describe_names_the_families_of_a_sample(photo):
 def test_bad_inputs_are_refused_with_how_to_fix(bad, message):
     with pytest.raises(ValueError, match=message):
         ArtifactSimulator(SimConfig())(bad, 0)
+
+
+def test_a_given_mask_replaces_the_drawn_one(photo):
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[..., 10:30, 20:40] = 1
+    out, _ = ArtifactSimulator(SimConfig())(_batch(photo, 2), 0, mask=mask)
+    assert torch.equal(out["mask"], mask)
+
+
+def test_a_mask_of_the_wrong_size_is_refused_naming_both_shapes(photo):
+    with pytest.raises(ValueError, match=r"\(2, 1, 32, 32\).*\(2, 3, 64, 64\)"):
+        ArtifactSimulator(SimConfig())(_batch(photo, 2), 0, mask=torch.zeros(2, 1, 32, 32))

@@ -6,7 +6,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from pixperfect.training.train import train
 
 
-def _logged_steps(event_file: Path, tag: str = "train/l1") -> list[int]:
+def _logged_steps(event_file: Path, tag: str = "train/loss") -> list[int]:
     acc = EventAccumulator(str(event_file))
     acc.Reload()
     return [e.step for e in acc.Scalars(tag)]

@@ -64,23 +64,17 @@ def _refine(args: argparse.Namespace) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> None:
-    import torch
-
-    from data_sim.simulator import ArtifactSimulator, describe
+    from data_sim.simulator import ArtifactSimulator
     from pixperfect.config import sim_config
-    from pixperfect.data.crops import random_crop
     from pixperfect.data.datamodule import load_photos
     from pixperfect.data.photos import load_folder
-    from pixperfect.sheets import contact_sheet
+    from pixperfect.sheets import simulate_sheet
 
     cfg = load_config(args.config, args.overrides)
     photos = list((load_folder(args.images) if args.images else load_photos(cfg)[0]).values())
-    generator = torch.Generator().manual_seed(args.seed)
-    picks = torch.randint(len(photos), (args.n,), generator=generator).tolist()
-    clean = torch.stack([random_crop(photos[i], args.size, generator) for i in picks])
-    batch, params = ArtifactSimulator(sim_config(cfg))(clean, generator)
-    captions = [f"{i}: {describe(params, i)}" for i in range(args.n)]
-    print(f"contact sheet: {contact_sheet(batch, captions, args.out)}")
+    simulator = ArtifactSimulator(sim_config(cfg))
+    path, captions = simulate_sheet(simulator, photos, args.out, args.n, args.size, args.seed)
+    print(f"contact sheet: {path}")
     for caption in captions:
         print(f"  {caption}")
 

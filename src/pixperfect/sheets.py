@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from data_sim.simulator import ArtifactSimulator, describe
+
 
 def _tile(x: torch.Tensor) -> np.ndarray:
     x = x.detach().float().clamp(0, 1).cpu()
@@ -50,3 +52,23 @@ def contact_sheet(
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return path
+
+
+def simulate_sheet(
+    simulator: ArtifactSimulator,
+    photos: list[torch.Tensor],
+    path: str | Path,
+    n: int = 16,
+    size: int = 256,
+    seed: int = 0,
+) -> tuple[Path, list[str]]:
+    """Simulate ``n`` random ``size`` crops of ``photos`` and write their contact sheet;
+    returns the sheet's path and one caption per sample."""
+    from pixperfect.data.crops import random_crop
+
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(photos), (n,), generator=generator).tolist()
+    clean = torch.stack([random_crop(photos[i], size, generator) for i in picks])
+    batch, params = simulator(clean, generator)
+    captions = [f"{i}: {describe(params, i)}" for i in range(n)]
+    return contact_sheet(batch, captions, path), captions

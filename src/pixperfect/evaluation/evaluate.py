@@ -47,7 +47,12 @@ def evaluate(
         )
     e = cfg.eval
     triples = heldout_triples(
-        photos, ArtifactSimulator(sim_config(cfg)), e.samples_per_image, e.seed, max_size=e.max_size
+        photos,
+        ArtifactSimulator(sim_config(cfg)),
+        e.samples_per_image,
+        e.seed,
+        crop_size=e.crop_size,
+        max_size=e.max_size,
     )
     methods: dict[str, Method] = {"identity": lambda composite, mask: composite}
     if checkpoint is not None:

@@ -1,8 +1,10 @@
 """Small U-Net refiner: (composite RGB, edit mask) -> composite + predicted correction.
 
 Sized to train on a laptop CPU: one convolution at full resolution on the way in and out,
-two per level below. The last convolution starts at zero, so an untrained refiner is
-exactly the identity and training only has to learn the correction.
+two per level below. The last convolution starts near zero, so an untrained refiner is
+almost the identity and training only has to learn the correction. (Exactly zero stalls
+learning: the body then gets no gradient until the head has grown, and on the demo budget
+it barely did.)
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class UNetRefiner(nn.Module):
             _conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth))
         )
         self.head = nn.Conv2d(widths[0], 3, 3, padding=1)
-        nn.init.zeros_(self.head.weight)
+        nn.init.normal_(self.head.weight, std=1e-2)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

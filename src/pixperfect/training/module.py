@@ -48,12 +48,26 @@ class RefinerModule(L.LightningModule):
         batch = self.with_artifacts(batch)
         self.log("time/simulation_s", time.perf_counter() - start)
         refined = self(batch["composite"], batch["mask"])
-        loss = self.cfg.loss.l1 * (refined - batch["target"]).abs().mean()
-        self.log("train/l1", loss, prog_bar=True)
+        terms = self.loss_terms(refined.float(), batch["target"])
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, prog_bar=name == "loss")
+        loss = terms["loss"]
         step = self.global_step + 1
         if self.global_rank == 0 and should_log_images(step, self.cfg.trainer.image_every_n_steps):
             self._log_grid("train/images", batch, refined, step)
         return loss
+
+    def loss_terms(self, refined: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each weighted term by name, and their sum as ``loss``."""
+        weights = {"l1": self.cfg.loss.l1, "mse": self.cfg.loss.mse}
+        error = refined - target
+        terms = {}
+        if weights["l1"]:
+            terms["l1"] = error.abs().mean()
+        if weights["mse"]:
+            terms["mse"] = error.square().mean()
+        terms["loss"] = sum(weights[name] * value for name, value in terms.items())
+        return terms
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self._last_batch_end = time.perf_counter()

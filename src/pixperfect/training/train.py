@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pixperfect.config import to_yaml
 from pixperfect.data.datamodule import PhotoDataModule
+from pixperfect.sheets import simulate_sheet
 from pixperfect.training.module import RefinerModule
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,22 @@ class SaveLastOnTrainEnd(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.save_checkpoint(self.path)
+
+
+class ContactSheet(Callback):
+    """Writes a contact sheet of simulated training samples into the run directory once, so
+    every run shows what its recipe looks like."""
+
+    def __init__(self, path: Path, n: int = 8) -> None:
+        self.path, self.n = path, n
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        images = getattr(trainer.datamodule, "train_images", None)
+        if not trainer.is_global_zero or self.path.exists() or not images:
+            return
+        size = max(pl_module.cfg.data.crop_size, 128)
+        simulate_sheet(pl_module.simulator, list(images.values()), self.path, self.n, size)
+        log.info("contact sheet of the simulated training data: %s", self.path)
 
 
 def _warn_on_config_change(saved: Path, cfg: DictConfig) -> None:
@@ -77,6 +94,7 @@ def build_trainer(cfg: DictConfig, directory: Path) -> L.Trainer:
                 save_top_k=-1,
             ),
             SaveLastOnTrainEnd(checkpoints / "last.ckpt"),
+            ContactSheet(directory / "contact_sheet.png"),
             LearningRateMonitor(logging_interval="step"),
         ],
         log_every_n_steps=t.log_every_n_steps,

@@ -1,0 +1,164 @@
+"""Simulation throughput: the full default recipe and each family alone, batched vs a
+per-sample loop, and the share of a demo training step spent simulating.
+
+    .venv/bin/python benchmarks/bench_simulation.py [--sizes 256 512] [--batch 16] [--repeats 3]
+
+Prints a table. On a machine with CUDA the same rows run on the GPU too. The TAEF2 round
+trip row needs the weights (``--taesd DIR``, default ../shared/weights/taesd).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from data_sim.simulator import ArtifactSimulator, SimConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = ("colour", "content", "misalign", "texture")
+
+
+def only(family: str | None, vae_dir: str | None = None) -> SimConfig:
+    """The default recipe, or just one family (p = 1) over the default masks and alphas."""
+    cfg = SimConfig()
+    if family is None:
+        return cfg
+    for name in FAMILIES:
+        section = getattr(cfg, name)
+        setattr(cfg, name, replace(section, p=1.0 if name == family else 0.0))
+    if vae_dir:
+        cfg.texture = replace(cfg.texture, vae=replace(cfg.texture.vae, kind="taesd", path=vae_dir))
+    return cfg
+
+
+def photos(batch: int, size: int, device: torch.device) -> torch.Tensor:
+    from skimage import data
+
+    x = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float()[None] / 255
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+    return x.expand(batch, -1, -1, -1).contiguous().to(device)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_it(fn, device: torch.device, repeats: int) -> float:
+    fn()  # warm-up (kernel selection, codec load)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def slice_params(params: dict, i: int) -> dict:
+    return {f: {k: v[i : i + 1] for k, v in p.items()} for f, p in params.items()}
+
+
+def bench_recipes(sizes, batch, repeats, device, vae_dir) -> list[tuple]:
+    rows = []
+    recipes = [("full default recipe", only(None))] + [(f"{f} alone", only(f)) for f in FAMILIES]
+    if vae_dir:
+        recipes.append(("texture + TAEF2 round trip", only("texture", vae_dir)))
+    for size in sizes:
+        images = photos(batch, size, device)
+        for name, cfg in recipes:
+            sim = ArtifactSimulator(cfg)
+            params = sim.sample_params(batch, size, size, torch.Generator().manual_seed(0))
+            seconds = time_it(lambda: sim.apply(images, params), device, repeats)  # noqa: B023
+            rows.append((device.type, size, name, batch / seconds, seconds * 1000))
+    return rows
+
+
+def bench_loop(size, batch, repeats, device) -> tuple[float, float]:
+    sim = ArtifactSimulator(only(None))
+    images = photos(batch, size, device)
+    params = sim.sample_params(batch, size, size, torch.Generator().manual_seed(0))
+    batched = time_it(lambda: sim.apply(images, params), device, repeats)
+    looped = time_it(
+        lambda: [sim.apply(images[i : i + 1], slice_params(params, i)) for i in range(batch)],
+        device,
+        repeats,
+    )
+    return batched, looped
+
+
+def bench_demo_step(repeats: int) -> tuple[float, float]:
+    """(simulation, whole step) seconds of a demo training step: 128 px, batch 8, CPU."""
+    from pixperfect.config import PROJECT_ROOT, load_config
+    from pixperfect.training.module import RefinerModule
+
+    cfg = load_config(PROJECT_ROOT / "configs" / "demo.yaml")
+    module = RefinerModule(dict(cfg_to_container(cfg)))
+    optimizer = module.configure_optimizers()
+    clean = photos(cfg.data.batch_size, cfg.data.crop_size, torch.device("cpu"))
+
+    def simulate():
+        return module.simulator(clean, torch.Generator().manual_seed(0))[0]
+
+    def step():
+        batch = simulate()
+        loss = (module(batch["composite"], batch["mask"]) - batch["target"]).abs().mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return time_it(simulate, torch.device("cpu"), repeats), time_it(
+        step, torch.device("cpu"), repeats
+    )
+
+
+def cfg_to_container(cfg):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--taesd", default=str(ROOT.parent / "shared" / "weights" / "taesd"))
+    args = parser.parse_args()
+    vae_dir = args.taesd if Path(args.taesd, "taef2_encoder.pth").is_file() else None
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, batch {args.batch}")
+    print(f"\n{'device':<7}{'size':>6}  {'recipe':<28}{'images/s':>10}{'ms/batch':>10}")
+    for device in devices:
+        for row in bench_recipes(args.sizes, args.batch, args.repeats, device, vae_dir):
+            print(f"{row[0]:<7}{row[1]:>6}  {row[2]:<28}{row[3]:>10.1f}{row[4]:>10.0f}")
+    if not vae_dir:
+        print("(TAEF2 row skipped: no weights at --taesd)")
+
+    print(f"\nbatched vs per-sample loop, full default recipe, batch {args.batch}, CPU")
+    print(f"{'size':>6}{'batched ms':>12}{'loop ms':>10}{'speed-up':>10}")
+    ok = True
+    for size in args.sizes:
+        batched, looped = bench_loop(size, args.batch, args.repeats, torch.device("cpu"))
+        ok &= looped / batched >= 3
+        print(f"{size:>6}{batched * 1000:>12.0f}{looped * 1000:>10.0f}{looped / batched:>9.1f}x")
+
+    sim_s, step_s = bench_demo_step(args.repeats)
+    print(
+        f"\ndemo training step (128 px, batch 8, CPU): {step_s * 1000:.0f} ms, of which "
+        f"simulation {sim_s * 1000:.0f} ms ({100 * sim_s / step_s:.0f}%)"
+    )
+    print(f"\nbatched >= 3x faster than the loop: {'yes' if ok else 'NO'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
