@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ import torch
 from pixperfect.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 
 TINY = [
     "data.crop_size=32",
@@ -29,17 +27,6 @@ TINY = [
     "eval.samples_per_image=1",
     "eval.max_size=64",
 ]
-
-
-def shared_asset(relative: str) -> Path:
-    """A file under ../shared; missing is a failure under CI=true, a skip elsewhere."""
-    path = SHARED / relative
-    if not path.exists():
-        message = f"shared asset {path} is missing"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from assets import KODAK, TAESD_DIR, require
 
 from data_sim.codecs import DiffusersCodec, LatentCodec, TAESDCodec, build_codec
 from data_sim.codecs.diffusers_codec import import_diffusers
@@ -20,19 +21,7 @@ from data_sim.codecs.taesd import (
     load_state_dict_file,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TAESD_DIR = SHARED / "weights" / "taesd"
-KODIM23 = SHARED / "data" / "photos" / "kodak" / "kodim23.png"
-
-
-def _require(path: Path) -> Path:
-    """Skip locally when a shared asset is absent; in CI a missing asset is a failure."""
-    if not path.exists():
-        message = f"shared asset missing: {path}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+KODIM23 = KODAK / "kodim23.png"
 
 
 def _require_diffusers():
@@ -58,7 +47,7 @@ def _random_taef2_layout(seed: int = 0) -> TAESDCodec:
 
 @pytest.fixture(scope="module")
 def taef2() -> TAESDCodec:
-    codec = build_codec("taesd", str(_require(TAESD_DIR / "taef2_encoder.pth").parent))
+    codec = build_codec("taesd", str(require(TAESD_DIR / "taef2_encoder.pth").parent))
     assert isinstance(codec, TAESDCodec)
     return codec
 
@@ -66,7 +55,7 @@ def taef2() -> TAESDCodec:
 def test_taef2_roundtrip_of_real_photo_exceeds_30db_psnr(taef2: TAESDCodec) -> None:
     from PIL import Image
 
-    rgb = np.array(Image.open(_require(KODIM23)).convert("RGB"))
+    rgb = np.array(Image.open(require(KODIM23)).convert("RGB"))
     image = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
     # A central 256x256 crop keeps the test fast; the full 768x512 image gives ~33.4 dB.
     crop = image[..., 128:384, 256:512]

@@ -96,3 +96,18 @@ def test_padding_reaches_the_stride_and_keeps_the_original_size():
     assert x.shape[-2:] == (40, 56) and (h, w) == (37, 53)
     tiny, _ = pad_to_multiple(torch.rand(1, 3, 3, 5), 8)
     assert tiny.shape[-2:] == (8, 8)
+
+
+def test_edit_margin_keeps_the_background_exact():
+    from pixperfect.models import build_refiner
+
+    model = build_refiner("unet", base_channels=8, depth=2, edit_margin=3)
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    torch.nn.init.normal_(model.head.bias, std=0.1)
+    image, mask = torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32)
+    mask[..., 12:20, 12:20] = 1
+    out = model(image, mask)
+    far = torch.ones(32, 32, dtype=torch.bool)
+    far[9:23, 9:23] = False  # the mask grown by the 3 px margin
+    assert torch.equal(out[..., far], image[..., far])
+    assert not torch.equal(out[..., 9:23, 9:23], image[..., 9:23, 9:23])

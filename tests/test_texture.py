@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import kornia
 import pytest
 import torch
+from assets import KODAK, TAESD_DIR, require
 from torch import Tensor
 
 from data_sim.codecs import LatentCodec
@@ -21,21 +21,7 @@ from data_sim.texture import (
     sample_texture_params,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TAESD_DIR = SHARED / "weights" / "taesd"
-KODAK = SHARED / "data" / "photos" / "kodak"
-
 NO_VAE = VAEConfig(kind="none")
-
-
-def _require(path: Path) -> Path:
-    """Skip locally when a shared asset is absent; in CI a missing asset is a failure."""
-    if not path.exists():
-        message = f"shared asset missing: {path}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def _psnr(a: Tensor, b: Tensor) -> float:
@@ -253,10 +239,10 @@ def test_invalid_config_is_refused(change: dict) -> None:
 
 
 def test_taef2_round_trip_changes_a_photo_but_keeps_it_close() -> None:
-    _require(TAESD_DIR / "taef2_encoder.pth")
+    require(TAESD_DIR / "taef2_encoder.pth")
     from torchvision.io import read_image
 
-    photo = read_image(str(_require(KODAK / "kodim23.png"))).float() / 255
+    photo = read_image(str(require(KODAK / "kodim23.png"))).float() / 255
     h, w = photo.shape[-2:]
     x = photo[None, :, (h - 128) // 2 : (h + 128) // 2, (w - 128) // 2 : (w + 128) // 2]
     x = x.contiguous()

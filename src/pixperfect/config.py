@@ -54,6 +54,7 @@ class ModelConfig:
     name: str = "unet"
     base_channels: int = 24
     depth: int = 3  # down-samplings; the stride is 2**depth
+    edit_margin: int = -1  # >= 0: corrections only within this many px of the mask
 
 
 @dataclass

@@ -10,6 +10,7 @@ it barely did.)
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -20,9 +21,12 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 class UNetRefiner(nn.Module):
     """Residual U-Net; input sides must be multiples of :attr:`stride`."""
 
-    def __init__(self, base_channels: int = 24, depth: int = 3) -> None:
+    def __init__(self, base_channels: int = 24, depth: int = 3, edit_margin: int = -1) -> None:
+        """``edit_margin`` >= 0: the correction only reaches pixels within that many pixels of
+        the edit mask (seams live there); the rest of the photo passes through exactly."""
         super().__init__()
         self.stride = 2**depth
+        self.edit_margin = edit_margin
         widths = [base_channels * min(2**i, 8) for i in range(depth + 1)]
         self.stem = _conv(4, widths[0])
         self.down = nn.ModuleList(
@@ -55,4 +59,8 @@ class UNetRefiner(nn.Module):
         skips.pop()
         for fuse in self.fuse:
             x = fuse(torch.cat([self.up(x), skips.pop()], dim=1))
-        return composite + self.head(x)
+        correction = self.head(x)
+        if self.edit_margin >= 0:
+            m = self.edit_margin
+            correction = correction * F.max_pool2d(mask, 2 * m + 1, stride=1, padding=m)
+        return composite + correction
