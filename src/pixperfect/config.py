@@ -70,6 +70,7 @@ class OptimConfig:
     lr: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
+    ema_decay: float = 0.0  # > 0: keep an EMA of the generator for validation and refine
 
 
 @dataclass
@@ -171,6 +172,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(str(e)) from None
     if cfg.loss.l1 < 0 or cfg.loss.mse < 0 or cfg.loss.l1 + cfg.loss.mse == 0:
         raise ConfigError("loss weights must be >= 0 and at least one of loss.l1, loss.mse > 0")
+    if not 0 <= cfg.optim.ema_decay < 1:
+        raise ConfigError(f"optim.ema_decay={cfg.optim.ema_decay} must be in [0, 1)")
     positive = [
         "data.crop_size",
         "data.batch_size",

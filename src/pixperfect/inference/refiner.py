@@ -51,7 +51,9 @@ class Refiner:
             raise ValueError(f"{path} is not a PixPerfect training checkpoint") from None
         model_cfg = dict(from_container(config).model)
         model = build_refiner(model_cfg.pop("name"), **model_cfg)
-        prefix = "generator."
+        # The EMA weights when the run kept them: they are what validation scored.
+        has_ema = any(k.startswith("generator_ema.") for k in ckpt["state_dict"])
+        prefix = "generator_ema." if has_ema else "generator."
         state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
         model.load_state_dict(state)
         return cls(model, config, device)

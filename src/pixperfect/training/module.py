@@ -3,6 +3,7 @@ simulation, the losses and the validation metrics."""
 
 from __future__ import annotations
 
+import copy
 import time
 
 import lightning as L
@@ -25,12 +26,34 @@ class RefinerModule(L.LightningModule):
         self.cfg: DictConfig = from_container(config)
         model_cfg = dict(self.cfg.model)
         self.generator = build_refiner(model_cfg.pop("name"), **model_cfg)
+        # EMA of the generator only (not of the whole module): validated, checkpointed and
+        # used by refine; saved in the state dict under ``generator_ema.``.
+        self.generator_ema = (
+            copy.deepcopy(self.generator).requires_grad_(False)
+            if self.cfg.optim.ema_decay > 0
+            else None
+        )
         self.simulator = ArtifactSimulator(sim_config(self.cfg))
         self.val_metrics = SeamMetrics(band_width=self.cfg.eval.band_width)
         self._last_batch_end: float | None = None
 
     def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.generator(composite, mask)
+
+    def evaluation_generator(self) -> torch.nn.Module:
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """ema <- d * ema + (1 - d) * weights, with d warming up from 0 so early steps count."""
+        if self.generator_ema is None:
+            return
+        step = self.global_step
+        decay = min(self.cfg.optim.ema_decay, (1 + step) / (10 + step))
+        for ema, live in zip(
+            self.generator_ema.parameters(), self.generator.parameters(), strict=True
+        ):
+            ema.lerp_(live, 1 - decay)
 
     def with_artifacts(self, batch: dict) -> dict:
         """Simulate artifacts on the device when the batch holds clean targets only."""
@@ -70,11 +93,12 @@ class RefinerModule(L.LightningModule):
         return terms
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.update_ema()
         self._last_batch_end = time.perf_counter()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         batch = self.with_artifacts(batch)
-        refined = self(batch["composite"], batch["mask"])
+        refined = self.evaluation_generator()(batch["composite"], batch["mask"])
         self.val_metrics.update(refined, batch["target"], batch["mask"])
         if batch_idx == 0 and self.global_rank == 0:
             self._log_grid("val/images", batch, refined, self.global_step)
