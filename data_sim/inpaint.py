@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 
-from data_sim.sampling import check_range
+from data_sim.sampling import applied_indices, check_range
 
 __all__ = [
     "ContentDiscontinuityConfig",
@@ -404,12 +404,11 @@ def apply_content_discontinuity(
         params: from ``sample_content_params`` (any device; moved here).
     """
     device = images.device
-    applied = params["applied"].to(device)
     out = images.clone()
-    if not bool(applied.any()):
+    # Work on the applied subset only (a batched gather, not a loop).
+    idx = applied_indices(params).to(device)
+    if not idx.numel():
         return out
-    # Work on the applied subset only (a batched gather, not a loop): p is typically 0.5.
-    idx = applied.nonzero().squeeze(1)
     sub = {k: v.to(device)[idx] for k, v in params.items()}
     x = images[idx]
     m = (mask[idx] > 0.5).to(images.dtype)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from kornia.geometry.transform import get_rotation_matrix2d, invert_affine_transform
 from kornia.utils import create_meshgrid
 
-from data_sim.sampling import check_range
+from data_sim.sampling import applied_indices, check_range
 
 __all__ = ["MisalignConfig", "apply_misalignment", "mask_centre", "sample_misalign_params"]
 
@@ -165,12 +165,11 @@ def apply_misalignment(images: torch.Tensor, params: dict[str, torch.Tensor]) ->
         params: from ``sample_misalign_params`` (any device; moved here).
     """
     device = images.device
-    applied = params["applied"].to(device)
     out = images.clone()
-    if not bool(applied.any()):
+    # Work on the applied subset only (a batched gather, not a loop).
+    idx = applied_indices(params).to(device)
+    if not idx.numel():
         return out
-    # Warp only the applied subset (a batched gather, not a loop): p is typically small.
-    idx = applied.nonzero().squeeze(1)
     # Geometry in float32 at least, so pixel coordinates of large images stay precise.
     gdtype = torch.promote_types(images.dtype, torch.float32)
     sub = {k: v.to(device)[idx].to(gdtype) for k, v in params.items() if k != "applied"}

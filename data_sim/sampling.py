@@ -44,3 +44,10 @@ def derive_seed(*parts: int) -> int:
     Python versions, and far apart for neighbouring inputs."""
     digest = hashlib.blake2b(repr(tuple(int(p) for p in parts)).encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "little") >> 1
+
+
+def applied_indices(params: dict[str, torch.Tensor], key: str = "applied") -> torch.Tensor:
+    """CPU indices of the samples whose bool ``params[key]`` is set (and that are applied):
+    families gather just these, so their cost follows their probability."""
+    flags = params[key].bool().cpu() & params["applied"].bool().cpu()
+    return flags.nonzero().squeeze(1)

@@ -31,7 +31,7 @@ from kornia.enhance import jpeg_codec_differentiable
 from kornia.filters import gaussian_blur2d
 
 from data_sim.codecs import CODEC_KINDS, LatentCodec, build_codec
-from data_sim.sampling import bernoulli, check_range, derive_seed, randint, uniform
+from data_sim.sampling import applied_indices, bernoulli, check_range, derive_seed, randint, uniform
 
 __all__ = [
     "TextureConfig",
@@ -141,12 +141,6 @@ def load_codec(cfg: VAEConfig) -> LatentCodec | None:
     return build_codec(cfg.kind, cfg.path, **kw)
 
 
-def _subset(params: dict[str, torch.Tensor], key: str) -> torch.Tensor:
-    """CPU indices of the samples whose bool ``params[key]`` is set (and that are applied)."""
-    flags = params[key].bool().cpu() & params["applied"].bool().cpu()
-    return flags.nonzero().squeeze(1)
-
-
 def _noise_generator(
     params: dict[str, torch.Tensor], idx: torch.Tensor, stream: int, device: torch.device
 ) -> torch.Generator:
@@ -207,14 +201,14 @@ def apply_texture_inside(
     The blur comes first because generated content lacks a photo's fine detail; the decoder
     then lays its own texture over it, as in a real edit; the noise is the editor's grain.
     """
-    idx = _subset(params, "applied")
+    idx = applied_indices(params)
     if idx.numel() == 0:
         return images.clone()
     dev_idx = idx.to(images.device)
     x = images.index_select(0, dev_idx)
     x = _blur(x, params["blur_sigma"].cpu()[idx])
 
-    vae_idx = _subset(params, "vae")
+    vae_idx = applied_indices(params, "vae")
     if vae_idx.numel() > 0:
         if codec is None:
             raise ValueError(
@@ -240,7 +234,7 @@ def apply_texture_outside(images: torch.Tensor, params: dict[str, torch.Tensor])
     Returns a new (B, 3, H, W) tensor in [0, 1]; samples not ``applied`` are bit-exact copies.
     Noise comes before the JPEG, as in a camera, so the codec shapes it into block texture.
     """
-    idx = _subset(params, "applied")
+    idx = applied_indices(params)
     if idx.numel() == 0:
         return images.clone()
     dev_idx = idx.to(images.device)
@@ -249,7 +243,7 @@ def apply_texture_outside(images: torch.Tensor, params: dict[str, torch.Tensor])
     x = _add_noise(
         x, params["outside_noise_sigma"].cpu()[idx], params["outside_noise_luma"].cpu()[idx], gen
     )
-    jpeg_idx = _subset(params, "jpeg")
+    jpeg_idx = applied_indices(params, "jpeg")
     if jpeg_idx.numel() > 0:
         pos = torch.searchsorted(idx, jpeg_idx).to(images.device)
         quality = params["jpeg_quality"].cpu()[jpeg_idx]
@@ -310,7 +304,7 @@ class TextureFamily:
 
     def inside(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         # Only touch (and load) the codec when some sample needs the round trip.
-        need_vae = bool(_subset(params, "vae").numel())
+        need_vae = bool(applied_indices(params, "vae").numel())
         codec = self._codec_on(images.device) if need_vae else None
         return apply_texture_inside(images, params, codec, self.cfg.vae.chunk_size)
 
