@@ -278,13 +278,20 @@ def compositing_alpha(
     """
     if grow:
         mask = grow_masks(mask, params["grow"])
-    hard = params["hard"].to(mask.device)
-    sigma = params["feather_sigma"].to(mask.device)
+    # Only the feathered samples are blurred; hard ones keep the binary mask.
+    soft = (~params["hard"].bool().cpu()).nonzero().squeeze(1)
+    if soft.numel() == 0:
+        return mask.clone()
+    sigma = params["feather_sigma"].cpu()[soft].float()
     radius = math.ceil(3 * float(sigma.max()))
     size = 2 * radius + 1
+    idx = soft.to(mask.device)
     blurred = kornia.filters.gaussian_blur2d(
-        mask, (size, size), torch.stack([sigma, sigma], dim=1), border_type="replicate"
+        mask.index_select(0, idx),
+        (size, size),
+        torch.stack([sigma, sigma], dim=1).to(mask),
+        border_type="replicate",
     )
     # Blur tails below 1/512 would be invisible yet make "untouched" pixels differ.
     blurred = torch.where(blurred < 1 / 512, torch.zeros_like(blurred), blurred)
-    return torch.where(hard[:, None, None, None], mask, blurred)
+    return mask.index_copy(0, idx, blurred)
