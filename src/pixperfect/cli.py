@@ -3,6 +3,9 @@
 pixperfect train    --config configs/demo.yaml [key=value ...]
 pixperfect evaluate --config configs/demo.yaml --ckpt CKPT [--images DIR] [--out JSON]
 pixperfect refine   --ckpt CKPT --image IMG --mask MASK --out OUT
+pixperfect simulate --images DIR --n 16 --out sheet.png [key=value ...]
+pixperfect shards build  --images DIR|LIST.txt|skimage --out OUT [--kind artifact|clean] ...
+pixperfect shards verify OUT
 pixperfect config   --config configs/demo.yaml [key=value ...]   (print the resolved config)
 """
 
@@ -79,6 +82,43 @@ def _simulate(args: argparse.Namespace) -> None:
         print(f"  {caption}")
 
 
+def _shards_build(args: argparse.Namespace) -> None:
+    from omegaconf import OmegaConf
+
+    from pixperfect.shards.build import BuildSpec, build
+    from pixperfect.shards.sources import resolve_sources
+
+    cfg = load_config(args.config, args.overrides)
+    spec = BuildSpec(
+        sources=resolve_sources(args.images, list(cfg.data.holdout)),
+        kind=args.kind,
+        size=args.size or cfg.data.crop_size,
+        crops_per_image=args.crops_per_image,
+        shard_size=args.shard_size,
+        seed=cfg.run.seed if args.seed is None else args.seed,
+        image_format=args.format,
+        small_images=cfg.data.small_images,
+        sim=OmegaConf.to_container(cfg.sim, resolve=True) if args.kind == "artifact" else {},
+    )
+    summary = build(spec, args.out, args.workers, args.task_index, args.num_tasks)
+    print(
+        f"{args.out}: built {summary['built']} shard(s) ({summary['samples']} samples), "
+        f"kept {summary['kept']} complete one(s), of {summary['num_shards']} in all"
+    )
+    if summary["manifest"]:
+        print(f"manifest: {summary['manifest']}")
+    else:
+        print("manifest: not yet (other tasks still have shards to build)")
+
+
+def _shards_verify(args: argparse.Namespace) -> int:
+    from pixperfect.shards.verify import verify
+
+    report = verify(args.out, decode=not args.no_decode)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
 def _config(args: argparse.Namespace) -> None:
     if args.defaults:
         print(defaults_yaml(), end="")
@@ -128,6 +168,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="sheet.png", help="PNG file to write")
     p.set_defaults(func=_simulate)
 
+    p = sub.add_parser("shards", help="precompute and check webdataset shards")
+    shards = p.add_subparsers(dest="shards_command", required=True)
+    p = shards.add_parser("build", help="write (or resume writing) shards from photos")
+    _add_config_args(p)
+    p.add_argument(
+        "--images",
+        required=True,
+        help="photo folder, a text file listing image paths, or 'skimage' (bundled photos "
+        "minus data.holdout)",
+    )
+    p.add_argument("--out", required=True, help="output folder (shards, manifest.json)")
+    p.add_argument("--kind", default="artifact", choices=("artifact", "clean"))
+    p.add_argument("--crops-per-image", type=int, default=8)
+    p.add_argument("--size", type=int, help="crop size (default data.crop_size)")
+    p.add_argument("--shard-size", type=int, default=256, help="samples per shard")
+    p.add_argument("--seed", type=int, help="default run.seed")
+    p.add_argument("--format", default="png", choices=("png", "webp"), help="RGB encoding")
+    p.add_argument("--workers", type=int, default=1, help="processes building shards")
+    p.add_argument("--task-index", type=int, help="default: from SLURM_ARRAY_TASK_ID")
+    p.add_argument("--num-tasks", type=int, help="default: SLURM_ARRAY_TASK_COUNT or 1")
+    p.set_defaults(func=_shards_build)
+    p = shards.add_parser("verify", help="check every shard against manifest.json")
+    p.add_argument("out", help="shard folder")
+    p.add_argument("--no-decode", action="store_true", help="checksums only, skip decoding")
+    p.set_defaults(func=_shards_verify)
+
     p = sub.add_parser("config", help="print the resolved config and exit")
     _add_config_args(p)
     p.add_argument(
@@ -149,11 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        return int(args.func(args) or 0)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"pixperfect {args.command}: error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -37,8 +37,15 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "skimage"  # skimage: photos bundled with scikit-image; folder: data.images
+    # skimage: photos bundled with scikit-image; folder: data.images; shards: data.shards
+    source: str = "skimage"
     images: str | None = None  # training photo folder (source=folder)
+    shards: str | None = None  # folder with manifest.json from `pixperfect shards build`
+    val_shards: str | None = None  # artifact shards for validation (else held-out photos)
+    resample: bool = True  # shards drawn with replacement: an endless stream, equal per rank
+    epoch_samples: int = 2048  # samples per rank per virtual epoch (shards)
+    shuffle_buffer: int = 256  # samples mixed across shards in each worker
+    small_images: str = "upscale"  # photos smaller than the crop: upscale or skip
     holdout: list[str] = field(default_factory=lambda: ["chelsea", "coffee"])  # skimage names
     val_images: str | None = None  # held-out photo folder (source=folder)
     crop_size: int = 128
@@ -110,7 +117,8 @@ class Config:
 
 
 CHOICES = {
-    "data.source": ("skimage", "folder"),
+    "data.source": ("skimage", "folder", "shards"),
+    "data.small_images": ("upscale", "skip"),
     "model.name": ("unet",),
 }
 
@@ -183,6 +191,7 @@ def validate(cfg: DictConfig) -> None:
         "eval.band_width",
         "eval.samples_per_image",
         "data.val_samples_per_image",
+        "data.epoch_samples",
     ]
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
@@ -196,6 +205,10 @@ def validate(cfg: DictConfig) -> None:
             )
     if cfg.data.source == "folder" and not cfg.data.images:
         raise ConfigError("data.source=folder needs data.images=<folder of training photos>")
+    if cfg.data.source == "shards" and not cfg.data.shards:
+        raise ConfigError("data.source=shards needs data.shards=<folder with manifest.json>")
+    if cfg.data.num_workers < 0:
+        raise ConfigError(f"data.num_workers={cfg.data.num_workers} must be >= 0")
 
 
 def sim_config(cfg: DictConfig) -> SimConfig:

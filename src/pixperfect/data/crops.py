@@ -29,14 +29,24 @@ def fit_within(image: torch.Tensor, max_size: int) -> torch.Tensor:
 
 def random_crop(image: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """A ``size`` x ``size`` crop at a random place, randomly flipped left-right."""
+    return random_crop_with_origin(image, size, generator)[0]
+
+
+def random_crop_with_origin(
+    image: torch.Tensor, size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, dict[str, int | bool]]:
+    """:func:`random_crop` plus where it came from: ``top``, ``left`` (in the image upscaled
+    to at least ``size``), ``flip`` and ``upscaled``."""
+    upscaled = min(image.shape[-2:]) < size
     image = resize_min_side(image, size)
     h, w = image.shape[-2:]
     top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
     left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
     crop = image[:, top : top + size, left : left + size]
-    if torch.rand(1, generator=generator) < 0.5:
+    flip = bool(torch.rand(1, generator=generator) < 0.5)
+    if flip:
         crop = crop.flip(-1)
-    return crop
+    return crop, {"top": top, "left": left, "flip": flip, "upscaled": upscaled}
 
 
 def heldout_triples(

@@ -1,10 +1,10 @@
-"""LightningDataModule over photos: an endless stream of random clean crops for training
-(artifacts are simulated on the device inside the training step) and a fixed held-out set
-of artifact triples for validation.
+"""LightningDataModules: over photos (an endless stream of random clean crops) and over
+precomputed shards (clean or artifact), each with a fixed validation set.
 
-Batches are dicts. Training: ``{"target"}``; validation: ``{"target", "composite", "mask",
-"alpha"}``. The module simulates whatever is missing, so it does not care which produced a
-batch.
+Batches are dicts: ``{"target"}`` when clean (the training step simulates artifacts on the
+device), ``{"target", "composite", "mask", "alpha"}`` when the artifacts were precomputed.
+The module simulates whatever is missing, so it does not care which source produced a batch.
+Shard batches also carry ``corrupt_skipped`` and ``worker_id`` (see ``shards.reader``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def load_photos(cfg: DictConfig) -> tuple[dict[str, torch.Tensor], dict[str, tor
     """(train, held-out) photos named by the config."""
     if cfg.data.source == "skimage":
         return skimage_split(list(cfg.data.holdout))
+    if cfg.data.source == "shards":  # training data is in the shards
+        return {}, heldout_photos(cfg)
     train = load_folder(cfg.data.images)
     held = load_folder(cfg.data.val_images) if cfg.data.val_images else {}
     return train, held
@@ -62,6 +64,34 @@ class ListDataset(Dataset):
         return self.samples[index]
 
 
+def heldout_photos(cfg: DictConfig) -> dict[str, torch.Tensor]:
+    if cfg.data.val_images:
+        return load_folder(cfg.data.val_images)
+    if cfg.data.source == "skimage" or (cfg.data.source == "shards" and cfg.data.holdout):
+        return skimage_split(list(cfg.data.holdout))[1]
+    return {}
+
+
+def validation_samples(cfg: DictConfig, held: dict[str, torch.Tensor]) -> list[dict]:
+    """The fixed validation set: artifact shards (``data.val_shards``) if given, else
+    seeded artifact triples from held-out photos. A list, so Lightning's distributed
+    sampler splits it equally across ranks."""
+    d = cfg.data
+    if d.val_shards:
+        from pixperfect.shards.reader import read_all
+
+        return read_all(d.val_shards)
+    if not held:
+        return []
+    return heldout_triples(
+        held,
+        ArtifactSimulator(sim_config(cfg)),
+        d.val_samples_per_image,
+        d.val_seed,
+        crop_size=d.val_crop_size,
+    )
+
+
 class PhotoDataModule(L.LightningDataModule):
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__()
@@ -73,16 +103,8 @@ class PhotoDataModule(L.LightningDataModule):
         if self.train_images:
             return
         self.train_images, held = load_photos(self.cfg)
-        d = self.cfg.data
         log.info("training photos: %d, held-out photos: %d", len(self.train_images), len(held))
-        if held:
-            self.val_samples = heldout_triples(
-                held,
-                ArtifactSimulator(sim_config(self.cfg)),
-                d.val_samples_per_image,
-                d.val_seed,
-                crop_size=d.val_crop_size,
-            )
+        self.val_samples = validation_samples(self.cfg, held)
 
     def train_dataloader(self) -> DataLoader:
         d = self.cfg.data
@@ -100,3 +122,51 @@ class PhotoDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(ListDataset(self.val_samples), batch_size=self.cfg.data.batch_size)
+
+
+class ShardDataModule(L.LightningDataModule):
+    """Training batches streamed from ``data.shards`` (equal per rank, corrupt data skipped
+    and counted); validation as :func:`validation_samples`."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.val_samples: list[dict] | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.val_samples is None:
+            self.val_samples = validation_samples(self.cfg, heldout_photos(self.cfg))
+            log.info("validation samples: %d", len(self.val_samples))
+
+    def train_dataloader(self) -> DataLoader:
+        from pixperfect.shards.reader import training_stream
+
+        d = self.cfg.data
+        step = self.trainer.global_step if self.trainer else 0
+        rank = self.trainer.global_rank if self.trainer else 0
+        world = self.trainer.world_size if self.trainer else 1
+        stream = training_stream(
+            d.shards,
+            d.batch_size,
+            rank=rank,
+            world_size=world,
+            workers=d.num_workers,
+            # A resumed run draws new shards and orders: fold in the restored step.
+            seed=derive_seed(self.cfg.run.seed, step),
+            resample=d.resample,
+            epoch_samples=d.epoch_samples,
+            shuffle_buffer=d.shuffle_buffer,
+        )
+        return DataLoader(
+            stream,
+            batch_size=None,  # batched inside the pipeline, so the cap counts batches
+            num_workers=d.num_workers,
+            persistent_workers=d.num_workers > 0,  # the resampler's epoch counter lives on
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(ListDataset(self.val_samples or []), batch_size=self.cfg.data.batch_size)
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    return ShardDataModule(cfg) if cfg.data.source == "shards" else PhotoDataModule(cfg)

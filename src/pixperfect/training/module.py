@@ -36,6 +36,7 @@ class RefinerModule(L.LightningModule):
         self.simulator = ArtifactSimulator(sim_config(self.cfg))
         self.val_metrics = SeamMetrics(band_width=self.cfg.eval.band_width)
         self._last_batch_end: float | None = None
+        self._skipped: dict[int, int] = {}  # worker id -> corrupt samples/shards skipped
 
     def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.generator(composite, mask)
@@ -68,6 +69,7 @@ class RefinerModule(L.LightningModule):
         start = time.perf_counter()
         if self._last_batch_end is not None:
             self.log("time/data_s", start - self._last_batch_end)
+        self._count_skipped(batch)
         batch = self.with_artifacts(batch)
         self.log("time/simulation_s", time.perf_counter() - start)
         refined = self(batch["composite"], batch["mask"])
@@ -79,6 +81,16 @@ class RefinerModule(L.LightningModule):
         if self.global_rank == 0 and should_log_images(step, self.cfg.trainer.image_every_n_steps):
             self._log_grid("train/images", batch, refined, step)
         return loss
+
+    def _count_skipped(self, batch: dict) -> None:
+        """Shard batches carry their worker's running count of skipped corrupt data; the sum
+        over this rank's workers (and then over ranks) goes to TensorBoard."""
+        if "corrupt_skipped" not in batch:
+            return
+        worker = int(batch.pop("worker_id"))
+        self._skipped[worker] = int(batch.pop("corrupt_skipped"))
+        total = torch.tensor(float(sum(self._skipped.values())), device=self.device)
+        self.log("data/corrupt_skipped", total, reduce_fx="sum", sync_dist=True)
 
     def loss_terms(self, refined: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each weighted term by name, and their sum as ``loss``."""

@@ -17,9 +17,10 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from data_sim.simulator import describe
 from pixperfect.config import to_yaml
-from pixperfect.data.datamodule import PhotoDataModule
-from pixperfect.sheets import simulate_sheet
+from pixperfect.data.datamodule import build_datamodule
+from pixperfect.sheets import contact_sheet, simulate_sheet
 from pixperfect.training.module import RefinerModule
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,24 @@ class ContactSheet(Callback):
         self.path, self.n = path, n
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        images = getattr(trainer.datamodule, "train_images", None)
-        if not trainer.is_global_zero or self.path.exists() or not images:
+        if not trainer.is_global_zero or self.path.exists():
             return
-        size = max(pl_module.cfg.data.crop_size, 128)
-        simulate_sheet(pl_module.simulator, list(images.values()), self.path, self.n, size)
-        log.info("contact sheet of the simulated training data: %s", self.path)
+        cfg = pl_module.cfg
+        if cfg.data.source == "shards":
+            from pixperfect.shards.reader import preview
+
+            batch, captions = preview(cfg.data.shards, self.n)
+            if "composite" not in batch:  # clean shards: artifacts are made while training
+                batch, params = pl_module.simulator(batch["target"], cfg.run.seed)
+                captions = [f"{c}: {describe(params, i)}" for i, c in enumerate(captions)]
+            contact_sheet(batch, captions, self.path)
+        else:
+            images = getattr(trainer.datamodule, "train_images", None)
+            if not images:
+                return
+            size = max(cfg.data.crop_size, 128)
+            simulate_sheet(pl_module.simulator, list(images.values()), self.path, self.n, size)
+        log.info("contact sheet of the training data: %s", self.path)
 
 
 def _warn_on_config_change(saved: Path, cfg: DictConfig) -> None:
@@ -108,6 +121,13 @@ def build_trainer(cfg: DictConfig, directory: Path) -> L.Trainer:
 
 def train(cfg: DictConfig) -> Path:
     """Train (or resume) the run the config names; returns the run directory."""
+    if cfg.data.source == "shards":
+        # Refuse before launch: a worker without a shard of its own would starve its rank.
+        from pixperfect.shards.reader import check_enough_shards
+
+        t = cfg.trainer
+        devices = t.devices if isinstance(t.devices, int) and t.devices > 0 else 1
+        check_enough_shards(cfg.data.shards, cfg.data.num_workers, devices * t.num_nodes)
     directory = run_dir(cfg)
     directory.mkdir(parents=True, exist_ok=True)
     _warn_on_config_change(directory / "config.yaml", cfg)
@@ -120,5 +140,5 @@ def train(cfg: DictConfig) -> Path:
     resume = last if last.exists() else None
     if resume:
         log.info("resuming from %s", resume)
-    trainer.fit(module, datamodule=PhotoDataModule(cfg), ckpt_path=resume)
+    trainer.fit(module, datamodule=build_datamodule(cfg), ckpt_path=resume)
     return directory

@@ -1,0 +1,343 @@
+"""``pixperfect shards build``: precompute webdataset shards from a photo folder.
+
+The plan is a pure function of the recipe: photos in a seeded order, ``crops_per_image``
+crops each, ``shard_size`` samples per shard; every crop and every simulation draw is seeded
+by its photo and crop index. So any shard can be (re)built alone, by any process or SLURM
+array task, and always comes out byte-identical. That gives:
+
+- resume: a shard is complete when its sidecar ``shard-NNNNNN.json`` exists and the tar has
+  the recorded size; everything else is rebuilt;
+- crash safety: a shard is written as ``shard-NNNNNN.tar.partial`` and renamed when closed,
+  so a killed build never leaves a truncated file under the shard name (webdataset's
+  ``ShardWriter`` writes straight to the final name, hence ``TarWriter`` per shard here);
+- SLURM arrays: task ``i`` of ``T`` builds shards ``i, i + T, ...``; whichever task finds
+  every shard complete writes ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+import webdataset as wds
+from tqdm import tqdm
+
+from data_sim.sampling import derive_seed
+from data_sim.simulator import ArtifactSimulator, SimConfig
+from pixperfect import __version__
+from pixperfect.data.crops import random_crop_with_origin
+from pixperfect.shards.format import FORMATS, KINDS, encode_sample
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+PLAN = "plan.json"
+SMALL_IMAGES = ("upscale", "skip")
+SIM_BATCH = 16  # samples simulated together; part of the recipe (noise draws depend on it)
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.tar"
+
+
+@dataclass
+class BuildSpec:
+    """Everything a shard's bytes depend on (the recipe), plus the sources' list."""
+
+    sources: list[str]  # file paths, or "skimage:<name>" for scikit-image's photos
+    kind: str = "artifact"
+    size: int = 128
+    crops_per_image: int = 8
+    shard_size: int = 256
+    seed: int = 0
+    image_format: str = "png"
+    small_images: str = "upscale"
+    sim: dict = field(default_factory=dict)  # SimConfig as a plain dict (artifact shards)
+
+    def validate(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"--kind {self.kind!r}: choose one of {', '.join(KINDS)}")
+        if self.image_format not in FORMATS:
+            raise ValueError(f"--format {self.image_format!r}: choose one of {', '.join(FORMATS)}")
+        if self.small_images not in SMALL_IMAGES:
+            raise ValueError(
+                f"data.small_images={self.small_images!r}: choose one of {', '.join(SMALL_IMAGES)}"
+            )
+        for name in ("size", "crops_per_image", "shard_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+        if not self.sources:
+            raise ValueError("no source images")
+
+    def recipe(self) -> dict:
+        return {**asdict(self), "sim_batch": SIM_BATCH, "format_version": 1}
+
+    def recipe_hash(self) -> str:
+        text = json.dumps(self.recipe(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def samples(self) -> list[tuple[int, int]]:
+        """(source index, crop index) of every planned sample, in shard order: photos in a
+        seeded order (a shard is not one folder's subject), a photo's crops together (each
+        photo is decoded once per shard)."""
+        order = torch.randperm(
+            len(self.sources), generator=torch.Generator().manual_seed(self.seed)
+        )
+        return [(int(i), c) for i in order for c in range(self.crops_per_image)]
+
+    @property
+    def num_shards(self) -> int:
+        return math.ceil(len(self.sources) * self.crops_per_image / self.shard_size)
+
+    def shard_samples(self, index: int) -> list[tuple[int, int]]:
+        return self.samples()[index * self.shard_size : (index + 1) * self.shard_size]
+
+
+def load_source(source: str) -> torch.Tensor:
+    """(3, H, W) float in [0, 1] from a path or ``skimage:<name>``; raises on unreadable."""
+    from pixperfect.data.photos import load_skimage_photo
+    from pixperfect.imageio import read_image, to_rgb_float
+
+    if source.startswith("skimage:"):
+        return load_skimage_photo(source.split(":", 1)[1])
+    return to_rgb_float(read_image(source).pixels)
+
+
+def sim_from_dict(sim: dict) -> SimConfig:
+    """The recipe's plain-dict simulation section back to the typed config."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SimConfig), sim))
+
+
+def _sidecar(out: Path, index: int) -> Path:
+    return out / shard_name(index).replace(".tar", ".json")
+
+
+def shard_is_complete(out: Path, index: int) -> bool:
+    sidecar, tar = _sidecar(out, index), out / shard_name(index)
+    if not (sidecar.is_file() and tar.is_file()):
+        return False
+    try:
+        return json.loads(sidecar.read_text())["bytes"] == tar.stat().st_size
+    except (ValueError, KeyError):
+        return False
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _crops(spec: BuildSpec, samples: list[tuple[int, int]]):
+    """(key, crop, origin params) per sample; unreadable and (if so configured) too-small
+    photos yield a skip record ``(key, None, reason)`` instead."""
+    cache: dict[int, torch.Tensor | str] = {}
+    for src, crop_index in samples:
+        key = f"{src:06d}-{crop_index:04d}"
+        if src not in cache:
+            cache.clear()  # photos come in runs: keep one decoded at a time
+            try:
+                cache[src] = load_source(spec.sources[src])
+            except (OSError, ValueError) as e:
+                cache[src] = f"unreadable: {e}"
+        image = cache[src]
+        if isinstance(image, str):
+            yield key, None, image
+            continue
+        if spec.small_images == "skip" and min(image.shape[-2:]) < spec.size:
+            yield key, None, f"smaller than {spec.size}px ({image.shape[-1]}x{image.shape[-2]})"
+            continue
+        generator = torch.Generator().manual_seed(derive_seed(spec.seed, src, crop_index))
+        crop, origin = random_crop_with_origin(image, spec.size, generator)
+        origin = {"source": spec.sources[src], "crop_index": crop_index, **origin}
+        yield key, crop, (origin, generator)
+
+
+def _params_slice(params: dict, i: int) -> dict:
+    return {f: {k: v[i].tolist() for k, v in p.items()} for f, p in params.items()}
+
+
+def _cat_params(parts: list[dict]) -> dict:
+    return {f: {k: torch.cat([p[f][k] for p in parts]) for k in parts[0][f]} for f in parts[0]}
+
+
+def build_shard(spec: BuildSpec, index: int, out: Path) -> dict:
+    """Write shard ``index`` (tmp name, then rename) and its sidecar; return the sidecar."""
+    simulator = ArtifactSimulator(sim_from_dict(spec.sim)) if spec.kind == "artifact" else None
+    partial = out / (shard_name(index) + ".partial")
+    skipped: list[str] = []
+    count = 0
+    with open(partial, "wb") as stream:
+        writer = wds.TarWriter(
+            stream, encoder=False, mtime=0.0, user="pixperfect", group="pixperfect"
+        )
+        pending: list[tuple[str, torch.Tensor, dict, torch.Generator]] = []
+
+        def flush() -> None:
+            nonlocal count
+            if not pending:
+                return
+            clean = torch.stack([p[1] for p in pending])
+            if simulator is None:
+                batch, params = {"target": clean}, None
+            else:
+                s = spec.size
+                params = _cat_params([simulator.sample_params(1, s, s, p[3]) for p in pending])
+                batch = simulator.apply(clean, params)
+            for i, (key, _, origin, _) in enumerate(pending):
+                meta = {"origin": origin}
+                if params is not None:
+                    meta["sim"] = _params_slice(params, i)
+                sample = {k: v[i] for k, v in batch.items()}
+                writer.write(encode_sample(key, sample, meta, spec.kind, spec.image_format))
+                count += 1
+            pending.clear()
+
+        for key, crop, info in _crops(spec, spec.shard_samples(index)):
+            if crop is None:
+                skipped.append(f"{key}: {info}")
+                continue
+            origin, generator = info
+            pending.append((key, crop, origin, generator))
+            if len(pending) == SIM_BATCH:
+                flush()
+        flush()
+        writer.close()
+        stream.flush()
+        os.fsync(stream.fileno())
+    digest = hashlib.sha256(partial.read_bytes()).hexdigest()
+    os.replace(partial, out / shard_name(index))
+    record = {
+        "name": shard_name(index),
+        "samples": count,
+        "bytes": (out / shard_name(index)).stat().st_size,
+        "sha256": digest,
+        "skipped": skipped,
+    }
+    _atomic_write(_sidecar(out, index), json.dumps(record, indent=1, sort_keys=True))
+    return record
+
+
+def _worker_init() -> None:
+    # Worker processes split the cores between them instead of each taking all of them.
+    torch.set_num_threads(1)
+
+
+def _task_from_env(task_index: int | None, num_tasks: int | None) -> tuple[int, int]:
+    if task_index is None:
+        first = int(os.environ.get("SLURM_ARRAY_TASK_MIN", 0))
+        task_index = int(os.environ.get("SLURM_ARRAY_TASK_ID", first)) - first
+    if num_tasks is None:
+        num_tasks = int(os.environ.get("SLURM_ARRAY_TASK_COUNT", 1))
+    if not 0 <= task_index < num_tasks:
+        raise ValueError(f"--task-index {task_index} is outside 0..{num_tasks - 1} (--num-tasks)")
+    return task_index, num_tasks
+
+
+def _check_plan(spec: BuildSpec, out: Path) -> None:
+    """Refuse to mix recipes in one folder; record the recipe on first use."""
+    plan = {"recipe": spec.recipe(), "recipe_hash": spec.recipe_hash(), "shards": spec.num_shards}
+    path = out / PLAN
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("recipe_hash") != plan["recipe_hash"]:
+            changed = sorted(
+                k for k in plan["recipe"] if old.get("recipe", {}).get(k) != plan["recipe"][k]
+            )
+            raise ValueError(
+                f"{out} holds shards of another recipe (differs in: {', '.join(changed)}); "
+                "use a new --out, or delete the folder to rebuild"
+            )
+        return
+    _atomic_write(path, json.dumps(plan, indent=1, sort_keys=True))
+
+
+def write_manifest_if_complete(spec: BuildSpec, out: Path) -> Path | None:
+    """``manifest.json`` from the sidecars once every shard is complete (else None)."""
+    if not all(shard_is_complete(out, i) for i in range(spec.num_shards)):
+        return None
+    shards = [json.loads(_sidecar(out, i).read_text()) for i in range(spec.num_shards)]
+    manifest = {
+        "tool": "pixperfect",
+        "version": __version__,
+        "kind": spec.kind,
+        "recipe": spec.recipe(),
+        "recipe_hash": spec.recipe_hash(),
+        "seed": spec.seed,
+        "size": spec.size,
+        "num_shards": len(shards),
+        "num_samples": sum(s["samples"] for s in shards),
+        "shards": [{k: s[k] for k in ("name", "samples", "bytes", "sha256")} for s in shards],
+        "skipped": [f"{s['name']}: {line}" for s in shards for line in s["skipped"]],
+    }
+    path = out / MANIFEST
+    _atomic_write(path, json.dumps(manifest, indent=1, sort_keys=True))
+    return path
+
+
+def build(
+    spec: BuildSpec,
+    out: str | Path,
+    workers: int = 1,
+    task_index: int | None = None,
+    num_tasks: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Build this task's missing shards; returns a summary (built, kept, manifest path)."""
+    spec.validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    task_index, num_tasks = _task_from_env(task_index, num_tasks)
+    _check_plan(spec, out)
+    mine = range(task_index, spec.num_shards, num_tasks)
+    todo = [i for i in mine if not shard_is_complete(out, i)]
+    for i in todo:  # leftovers of a killed run of this task
+        (out / (shard_name(i) + ".partial")).unlink(missing_ok=True)
+    planned = sum(len(spec.shard_samples(i)) for i in todo)
+    bar = tqdm(
+        total=planned,
+        unit="sample",
+        desc=f"shards {task_index + 1}/{num_tasks}" if num_tasks > 1 else "shards",
+        disable=not progress,
+        mininterval=0.5 if sys.stderr.isatty() else 10,
+        dynamic_ncols=True,
+    )
+    records = []
+    with bar:
+        if workers <= 1 or len(todo) <= 1:
+            for i in todo:
+                records.append(build_shard(spec, i, out))
+                bar.update(len(spec.shard_samples(i)))
+        else:
+            ctx = get_context("spawn")  # no forked torch thread pools
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+                futures = {pool.submit(build_shard, spec, i, out): i for i in todo}
+                try:
+                    for future in as_completed(futures):
+                        records.append(future.result())
+                        bar.update(len(spec.shard_samples(futures[future])))
+                except BaseException:
+                    pool.shutdown(cancel_futures=True)
+                    raise
+    skipped = [line for r in records for line in r["skipped"]]
+    if skipped:
+        log.warning("skipped %d sample(s):\n  %s", len(skipped), "\n  ".join(skipped[:20]))
+    manifest = write_manifest_if_complete(spec, out)
+    return {
+        "built": len(todo),
+        "kept": len(mine) - len(todo),
+        "samples": sum(r["samples"] for r in records),
+        "manifest": manifest,
+        "num_shards": spec.num_shards,
+    }
