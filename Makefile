@@ -24,6 +24,9 @@ lint: $(STAMP)
 
 # The main job on the embedded default: scikit-image's photos, CPU, a few minutes.
 demo: $(STAMP)
+	$(PIX) shards build --images skimage --config configs/demo.yaml --out $(DEMO)/shards \
+		--crops-per-image 200 --shard-size 100
+	$(PIX) shards verify $(DEMO)/shards
 	$(PIX) train --config configs/demo.yaml
 	$(PIX) evaluate --config configs/demo.yaml --ckpt $(DEMO)/checkpoints/last.ckpt \
 		--out $(DEMO)/eval.json --save-examples 2
@@ -32,7 +35,9 @@ demo: $(STAMP)
 		--mask $(DEMO)/examples/chelsea_0_mask.png --out $(DEMO)/examples/chelsea_0_refined.png
 	@echo
 	@echo "demo finished: everything is under $(DEMO)/"
+	@echo "  shards       $(DEMO)/shards/         (artifact shards + manifest.json)"
 	@echo "  checkpoints  $(DEMO)/checkpoints/   (resume: run make demo again with more steps)"
+	@echo "  sheet        $(DEMO)/contact_sheet.png"
 	@echo "  metrics      $(DEMO)/eval.json"
 	@echo "  examples     $(DEMO)/examples/       (composite, mask, target, refined)"
 	@echo "  tensorboard  $(VENV)/bin/tensorboard --logdir $(DEMO)/tb"

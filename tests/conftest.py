@@ -12,6 +12,8 @@ from pixperfect.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
+    "data.source=skimage",  # the demo trains from shards that `make demo` builds first
+    "data.num_workers=0",
     "data.crop_size=32",
     "data.batch_size=2",
     "data.val_crop_size=32",

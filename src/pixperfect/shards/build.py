@@ -150,13 +150,14 @@ def _crops(spec: BuildSpec, samples: list[tuple[int, int]]):
             try:
                 cache[src] = load_source(spec.sources[src])
             except (OSError, ValueError) as e:
-                cache[src] = f"unreadable: {e}"
+                cache[src] = f"{spec.sources[src]}: unreadable ({e})"
         image = cache[src]
         if isinstance(image, str):
             yield key, None, image
             continue
         if spec.small_images == "skip" and min(image.shape[-2:]) < spec.size:
-            yield key, None, f"smaller than {spec.size}px ({image.shape[-1]}x{image.shape[-2]})"
+            h, w = image.shape[-2:]
+            yield key, None, f"{spec.sources[src]}: {w}x{h} is smaller than {spec.size}px"
             continue
         generator = torch.Generator().manual_seed(derive_seed(spec.seed, src, crop_index))
         crop, origin = random_crop_with_origin(image, spec.size, generator)
