@@ -42,5 +42,10 @@ demo: $(STAMP)
 	@echo "  examples     $(DEMO)/examples/       (composite, mask, target, refined)"
 	@echo "  tensorboard  $(VENV)/bin/tensorboard --logdir $(DEMO)/tb"
 
+# Speed and size benchmarks: each prints a table (minutes on a 2-core CPU).
+bench: $(STAMP)
+	$(PY) benchmarks/bench_simulation.py
+	$(PY) benchmarks/bench_shards.py
+
 clean-demo:
 	rm -rf $(DEMO)

@@ -1,6 +1,6 @@
 """Shard throughput and size: build with 1 and 2 workers, read shards vs a folder of PNGs.
 
-    .venv/bin/python benchmarks/bench_shards.py [--photos DIR] [--n-photos 24] [--size 256]
+    .venv/bin/python benchmarks/bench_shards.py [--photos DIR] [--n-photos 68] [--size 256]
 
 Prints three tables:
 1. build throughput (samples/s) of artifact and clean shards with 1 and 2 worker processes;
@@ -92,7 +92,7 @@ def member_sizes(shards: Path) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", default=str(DEFAULT_PHOTOS))
-    parser.add_argument("--n-photos", type=int, default=24)
+    parser.add_argument("--n-photos", type=int, default=68)
     parser.add_argument("--crops-per-image", type=int, default=4)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
@@ -104,7 +104,7 @@ def main() -> int:
         return 2
     sources = [str(p) for p in photos[: args.n_photos]]
     spec = dict(sources=sources, size=args.size, crops_per_image=args.crops_per_image)
-    spec["shard_size"] = max(1, len(sources) * args.crops_per_image // 8)  # 8 shards
+    spec["shard_size"] = max(1, len(sources) * args.crops_per_image // 16)  # 16 shards
     n = len(sources) * args.crops_per_image
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cv2 {cv2.__version__}")
     print(f"{n} samples of {args.size}px from {len(sources)} photos in {args.photos}\n")
