@@ -1,7 +1,7 @@
 """Simulation throughput: the full default recipe and each family alone, batched vs a
 per-sample loop, and the share of a demo training step spent simulating.
 
-    .venv/bin/python benchmarks/bench_simulation.py [--sizes 256 512] [--batch 16] [--repeats 3]
+    .venv/bin/python benchmarks/bench_simulation.py [--sizes 128 256 512] [--batch 16] [--repeats 3]
 
 Prints a table. On a machine with CUDA the same rows run on the GPU too. The TAEF2 round
 trip row needs the weights (``--taesd DIR``, default ../shared/weights/taesd).
@@ -127,7 +127,7 @@ def cfg_to_container(cfg):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--taesd", default=str(ROOT.parent / "shared" / "weights" / "taesd"))

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from pixperfect.cli import main
 from pixperfect.shards.build import BuildSpec, build, shard_name
+from pixperfect.shards.format import to_float
 from pixperfect.shards.reader import check_enough_shards, read_all, training_stream
 from pixperfect.shards.verify import verify
 
@@ -190,7 +191,7 @@ def _batches(folder: Path, rank: int, world: int, workers: int, **kw) -> list[di
     stream = training_stream(
         folder, kw.pop("batch_size", 2), rank=rank, world_size=world, workers=workers, **kw
     )
-    return list(DataLoader(stream, batch_size=None, num_workers=workers))
+    return [to_float(b) for b in DataLoader(stream, batch_size=None, num_workers=workers)]
 
 
 def test_two_ranks_with_two_workers_get_the_same_number_of_batches(shards):
@@ -301,6 +302,17 @@ def test_the_cli_builds_from_a_folder_and_refuses_bad_options(tmp_path, capsys):
          "--task-index", "3", "--num-tasks", "2"]
     )  # fmt: skip
     assert code == 2 and "--task-index 3" in capsys.readouterr().err
+
+
+def test_the_stream_carries_uint8_that_to_float_turns_into_the_stored_floats(shards):
+    batch = next(iter(training_stream(shards, 2, resample=False, shuffle_buffer=0)))
+    assert batch["composite"].dtype == torch.uint8 and batch["mask"].dtype == torch.uint8
+    first = to_float(batch)
+    stored = read_all(shards)[:2]
+    for key in ("target", "composite", "mask", "alpha"):
+        assert first[key].dtype == torch.float32
+        assert torch.equal(first[key], torch.stack([s[key] for s in stored])), key
+    assert set(first["mask"].unique().tolist()) <= {0.0, 1.0}
 
 
 def test_webp_shards_decode_to_the_pixels_written(tmp_path):

@@ -181,7 +181,11 @@ def build_shard(spec: BuildSpec, index: int, out: Path) -> dict:
     count = 0
     with open(partial, "wb") as stream:
         writer = wds.TarWriter(
-            stream, encoder=False, mtime=0.0, user="pixperfect", group="pixperfect"
+            stream,
+            encoder=False,
+            mtime=0,  # fixed for reproducible bytes; an int, as a float costs a pax header
+            user="pixperfect",
+            group="pixperfect",
         )
         pending: list[tuple[str, torch.Tensor, dict, torch.Generator]] = []
 

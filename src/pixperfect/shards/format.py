@@ -52,19 +52,32 @@ def encode_sample(
 
 
 def _decode(data: bytes, grey: bool) -> torch.Tensor:
+    """(C, H, W) uint8."""
     flag = cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if pixels is None:
         raise ValueError("undecodable image bytes")
     if grey:
-        return torch.from_numpy(pixels)[None].float() / 255
-    return torch.from_numpy(np.ascontiguousarray(pixels[..., ::-1])).permute(2, 0, 1).float() / 255
+        return torch.from_numpy(pixels)[None]
+    return torch.from_numpy(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)
 
 
-def decode_sample(record: dict, kind: str) -> dict[str, torch.Tensor]:
+def to_float(sample: dict) -> dict:
+    """uint8 images of a sample or batch (from ``decode_sample(..., as_uint8=True)``) to
+    float in [0, 1], the mask binarised; other entries pass through. Done on the device by
+    the training step: batches cross process boundaries and the bus at a quarter the size."""
+    out = dict(sample)
+    for key, value in sample.items():
+        if isinstance(value, torch.Tensor) and value.dtype == torch.uint8:
+            out[key] = (value >= 128).float() if key == "mask" else value.float().div_(255)
+    return out
+
+
+def decode_sample(record: dict, kind: str, as_uint8: bool = False) -> dict[str, torch.Tensor]:
     """A tar record (as webdataset yields it: ``__key__``, ``__url__``, bytes per member)
-    back to float tensors under the batch keys. Raises ``ValueError`` naming what is wrong,
-    so the reader can skip and count the sample."""
+    back to tensors under the batch keys: float in [0, 1] (mask binary), or the stored uint8
+    with ``as_uint8`` (see :func:`to_float`). Raises ``ValueError`` naming what is wrong, so
+    the reader can skip and count the sample."""
     out: dict[str, torch.Tensor] = {}
     where = f"sample {record.get('__key__')!r} of {record.get('__url__', '?')}"
     for name in RGB_KEYS[kind]:
@@ -85,6 +98,4 @@ def decode_sample(record: dict, kind: str) -> dict[str, torch.Tensor]:
     shapes = {tuple(v.shape[-2:]) for v in out.values()}
     if len(shapes) != 1:
         raise ValueError(f"{where}: its images differ in size {sorted(shapes)}")
-    if "mask" in out:
-        out["mask"] = (out["mask"] >= 0.5).float()
-    return out
+    return out if as_uint8 else to_float(out)

@@ -83,11 +83,11 @@ class SplitByRank:
 
 
 class Decode:
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    def __init__(self, kind: str, as_uint8: bool = False) -> None:
+        self.kind, self.as_uint8 = kind, as_uint8
 
     def __call__(self, record: dict) -> dict:
-        return decode_sample(record, self.kind)
+        return decode_sample(record, self.kind, self.as_uint8)
 
 
 class AttachMeta:
@@ -126,7 +126,8 @@ def training_stream(
     epoch_samples: int = 2048,
     shuffle_buffer: int = 256,
 ) -> wds.DataPipeline:
-    """The training pipeline for one rank: batches (dicts of stacked tensors), exactly
+    """The training pipeline for one rank: batches (dicts of stacked uint8 tensors, see
+    :func:`pixperfect.shards.format.to_float`), exactly
     :func:`batches_per_worker` per worker per iteration. Use with
     ``DataLoader(stream, batch_size=None, num_workers=workers)``."""
     manifest = read_manifest(folder)
@@ -144,7 +145,9 @@ def training_stream(
         *shards,
         wds.tarfile_to_samples(handler=counter),
         *([wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 64))] * (shuffle_buffer > 1)),
-        wds.map(Decode(manifest["kind"]), handler=counter),
+        # uint8 until the training step: a quarter of the bytes through worker queues and
+        # to the device (pixperfect.shards.format.to_float).
+        wds.map(Decode(manifest["kind"], as_uint8=True), handler=counter),
         wds.batched(batch_size, partial=False),
         wds.map(AttachMeta(counter, rank)),
     ]

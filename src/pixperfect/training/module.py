@@ -15,6 +15,7 @@ from data_sim.simulator import ArtifactSimulator
 from pixperfect.config import from_container, sim_config
 from pixperfect.metrics import SeamMetrics
 from pixperfect.models import build_refiner
+from pixperfect.shards.format import to_float
 from pixperfect.training.visuals import comparison_grid, should_log_images
 
 
@@ -70,7 +71,7 @@ class RefinerModule(L.LightningModule):
         if self._last_batch_end is not None:
             self.log("time/data_s", start - self._last_batch_end)
         self._count_skipped(batch)
-        batch = self.with_artifacts(batch)
+        batch = self.with_artifacts(to_float(batch))
         self.log("time/simulation_s", time.perf_counter() - start)
         refined = self(batch["composite"], batch["mask"])
         terms = self.loss_terms(refined.float(), batch["target"])
@@ -109,7 +110,7 @@ class RefinerModule(L.LightningModule):
         self._last_batch_end = time.perf_counter()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        batch = self.with_artifacts(batch)
+        batch = self.with_artifacts(to_float(batch))
         refined = self.evaluation_generator()(batch["composite"], batch["mask"])
         self.val_metrics.update(refined, batch["target"], batch["mask"])
         if batch_idx == 0 and self.global_rank == 0:
