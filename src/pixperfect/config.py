@@ -62,6 +62,8 @@ class ModelConfig:
     base_channels: int = 24
     depth: int = 3  # down-samplings; the stride is 2**depth
     edit_margin: int = -1  # >= 0: corrections only within this many px of the mask
+    ffc_blocks: int = 12  # ffc: Fourier-convolution residual blocks in the bottleneck
+    global_ratio: float = 0.75  # ffc: share of channels in the global (spectral) branch
 
 
 @dataclass
@@ -119,7 +121,7 @@ class Config:
 CHOICES = {
     "data.source": ("skimage", "folder", "shards"),
     "data.small_images": ("upscale", "skip"),
-    "model.name": ("unet",),
+    "model.name": ("unet", "ffc"),
 }
 
 
@@ -196,6 +198,11 @@ def validate(cfg: DictConfig) -> None:
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} must be > 0")
+    if cfg.model.ffc_blocks < 0 or not 0 < cfg.model.global_ratio < 1:
+        raise ConfigError(
+            f"model.ffc_blocks={cfg.model.ffc_blocks} must be >= 0 and model.global_ratio="
+            f"{cfg.model.global_ratio} in (0, 1)"
+        )
     stride = 2**cfg.model.depth
     for key in ("data.crop_size", "data.val_crop_size"):
         if OmegaConf.select(cfg, key) % stride:

@@ -1,18 +1,36 @@
-"""Refiner architectures (plain ``nn.Module`` s) and the registry that builds them."""
+"""Refiner and discriminator architectures (plain ``nn.Module`` s) and their registries."""
 
 from __future__ import annotations
 
+import inspect
+
 from torch import nn
 
+from pixperfect.models.discriminator import PatchDiscriminator, build_discriminator
+from pixperfect.models.ffc import FFCRefiner
 from pixperfect.models.unet import UNetRefiner
 
 
 def build_refiner(name: str, **kwargs) -> nn.Module:
-    """The refiner named in ``model.name`` with the remaining ``model`` keys as arguments."""
-    registry = {"unet": UNetRefiner}
+    """The refiner named in ``model.name`` with the remaining ``model`` keys as arguments.
+
+    unet: UNetRefiner(base_channels=24, depth=3, edit_margin=-1), CPU-sized.
+    ffc: FFCRefiner(base_channels=64, depth=3, edit_margin=-1, ffc_blocks=12,
+         global_ratio=0.75), paper-scale (about 40M parameters), global receptive field.
+    """
+    registry = {"unet": UNetRefiner, "ffc": FFCRefiner}
     if name not in registry:
         raise ValueError(f"unknown model.name={name!r}; available: {', '.join(registry)}")
-    return registry[name](**kwargs)
+    # The config's model section holds every architecture's keys (validated there): each
+    # refiner takes the ones it knows.
+    accepted = inspect.signature(registry[name]).parameters
+    return registry[name](**{k: v for k, v in kwargs.items() if k in accepted})
 
 
-__all__ = ["UNetRefiner", "build_refiner"]
+__all__ = [
+    "FFCRefiner",
+    "PatchDiscriminator",
+    "UNetRefiner",
+    "build_discriminator",
+    "build_refiner",
+]

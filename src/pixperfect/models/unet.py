@@ -10,8 +10,9 @@ it barely did.)
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from pixperfect.models.residual import apply_correction, centred_input, check_size, near_zero_
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -39,19 +40,11 @@ class UNetRefiner(nn.Module):
         self.fuse = nn.ModuleList(
             _conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth))
         )
-        self.head = nn.Conv2d(widths[0], 3, 3, padding=1)
-        nn.init.normal_(self.head.weight, std=1e-2)
-        nn.init.zeros_(self.head.bias)
+        self.head = near_zero_(nn.Conv2d(widths[0], 3, 3, padding=1))
 
     def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h, w = composite.shape[-2:]
-        if h % self.stride or w % self.stride:
-            raise ValueError(
-                f"input {h}x{w} is not a multiple of the refiner stride {self.stride}; pad it "
-                "first (pixperfect.inference.pad_to_multiple)"
-            )
-        # Centred input: the network sees [-1, 1] images and a {-1, 1} mask.
-        x = self.stem(torch.cat([composite * 2 - 1, mask * 2 - 1], dim=1))
+        check_size(composite, self.stride)
+        x = self.stem(centred_input(composite, mask))
         skips = [x]
         for down in self.down:
             x = down(x)
@@ -59,8 +52,4 @@ class UNetRefiner(nn.Module):
         skips.pop()
         for fuse in self.fuse:
             x = fuse(torch.cat([self.up(x), skips.pop()], dim=1))
-        correction = self.head(x)
-        if self.edit_margin >= 0:
-            m = self.edit_margin
-            correction = correction * F.max_pool2d(mask, 2 * m + 1, stride=1, padding=m)
-        return composite + correction
+        return apply_correction(composite, mask, self.head(x), self.edit_margin)
