@@ -98,10 +98,17 @@ def test_padding_reaches_the_stride_and_keeps_the_original_size():
     assert tiny.shape[-2:] == (8, 8)
 
 
-def test_edit_margin_keeps_the_background_exact():
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("unet", {"base_channels": 8, "depth": 2}),
+        ("ffc", {"base_channels": 4, "depth": 2, "ffc_blocks": 1}),
+    ],
+)
+def test_edit_margin_keeps_the_background_exact(name, kwargs):
     from pixperfect.models import build_refiner
 
-    model = build_refiner("unet", base_channels=8, depth=2, edit_margin=3)
+    model = build_refiner(name, **kwargs, edit_margin=3)
     torch.nn.init.normal_(model.head.weight, std=0.1)
     torch.nn.init.normal_(model.head.bias, std=0.1)
     image, mask = torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32)

@@ -2,19 +2,37 @@
 
 runs/<run.name>/
   config.yaml            the resolved config of the latest launch
-  checkpoints/last.ckpt  the newest checkpoint (resumed from automatically)
-  checkpoints/step=N.ckpt
+  checkpoints/last.ckpt  the checkpoint at the end of the latest launch
+  checkpoints/step=N.ckpt  every trainer.ckpt_every_n_steps
+  hpc_ckpt_N.ckpt        preemption checkpoints (SIGUSR1; Lightning's name and place)
   tb/                    TensorBoard logs
+
+A launch resumes from the newest of these checkpoints (:func:`resume_checkpoint`), so a
+rerun, a requeued SLURM job or a crashed one continues the step count.
+
+Preemption (:class:`Preemption`): on SIGUSR1 (SLURM: ``#SBATCH --signal=USR1@120`` before the
+time limit; slurm/train.sbatch) all ranks save ``hpc_ckpt_N.ckpt`` together at the end of the
+current step, rank 0 requeues the SLURM job (``scontrol requeue``) and the fit stops; the
+requeued job resumes from that checkpoint. Lightning's own handler
+(``SLURMEnvironment(auto_requeue=True)``) is off: it saves inside the signal handler, and
+under DDP that save is a collective, so a rank interrupted mid-step waits at the barrier
+while another waits in the gradient all-reduce, for ever (seen on the local cluster).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import signal
+import subprocess
+import threading
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from data_sim.simulator import describe
@@ -32,7 +50,10 @@ def run_dir(cfg: DictConfig) -> Path:
 
 class SaveLastOnTrainEnd(Callback):
     """``last.ckpt`` at the end of every fit, whatever the checkpoint cadence: the next launch
-    of the same command resumes exactly where this one stopped."""
+    of the same command resumes exactly where this one stopped.
+
+    Runs on every rank: under DDP ``save_checkpoint`` is a collective (rank 0 writes, then all
+    meet at a barrier), so it must not be guarded by rank."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -72,7 +93,7 @@ class ContactSheet(Callback):
 def _warn_on_config_change(saved: Path, cfg: DictConfig) -> None:
     if not saved.exists():
         return
-    old, new = OmegaConf.load(saved), cfg
+    old, new = OmegaConf.load(saved), OmegaConf.create(to_yaml(cfg))  # same types both sides
     changed = [
         key
         for section in new
@@ -87,6 +108,96 @@ def _warn_on_config_change(saved: Path, cfg: DictConfig) -> None:
         )
 
 
+def resume_checkpoint(directory: Path) -> Path | None:
+    """The checkpoint a launch of the run in ``directory`` resumes from: the newest (by
+    modification time) of Lightning's preemption checkpoints ``hpc_ckpt_N.ckpt``,
+    ``checkpoints/last.ckpt`` and the periodic ``checkpoints/step=N.ckpt``; None for a new run.
+
+    Every rank calls this before ``fit`` and must get the same answer: no rank writes a
+    checkpoint before all ranks have joined the process group inside ``fit``, so they all see
+    the same files (on a shared file system), and the choice is deterministic (ties: the
+    preemption checkpoint, then last.ckpt, then the file name)."""
+    checkpoints = directory / "checkpoints"
+    candidates = [
+        *((0, p) for p in checkpoints.glob("step=*.ckpt")),
+        *((1, p) for p in [checkpoints / "last.ckpt"] if p.is_file()),
+        *((2, p) for p in directory.glob("hpc_ckpt_*.ckpt")),
+    ]
+
+    def key(item: tuple[int, Path]) -> tuple[int, int, str]:
+        kind, path = item
+        return path.stat().st_mtime_ns, kind, path.name
+
+    return max(candidates, key=key)[1] if candidates else None
+
+
+def cluster_plugins() -> list:
+    """Under ``srun`` (SLURM, not an interactive ``bash``/``interactive`` job): Lightning's
+    SLURMEnvironment, as Lightning would detect it, but with its own requeue handler off
+    (:class:`Preemption` does that part)."""
+    if not SLURMEnvironment.detect():
+        return []
+    return [SLURMEnvironment(auto_requeue=False)]
+
+
+def next_hpc_path(directory: Path) -> Path:
+    """``hpc_ckpt_<N+1>.ckpt`` after the highest N in ``directory`` (Lightning's naming)."""
+    versions = [
+        int(m.group(1))
+        for p in directory.glob("hpc_ckpt_*.ckpt")
+        if (m := re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", p.name))
+    ]
+    return directory / f"hpc_ckpt_{max(versions, default=0) + 1}.ckpt"
+
+
+class Preemption(Callback):
+    """SIGUSR1 means "save and get out": at the end of the step in progress every rank saves
+    ``hpc_ckpt_N.ckpt`` in the run directory (a collective; rank 0 writes), rank 0 requeues
+    the SLURM job if there is one (``scontrol requeue $SLURM_JOB_ID``) and the fit stops.
+
+    The signal handler only sets a flag. The ranks agree on it with an all-reduce ("any")
+    at the end of every step, a point all ranks reach in step, so one signalled rank is
+    enough and no collective ever runs inside a signal handler."""
+
+    def __init__(self, directory: Path, signum: int = signal.SIGUSR1) -> None:
+        self.directory, self.signum = directory, signum
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True  # nothing else here: see the class docstring
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(self.signum, self._handle)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._previous is not None:
+            signal.signal(self.signum, self._previous)
+            self._previous = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
+            return
+        # Only rank 0 writes, so only its path counts (another rank may see its file already).
+        path = next_hpc_path(self.directory)
+        log.info("rank %d: preempted at step %d", trainer.global_rank, trainer.global_step)
+        trainer.save_checkpoint(path)  # every rank: a collective under DDP
+        if trainer.is_global_zero:
+            log.info("preemption checkpoint: %s", path)
+        job = os.environ.get("SLURM_JOB_ID")
+        if trainer.is_global_zero and job and SLURMEnvironment.detect():
+            if array := os.environ.get("SLURM_ARRAY_JOB_ID"):
+                job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+            result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            if result.returncode == 0:
+                log.info("requeued SLURM job %s at step %d", job, trainer.global_step)
+            else:
+                log.warning("scontrol requeue %s failed: %s", job, result.stderr.strip())
+        trainer.should_stop = True
+        self.requested = False
+
+
 def build_trainer(cfg: DictConfig, directory: Path) -> L.Trainer:
     t = cfg.trainer
     checkpoints = directory / "checkpoints"
@@ -98,6 +209,7 @@ def build_trainer(cfg: DictConfig, directory: Path) -> L.Trainer:
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=t.precision,
+        plugins=cluster_plugins(),
         logger=TensorBoardLogger(str(directory), name="tb", version=""),
         callbacks=[
             ModelCheckpoint(
@@ -107,6 +219,7 @@ def build_trainer(cfg: DictConfig, directory: Path) -> L.Trainer:
                 save_top_k=-1,
             ),
             SaveLastOnTrainEnd(checkpoints / "last.ckpt"),
+            Preemption(directory),
             ContactSheet(directory / "contact_sheet.png"),
             LearningRateMonitor(logging_interval="step"),
         ],
@@ -130,15 +243,15 @@ def train(cfg: DictConfig) -> Path:
         check_enough_shards(cfg.data.shards, cfg.data.num_workers, devices * t.num_nodes)
     directory = run_dir(cfg)
     directory.mkdir(parents=True, exist_ok=True)
-    _warn_on_config_change(directory / "config.yaml", cfg)
-    (directory / "config.yaml").write_text(to_yaml(cfg))
 
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     module = RefinerModule(OmegaConf.to_container(cfg, resolve=True))
-    trainer = build_trainer(cfg, directory)
-    last = directory / "checkpoints" / "last.ckpt"
-    resume = last if last.exists() else None
+    trainer = build_trainer(cfg, directory)  # knows this process's rank (SLURM, DDP children)
+    if trainer.is_global_zero:  # one writer; the other ranks never read config.yaml
+        _warn_on_config_change(directory / "config.yaml", cfg)
+        (directory / "config.yaml").write_text(to_yaml(cfg))
+    resume = resume_checkpoint(directory)
     if resume:
-        log.info("resuming from %s", resume)
+        log.info("rank %d resuming from %s", trainer.global_rank, resume)
     trainer.fit(module, datamodule=build_datamodule(cfg), ckpt_path=resume)
     return directory
