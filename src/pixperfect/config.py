@@ -67,11 +67,48 @@ class ModelConfig:
 
 
 @dataclass
-class LossConfig:
-    """Weights of the loss terms; a term with weight 0 is not computed."""
+class ToneMapConfig:
+    """The discriminative pixel space (METHOD section 3)."""
 
-    l1: float = 1.0
+    beta: tuple[float, float] = (20.0, 40.0)  # per-sample error amplification
+    degree: int = 5  # of the per-channel polynomial tone curve
+    samples_per_region: int = 4096  # fitting pixels drawn inside and outside the mask each
+    warmup_steps: int = 1000  # generator steps on RGB terms only before these switch on
+
+
+@dataclass
+class LossConfig:
+    """Weights of the loss terms, in RGB and in the discriminative (tone-mapped) space; a term
+    with weight 0 is not built. Paper: L1 64, LPIPS 5, adversarial 1 in both spaces."""
+
+    l1: float = 64.0
     mse: float = 0.0  # learns small colour shifts faster than L1 at CPU scale (README)
+    lpips: float = 5.0
+    adversarial: float = 1.0
+    tone_l1: float = 64.0
+    tone_mse: float = 0.0
+    tone_lpips: float = 5.0
+    tone_adversarial: float = 1.0
+    tone: ToneMapConfig = field(default_factory=ToneMapConfig)
+    lpips_net: str = "alex"
+    lpips_weights: str | None = None  # folder with the backbone + linear weights (or torch cache)
+    lpips_missing: str = "error"  # LPIPS weights absent: error (name the file) or skip (say so)
+
+
+@dataclass
+class GANConfig:
+    """The mask-conditioned discriminator and its training (METHOD sections 2 and 4)."""
+
+    discriminator: str = "patch"
+    base_channels: int = 64
+    n_down: int = 3  # logits at 1 / 2**n_down of the input side
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.5, 0.99)
+    r1_gamma: float = 0.01  # lazy R1 on reals; logits are summed over patches, so it is small
+    r1_every: int = 16
+    instance_noise: float = 0.01  # std of noise on both D inputs
+    band: int = 8  # px around the mask that count as fake in a fake image
+    warmup_steps: int = 0  # generator steps before the adversarial terms and D training start
 
 
 @dataclass
@@ -80,6 +117,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
     ema_decay: float = 0.0  # > 0: keep an EMA of the generator for validation and refine
+    grad_clip: float = 1.0  # max gradient norm for G and D; 0: no clipping
 
 
 @dataclass
@@ -113,6 +151,7 @@ class Config:
     sim: SimConfig = field(default_factory=SimConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    gan: GANConfig = field(default_factory=GANConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -122,6 +161,9 @@ CHOICES = {
     "data.source": ("skimage", "folder", "shards"),
     "data.small_images": ("upscale", "skip"),
     "model.name": ("unet", "ffc"),
+    "loss.lpips_missing": ("error", "skip"),
+    "loss.lpips_net": ("alex", "vgg", "squeeze"),
+    "gan.discriminator": ("patch",),
 }
 
 
@@ -180,8 +222,22 @@ def validate(cfg: DictConfig) -> None:
         OmegaConf.to_object(cfg.sim).validate()
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if cfg.loss.l1 < 0 or cfg.loss.mse < 0 or cfg.loss.l1 + cfg.loss.mse == 0:
-        raise ConfigError("loss weights must be >= 0 and at least one of loss.l1, loss.mse > 0")
+    weights = {k: v for k, v in cfg.loss.items() if isinstance(v, (int, float))}
+    negative = [k for k, v in weights.items() if v < 0]
+    pixel = ("l1", "mse", "lpips", "tone_l1", "tone_mse", "tone_lpips")
+    if negative or not any(weights[k] > 0 for k in pixel):
+        raise ConfigError(
+            f"loss weights must be >= 0 (negative: {', '.join(f'loss.{k}' for k in negative)}) "
+            f"and at least one of {', '.join(f'loss.{k}' for k in pixel)} > 0"
+        )
+    lo, hi = cfg.loss.tone.beta
+    if not 0 < lo <= hi or cfg.loss.tone.degree < 1 or cfg.loss.tone.samples_per_region < 1:
+        raise ConfigError(
+            "loss.tone.beta must be 0 < lo <= hi, loss.tone.degree >= 1, "
+            "loss.tone.samples_per_region >= 1"
+        )
+    if cfg.gan.r1_every < 1 or cfg.gan.r1_gamma < 0 or cfg.gan.instance_noise < 0:
+        raise ConfigError("gan.r1_every must be >= 1, gan.r1_gamma and gan.instance_noise >= 0")
     if not 0 <= cfg.optim.ema_decay < 1:
         raise ConfigError(f"optim.ema_decay={cfg.optim.ema_decay} must be in [0, 1)")
     positive = [

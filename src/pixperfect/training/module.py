@@ -1,5 +1,12 @@
-"""RefinerModule: the LightningModule that owns the refiner, the on-device artifact
-simulation, the losses and the validation metrics."""
+"""RefinerModule: the LightningModule that owns the refiner (and its EMA), the discriminator,
+the on-device artifact simulation, the optimisation steps and the validation metrics.
+
+Manual optimisation: one generator step and then (with an adversarial term) one
+discriminator step per batch. ``global_step`` counts generator steps: the discriminator's
+Adam is stepped directly, so ``trainer.max_steps``, warm-ups and the EMA are all in
+generator steps; its state and step count are saved in the checkpoint by hand. A step whose
+loss is not finite on any rank is skipped on every rank and counted (``train/skipped_steps``).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +20,30 @@ from omegaconf import DictConfig
 from data_sim.sampling import derive_seed
 from data_sim.simulator import ArtifactSimulator
 from pixperfect.config import from_container, sim_config
+from pixperfect.losses import discriminator_loss, r1_due, r1_penalty
 from pixperfect.metrics import SeamMetrics
-from pixperfect.models import build_refiner
+from pixperfect.models import build_discriminator, build_refiner
 from pixperfect.shards.format import to_float
+from pixperfect.training.objective import Objective
 from pixperfect.training.visuals import comparison_grid, should_log_images
+
+
+def average_gradients_across_ranks(parameters) -> None:
+    """All-reduce (mean) the gradients of ``parameters`` in one flat buffer; no-op in one
+    process. For modules outside DDP's reducer (the discriminator)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    world = torch.distributed.get_world_size()
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if world == 1 or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 class RefinerModule(L.LightningModule):
@@ -35,9 +62,27 @@ class RefinerModule(L.LightningModule):
             else None
         )
         self.simulator = ArtifactSimulator(sim_config(self.cfg))
+        self.objective = Objective(self.cfg)
+        g = self.cfg.gan
+        self.discriminator = (
+            build_discriminator(g.discriminator, base_channels=g.base_channels, n_down=g.n_down)
+            if self.objective.adversarial
+            else None
+        )
+        if self.discriminator is not None:
+            # Frozen except inside its own step. This also keeps it out of DDP's reducer
+            # (built from parameters that require grad at setup): DDP syncs gradients in
+            # the first backward after a forward only, which is the generator's, so the
+            # discriminator's gradients are averaged across ranks by hand instead.
+            self.discriminator.requires_grad_(False)
+        self.automatic_optimization = False
+        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
         self.val_metrics = SeamMetrics(band_width=self.cfg.eval.band_width)
         self._last_batch_end: float | None = None
         self._skipped: dict[int, int] = {}  # worker id -> corrupt samples/shards skipped
+        self._d_optimizer: torch.optim.Optimizer | None = None
+        self._d_state: dict | None = None  # restored before the optimiser exists
+        self._d_steps = 0
 
     def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.generator(composite, mask)
@@ -63,25 +108,133 @@ class RefinerModule(L.LightningModule):
             return batch
         # One seed per (run seed, step, rank): reproducible, and new after a resume.
         seed = derive_seed(self.cfg.run.seed, self.global_step, self.global_rank)
-        simulated, _ = self.simulator(batch["target"], torch.Generator().manual_seed(seed))
+        # Simulation stays in float32 under mixed precision (autocast is for the networks).
+        with torch.autocast(self.device.type, enabled=False):
+            simulated, _ = self.simulator(
+                batch["target"].float(), torch.Generator().manual_seed(seed)
+            )
         return simulated
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def on_fit_start(self) -> None:
+        self.objective.to(self.device)
+        if self.objective.lpips_disabled and self.global_rank == 0:
+            experiment = getattr(self.logger, "experiment", None)
+            if experiment is not None and hasattr(experiment, "add_text"):
+                experiment.add_text(
+                    "warnings", "LPIPS weights missing: training WITHOUT the LPIPS terms"
+                )
+
+    def _all_finite(self, value: torch.Tensor) -> bool:
+        """True when ``value`` is finite on every rank (all ranks must skip together, or the
+        ones that step wait for the others in the gradient all-reduce)."""
+        bad = (~torch.isfinite(value.detach())).float().sum()
+        return float(self.trainer.strategy.reduce(bad, reduce_op="sum")) == 0
+
+    def _skip(self, what: str) -> None:
+        self.skipped_steps += 1
+        self.log("train/skipped_steps", self.skipped_steps.float())
+        self.print(f"step {self.global_step}: non-finite {what} loss, step skipped")
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
         start = time.perf_counter()
         if self._last_batch_end is not None:
             self.log("time/data_s", start - self._last_batch_end)
         self._count_skipped(batch)
         batch = self.with_artifacts(to_float(batch))
         self.log("time/simulation_s", time.perf_counter() - start)
-        refined = self(batch["composite"], batch["mask"])
-        terms = self.loss_terms(refined.float(), batch["target"])
+        step = self.global_step
+        # One generator per step on the device: tone-curve fits and instance noise.
+        generator = torch.Generator(device=self.device).manual_seed(
+            derive_seed(self.cfg.run.seed, step, self.global_rank, 1)
+        )
+        self._stepped = False
+        g_opt = self.optimizers()
+        target, mask = batch["target"], batch["mask"]
+        d = self.discriminator
+        refined = self(batch["composite"], mask)
+        terms, extras = self.objective.generator_terms(
+            refined.float(), target, mask, step, generator, d
+        )
+        if not self._all_finite(terms["loss"]):
+            g_opt.zero_grad()
+            return self._skip("generator")
+        g_opt.zero_grad()
+        self.manual_backward(terms["loss"])
+        if self.cfg.optim.grad_clip > 0:
+            self.clip_gradients(
+                g_opt, gradient_clip_val=self.cfg.optim.grad_clip, gradient_clip_algorithm="norm"
+            )
+        g_opt.step()
+        self._stepped = True
         for name, value in terms.items():
-            self.log(f"train/{name}", value, prog_bar=name == "loss")
-        loss = terms["loss"]
-        step = self.global_step + 1
-        if self.global_rank == 0 and should_log_images(step, self.cfg.trainer.image_every_n_steps):
-            self._log_grid("train/images", batch, refined, step)
-        return loss
+            self.log(f"train/{name}", value.detach(), prog_bar=name == "loss")
+        if "fake_logits" in extras:
+            self.log("d/logits_fake_g", extras["fake_logits"].float().mean())
+        if d is not None and step >= self.cfg.gan.warmup_steps:
+            d.requires_grad_(True)
+            try:
+                self._discriminator_step(batch, refined.detach(), extras, generator)
+            finally:
+                d.requires_grad_(False)
+        seconds = time.perf_counter() - start
+        self.log("time/step_s", seconds)
+        self.log("time/images_per_s", target.shape[0] / seconds)
+        if self.device.type == "cuda":
+            self.log("memory/peak_gib", torch.cuda.max_memory_allocated(self.device) / 2**30)
+        if self.global_rank == 0 and should_log_images(
+            step + 1, self.cfg.trainer.image_every_n_steps
+        ):
+            self._log_grid("train/images", batch, refined, step + 1)
+            if "tone_pred" in extras:
+                tone = {**batch, "composite": batch["composite"], "target": extras["tone_target"]}
+                self._log_grid("train/tone_mapped", tone, extras["tone_pred"], step + 1)
+
+    def _discriminator_step(
+        self, batch: dict, refined: torch.Tensor, extras: dict, generator: torch.Generator
+    ) -> None:
+        g, d = self.cfg.gan, self.discriminator
+        target, mask = batch["target"], batch["mask"]
+        parts = discriminator_loss(
+            d, target, refined, mask, band=g.band, noise_sigma=g.instance_noise, generator=generator
+        )
+        loss = parts.loss.float()
+        if self.objective.weights["tone_adversarial"] and "tone_pred" in extras:
+            # One discriminator for both spaces: it also learns tone-mapped reals and fakes.
+            tone = discriminator_loss(
+                d,
+                extras["tone_target"],
+                extras["tone_pred"],
+                mask,
+                band=g.band,
+                noise_sigma=g.instance_noise,
+                generator=generator,
+            )
+            loss = loss + tone.loss.float()
+        if r1_due(self._d_steps, g.r1_every) and g.r1_gamma > 0:
+            r1 = r1_penalty(
+                d,
+                target,
+                mask,
+                gamma=g.r1_gamma,
+                every=g.r1_every,
+                noise_sigma=g.instance_noise,
+                generator=generator,
+            )
+            self.log("d/r1", r1.detach())
+            loss = loss + r1
+        if not self._all_finite(loss):
+            self._d_optimizer.zero_grad()
+            return self._skip("discriminator")
+        self._d_optimizer.zero_grad()
+        self.manual_backward(loss)
+        average_gradients_across_ranks(d.parameters())
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(d.parameters(), self.cfg.optim.grad_clip)
+        self._d_optimizer.step()
+        self._d_steps += 1
+        self.log("d/loss", loss.detach())
+        self.log("d/logits_real", parts.real_logits.float().mean())
+        self.log("d/logits_fake", parts.fake_logits.float().mean())
 
     def _count_skipped(self, batch: dict) -> None:
         """Shard batches carry their worker's running count of skipped corrupt data; the sum
@@ -93,20 +246,9 @@ class RefinerModule(L.LightningModule):
         total = torch.tensor(float(sum(self._skipped.values())), device=self.device)
         self.log("data/corrupt_skipped", total, reduce_fx="sum", sync_dist=True)
 
-    def loss_terms(self, refined: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each weighted term by name, and their sum as ``loss``."""
-        weights = {"l1": self.cfg.loss.l1, "mse": self.cfg.loss.mse}
-        error = refined - target
-        terms = {}
-        if weights["l1"]:
-            terms["l1"] = error.abs().mean()
-        if weights["mse"]:
-            terms["mse"] = error.square().mean()
-        terms["loss"] = sum(weights[name] * value for name, value in terms.items())
-        return terms
-
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        self.update_ema()
+        if getattr(self, "_stepped", False):
+            self.update_ema()
         self._last_batch_end = time.perf_counter()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -129,7 +271,24 @@ class RefinerModule(L.LightningModule):
         experiment.add_image(tag, grid, global_step=step)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        o = self.cfg.optim
+        o, g = self.cfg.optim, self.cfg.gan
+        if self.discriminator is not None:
+            self._d_optimizer = torch.optim.Adam(
+                self.discriminator.parameters(), lr=g.lr, betas=tuple(g.betas)
+            )
+            if self._d_state is not None:
+                self._d_optimizer.load_state_dict(self._d_state)
+                self._d_state = None
         return torch.optim.Adam(
             self.generator.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay
         )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._d_optimizer is not None:
+            checkpoint["discriminator_optimizer"] = self._d_optimizer.state_dict()
+            checkpoint["discriminator_steps"] = self._d_steps
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Called before configure_optimizers on resume: keep the state until it exists.
+        self._d_state = checkpoint.get("discriminator_optimizer")
+        self._d_steps = checkpoint.get("discriminator_steps", 0)

@@ -1,0 +1,85 @@
+"""Run one training step of G and D (with R1) and save every gradient, for
+tests/test_ddp_gradients.py. ``python ddp_gradient_worker.py OUT DEVICES``: with 2 devices
+Lightning's DDP launcher starts rank 1 as a copy of this command (gloo on CPU); each rank
+trains on its share of the same 4 samples, so the synced gradients must equal those of one
+process on all 4."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import ROOT, TINY  # noqa: E402
+
+from pixperfect.config import load_config  # noqa: E402
+from pixperfect.training.module import RefinerModule  # noqa: E402
+
+OVERRIDES = [
+    "loss.l1=64",
+    "loss.mse=0",
+    "loss.lpips=0",
+    "loss.adversarial=1",
+    "loss.tone_l1=0",  # per-sample random fits draw differently per rank: off here
+    "loss.tone_lpips=0",
+    "loss.tone_adversarial=0",
+    "gan.base_channels=4",
+    "gan.n_down=2",
+    "gan.r1_every=1",  # R1 in this very step
+    "gan.r1_gamma=1.0",
+    "gan.instance_noise=0",
+    "optim.grad_clip=0",  # raw gradients, not clipped ones
+    "optim.ema_decay=0",
+    "trainer.max_steps=1",
+]
+
+
+class SaveGradients(L.Callback):
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+        torch.save(
+            {"grads": grads, "world_size": trainer.world_size, "batch": batch["target"].shape[0]},
+            self.out / f"rank{trainer.global_rank}.pt",
+        )
+
+
+def main(out: Path, devices: int) -> None:
+    cfg = load_config(
+        ROOT / "configs" / "demo.yaml",
+        [*TINY, *OVERRIDES, f"run.root={out}", "run.name=grads"],
+    )
+    torch.manual_seed(0)  # the same initial G and D in every process
+    module = RefinerModule(OmegaConf.to_container(cfg, resolve=True))
+    data = torch.Generator().manual_seed(1)
+    targets = torch.rand(4, 3, 32, 32, generator=data)
+    composites = (targets + 0.2 * torch.rand(4, 3, 1, 1, generator=data)).clamp(0, 1)
+    masks = torch.zeros(4, 1, 32, 32)
+    masks[:, :, 8:24, 8:24] = 1
+    samples = [
+        {"target": t, "composite": c, "mask": m}
+        for t, c, m in zip(targets, composites, masks, strict=True)
+    ]
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[SaveGradients(out)],
+    )
+    loader = torch.utils.data.DataLoader(samples, batch_size=4 // devices, shuffle=False)
+    trainer.fit(module, loader)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), int(sys.argv[2]))

@@ -1,0 +1,47 @@
+"""DDP over gloo syncs both networks: two processes on halves of a batch produce the
+gradients one process computes on the whole batch, for G (synced by DDP) and for D with its
+R1 penalty (outside DDP's reducer, averaged by the module)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+WORKER = Path(__file__).parent / "ddp_gradient_worker.py"
+
+
+def _run(out: Path, devices: int) -> list[dict]:
+    out.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    result = subprocess.run(
+        [sys.executable, str(WORKER), str(out), str(devices)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return [torch.load(out / f"rank{r}.pt") for r in range(devices)]
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_give_the_single_process_gradients_of_g_and_d_with_r1(tmp_path):
+    (single,) = _run(tmp_path / "one", 1)
+    ranks = _run(tmp_path / "two", 2)
+    assert [r["world_size"] for r in ranks] == [2, 2] and single["world_size"] == 1
+    assert [r["batch"] for r in ranks] == [2, 2] and single["batch"] == 4
+    names = set(single["grads"])
+    assert any(n.startswith("generator.") for n in names)
+    assert any(n.startswith("discriminator.") for n in names)
+    for rank in ranks:
+        assert set(rank["grads"]) == names
+        for name in names:
+            torch.testing.assert_close(
+                rank["grads"][name], single["grads"][name], rtol=1e-4, atol=1e-6, msg=name
+            )
