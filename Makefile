@@ -38,7 +38,8 @@ demo: $(STAMP)
 	@echo "  shards       $(DEMO)/shards/         (artifact shards + manifest.json)"
 	@echo "  checkpoints  $(DEMO)/checkpoints/   (resume: run make demo again with more steps)"
 	@echo "  sheet        $(DEMO)/contact_sheet.png"
-	@echo "  metrics      $(DEMO)/eval.json"
+	@echo "  metrics      $(DEMO)/eval.json, eval.md, eval.csv (methods x metrics)"
+	@echo "  cases        $(DEMO)/cases.png      (worst and best cases, side by side)"
 	@echo "  examples     $(DEMO)/examples/       (composite, mask, target, refined)"
 	@echo "  tensorboard  $(VENV)/bin/tensorboard --logdir $(DEMO)/tb"
 
@@ -46,6 +47,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_simulation.py
 	$(PY) benchmarks/bench_shards.py
+	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_inference.py
 
 clean-demo:
 	rm -rf $(DEMO)

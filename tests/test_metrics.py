@@ -36,3 +36,49 @@ def test_seam_metrics_average_per_image_scores():
     scores = metric.compute()
     assert abs(float(scores["l1"]) - 0.05) < 1e-6
     assert abs(float(scores["psnr"]) - (100 + 20) / 2) < 1e-3  # perfect image capped at 100
+
+
+def test_ciede2000_matches_skimage_on_random_colours():
+    import kornia
+    from skimage.color import deltaE_ciede2000
+
+    from pixperfect.metrics import ciede2000
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(1, 3, 16, 16, generator=g)
+    b = (a + 0.1 * torch.randn(1, 3, 16, 16, generator=g)).clamp(0, 1)
+    b[..., :4, :] = torch.rand(1, 3, 4, 16, generator=g)  # unrelated colours too
+    b[..., 4:6, :] = b[..., 4:6, :].mean(1, keepdim=True)  # and greys (zero chroma)
+    lab_a, lab_b = kornia.color.rgb_to_lab(a), kornia.color.rgb_to_lab(b)
+    ours = ciede2000(lab_a, lab_b)[0, 0].double().numpy()
+    reference = deltaE_ciede2000(
+        lab_a[0].permute(1, 2, 0).double().numpy(), lab_b[0].permute(1, 2, 0).double().numpy()
+    )
+    assert abs(ours - reference).max() < 1e-3
+    assert reference.mean() > 1  # the colours do differ
+
+
+def test_seam_score_orders_a_hard_step_above_a_smooth_ramp_above_a_perfect_image():
+    target = torch.full((1, 3, 32, 32), 0.5)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., :, 16:] = 1  # boundary between columns 15 and 16
+    hard = target.clone()
+    hard[..., 16:] += 0.1  # a colour step right at the boundary
+    ramp = target + 0.1 * torch.linspace(0, 1, 32).clamp(0.3, 0.7).sub(0.3).div(0.4)
+    seam = {
+        name: float(seam_scores(pred, target, mask, band_width=8)["seam_grad"][0])
+        for name, pred in (("hard", hard), ("ramp", ramp), ("perfect", target))
+    }
+    assert seam["hard"] > seam["ramp"] > seam["perfect"] == 0
+    # the same error at the boundary in both, only its sharpness differs
+    assert abs(float(ramp[0, 0, 0, -1] - hard[0, 0, 0, -1])) < 1e-6
+
+
+def test_seam_metrics_report_every_metric_name():
+    from pixperfect.metrics import METRIC_NAMES
+
+    metric = SeamMetrics(band_width=2)
+    metric.update(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32), _square_mask())
+    scores = metric.compute()
+    assert set(scores) == set(METRIC_NAMES) >= {"band_ciede2000", "seam_grad"}
+    assert all(torch.isfinite(v) for v in scores.values())

@@ -63,7 +63,9 @@ def test_untrained_refiner_is_the_identity_through_padding(trained_checkpoint):
     torch.nn.init.zeros_(refiner.model.head.bias)
     image = torch.rand(3, 37, 53)
     mask = torch.zeros(1, 37, 53)
+    mask[:, 10:20, 5:30] = 1
     assert torch.equal(refiner(image, mask), image)
+    assert torch.equal(refiner.network(image, mask), image)
 
 
 def test_a_mask_of_another_size_is_refused_naming_both_sizes(trained_checkpoint, tmp_path, capsys):

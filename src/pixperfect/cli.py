@@ -1,8 +1,10 @@
 """The ``pixperfect`` command: one entry point, one subcommand per job.
 
 pixperfect train    --config configs/demo.yaml [key=value ...]
-pixperfect evaluate --config configs/demo.yaml --ckpt CKPT [--images DIR] [--out JSON]
-pixperfect refine   --ckpt CKPT --image IMG --mask MASK --out OUT
+pixperfect evaluate --config configs/demo.yaml --ckpt CKPT [--dataset DIR|--images DIR] [--out JSON]
+pixperfect refine   --ckpt CKPT|--model DIR --image IMG --mask MASK --out OUT
+pixperfect refine   --ckpt CKPT|--model DIR --images DIR --masks DIR --out DIR
+pixperfect export   CKPT OUT [--raw]   (model.safetensors + config.yaml for --model)
 pixperfect simulate --images DIR --n 16 --out sheet.png [key=value ...]
 pixperfect shards build  --images DIR|LIST.txt|skimage --out OUT [--kind artifact|clean] ...
 pixperfect shards verify OUT
@@ -42,10 +44,11 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from pixperfect.evaluation.evaluate import evaluate, format_table, write_results
+    from pixperfect.evaluation.evaluate import evaluate, format_table, report_paths, write_results
 
     cfg = load_config(args.config, args.overrides)
     examples = Path(args.out).parent / "examples" if args.out else None
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     results = evaluate(
         cfg,
         args.ckpt,
@@ -53,17 +56,60 @@ def _evaluate(args: argparse.Namespace) -> None:
         device=args.device,
         examples_dir=examples,
         examples_per_photo=args.save_examples,
+        dataset=args.dataset,
+        methods=methods,
+        pooling=args.pooling,
+        perceptual=not args.no_perceptual,
+        inception_weights=args.inception_weights,
+        cases_path=report_paths(args.out)["cases"] if args.out else None,
+        cases=args.cases,
     )
+    for message in results["skipped"].values():
+        print(f"note: {message}", file=sys.stderr)
     print(format_table(results))
     if args.out:
-        print(f"results: {write_results(results, args.out)}")
+        paths = report_paths(write_results(results, args.out))
+        print(f"results: {paths['json']}")
+        print(f"tables:  {paths['markdown']}, {paths['csv']}")
+        if results.get("cases", {}).get("path"):
+            print(f"cases:   {results['cases']['path']}")
 
 
-def _refine(args: argparse.Namespace) -> None:
-    from pixperfect.inference import Refiner, refine_file
+def _refine(args: argparse.Namespace) -> int:
+    from pixperfect.inference import Refiner, refine_file, refine_folder
 
-    refiner = Refiner.from_checkpoint(args.ckpt, args.device)
-    print(f"refined: {refine_file(refiner, args.image, args.mask, args.out)}")
+    single = args.image is not None
+    if single == (args.images is not None):
+        raise ValueError("give either --image IMG --mask MASK or --images DIR --masks DIR")
+    if single and not args.mask:
+        raise ValueError("--image needs --mask (the edit mask, same size, white = edited)")
+    if not single and not args.masks:
+        raise ValueError("--images needs --masks (the folder of edit masks)")
+    names = ("margin", "band", "feather", "tile_size", "tile_overlap", "pooling", "paste")
+    options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if args.ckpt:
+        refiner = Refiner.from_checkpoint(args.ckpt, args.device, **options)
+    else:
+        refiner = Refiner.from_pretrained(args.model, args.device, **options)
+    if single:
+        print(f"refined: {refine_file(refiner, args.image, args.mask, args.out)}")
+        return 0
+    report = refine_folder(refiner, args.images, args.masks, args.out)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def _export(args: argparse.Namespace) -> None:
+    import json
+
+    from pixperfect.inference.export import PROVENANCE_FILE, export_checkpoint
+
+    out = export_checkpoint(args.ckpt, args.out, raw=args.raw)
+    info = json.loads((out / PROVENANCE_FILE).read_text())
+    print(f"exported: {out}")
+    print(f"  weights:  {info['weights']} ({info['weights_note']}), step {info['global_step']}")
+    print(f"  files:    {', '.join(info['files'])}")
+    print(f"  use:      pixperfect refine --model {out} --image IMG --mask MASK --out OUT")
 
 
 def _simulate(args: argparse.Namespace) -> None:
@@ -136,11 +182,59 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="score identity and a refiner on held-out photos")
+    p = sub.add_parser(
+        "evaluate",
+        help="score the refiner against identity and classical baselines",
+        description="Score methods side by side on edit triples: a --dataset folder laid "
+        "out as DIR/edited/<stem>.png, DIR/mask/<stem>.png (white = edited) and "
+        "DIR/target/<stem>.png (ground truth), or triples simulated with the seeded artifact "
+        "recipe from held-out photos (--images DIR or the config's data.holdout).",
+    )
     _add_config_args(p)
-    p.add_argument("--ckpt", help="training checkpoint; without it only identity is scored")
-    p.add_argument("--images", help="folder of held-out photos (default: from the config)")
-    p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--ckpt", help="training checkpoint; without it the refiner is not scored")
+    p.add_argument(
+        "--dataset",
+        metavar="DIR",
+        help="folder of triples: DIR/edited/<stem>.png, DIR/mask/<stem>.png, "
+        "DIR/target/<stem>.png (any image format, matching sizes)",
+    )
+    p.add_argument(
+        "--images",
+        metavar="DIR",
+        help="folder of held-out photos to simulate artifacts on (default: from the config)",
+    )
+    p.add_argument(
+        "--methods",
+        metavar="M1,M2",
+        help="comma-separated subset of: identity, reinhard, poisson, laplacian, refiner, "
+        "refiner_raw, refiner_pooled (default: every available one)",
+    )
+    p.add_argument(
+        "--pooling",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N > 1 adds refiner_pooled: test-time pooling over N jittered copies",
+    )
+    p.add_argument(
+        "--out",
+        help="results JSON, e.g. results.json: results.md, results.csv (tables) and "
+        "cases.png (worst and best cases) are written beside it",
+    )
+    p.add_argument(
+        "--cases", type=int, default=4, metavar="K", help="worst and best K cases in cases.png"
+    )
+    p.add_argument(
+        "--no-perceptual",
+        action="store_true",
+        help="skip LPIPS, FID and U-IDS/P-IDS (otherwise scored when their weights are staged)",
+    )
+    p.add_argument(
+        "--inception-weights",
+        metavar="FILE",
+        help="FID Inception weights (default: weights-inception-2015-12-05-6726825d.pth in "
+        "the torch hub cache)",
+    )
     p.add_argument(
         "--save-examples",
         type=int,
@@ -151,13 +245,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("refine", help="refine one edited image given its edit mask")
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--image", required=True, help="the editor's output (any size, 8/16 bit)")
-    p.add_argument("--mask", required=True, help="edit mask, same size; white = edited")
-    p.add_argument("--out", required=True)
+    p = sub.add_parser(
+        "refine",
+        help="refine edited images given their edit masks (one file or a folder)",
+        description="Refine one image (--image --mask --out FILE) or a folder (--images DIR "
+        "--masks DIR --out DIR). In a folder, the mask of <stem>.<ext> is <stem>.<ext> or "
+        "<stem>_mask.<ext> in --masks; outputs keep the image's file name. Masks: white = "
+        "edited, binarised at half of full scale, same size as the image. A folder run "
+        "reports the files that failed at the end and exits 1 if any did.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="training checkpoint (Lightning .ckpt)")
+    source.add_argument("--model", help="folder written by `pixperfect export`")
+    p.add_argument("--image", help="the editor's output (any size, grey/RGB/RGBA, 8/16 bit)")
+    p.add_argument("--mask", help="edit mask of --image, same size; white = edited")
+    p.add_argument("--images", help="folder of edited images")
+    p.add_argument("--masks", help="folder of their masks (may be the --images folder)")
+    p.add_argument("--out", required=True, help="output file (--image) or folder (--images)")
+    p.add_argument("--margin", type=int, help="context px around the mask's box (default 64)")
+    p.add_argument("--band", type=int, help="px outside the mask that are pasted (default 16)")
+    p.add_argument("--feather", type=int, help="px of soft falloff after the band (default 8)")
+    p.add_argument("--tile-size", type=int, help="larger crops are tiled (default 1024)")
+    p.add_argument("--tile-overlap", type=int, help="px shared by tiles (default 128)")
+    p.add_argument("--pooling", type=int, help="colour-jittered copies pooled (default 1: off)")
+    p.add_argument("--paste", choices=("band", "crop"), help="paste back the band or the crop")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_refine)
+
+    p = sub.add_parser("export", help="write a deployable refiner folder from a checkpoint")
+    p.add_argument("ckpt", help="training checkpoint (Lightning .ckpt)")
+    p.add_argument("out", help="folder: model.safetensors, config.yaml, provenance.json")
+    p.add_argument("--raw", action="store_true", help="live generator weights instead of the EMA")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("simulate", help="write a contact sheet of simulated artifacts")
     _add_config_args(p)

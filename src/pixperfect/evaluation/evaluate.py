@@ -1,11 +1,40 @@
-"""``pixperfect evaluate``: score methods on held-out photos with seeded artifacts.
+"""``pixperfect evaluate``: the refiner side by side with what a user would otherwise use.
 
-Methods: ``identity`` (the raw composite, what the editor hands the user) and ``refiner``
-(the trained checkpoint). Metrics: see :mod:`pixperfect.metrics`.
+Data, one of:
+
+- a folder of real triples (``--dataset DIR``), laid out as
+  ``DIR/edited/<stem>.png``, ``DIR/mask/<stem>.png``, ``DIR/target/<stem>.png``
+  (see :mod:`pixperfect.evaluation.dataset`);
+- held-out photos (``--images DIR``, or the config's ``data.holdout`` / ``data.val_images``)
+  turned into artifact triples by the seeded simulator recipe (``eval.samples_per_image``
+  per photo, ``eval.seed``): the same triples on every run.
+
+Methods (``--methods`` picks a subset; all available ones by default):
+
+- ``identity``: the composite as the editor hands it over;
+- ``reinhard``, ``poisson``, ``laplacian``: classical fixes, see
+  :mod:`pixperfect.evaluation.baselines`;
+- ``refiner``: the checkpoint's generator, its EMA weights when it kept them;
+- ``refiner_raw``: the non-EMA weights, when the checkpoint has both;
+- ``refiner_pooled``: the refiner with test-time pooling over N jittered copies
+  (``--pooling N``, N > 1).
+
+Metrics: the weight-free seam metrics of :mod:`pixperfect.metrics` (whole image and the
+boundary band) and, where their weights are staged locally, the perceptual ones of
+:mod:`pixperfect.evaluation.perceptual` (LPIPS, FID, U-IDS, P-IDS). Every score is a mean
+over samples. Outputs are scored as they are (no forced paste-back).
+
+Reports (``--out results.json``): ``results.json`` (means, per-sample seam scores, what was
+left out and why), ``results.md`` and ``results.csv`` (methods x metrics), and
+``cases.png``: the worst and best cases by the refiner's band-PSNR gain over identity.
 """
 
 from __future__ import annotations
 
+import copy
+import csv
+import inspect
+import io
 import json
 import logging
 from collections.abc import Callable
@@ -16,16 +45,157 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from data_sim.simulator import ArtifactSimulator
-from pixperfect.config import sim_config
+from pixperfect.config import from_container, sim_config
 from pixperfect.data.crops import heldout_triples
 from pixperfect.data.datamodule import load_photos
 from pixperfect.data.photos import load_folder
+from pixperfect.evaluation.baselines import BASELINES
+from pixperfect.evaluation.cases import CaseTracker, make_tiles, write_case_sheet
+from pixperfect.evaluation.dataset import load_triples
+from pixperfect.evaluation.perceptual import (
+    HIGHER_IS_BETTER as PERCEPTUAL_HIGHER,
+)
+from pixperfect.evaluation.perceptual import (
+    PerceptualScores,
+    load_perceptual,
+)
 from pixperfect.imageio import Image, write_image
 from pixperfect.inference import Refiner
-from pixperfect.metrics import METRIC_NAMES, SeamMetrics
+from pixperfect.metrics import HIGHER_IS_BETTER, METRIC_NAMES, seam_scores
 
 log = logging.getLogger(__name__)
 Method = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (composite, mask) -> image
+
+REFINER_METHODS = ("refiner", "refiner_raw", "refiner_pooled")
+ALL_METHODS = ("identity", *BASELINES, *REFINER_METHODS)
+BAND_METRICS = ("band_psnr", "band_ssim", "band_l1", "band_ciede2000", "seam_grad")
+DIRECTION = {**HIGHER_IS_BETTER, **PERCEPTUAL_HIGHER}
+CASE_TILE = 128  # px, one tile of the cases sheet
+
+
+def _identity(composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return composite
+
+
+def _load_refiners(checkpoint: str | Path, device: str) -> tuple[Refiner, Refiner | None]:
+    """(the refiner ``refine`` uses, its non-EMA twin when the checkpoint holds both)."""
+    refiner = Refiner.from_checkpoint(checkpoint, device)
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = ckpt["state_dict"]
+    if not any(k.startswith("generator_ema.") for k in state):
+        return refiner, None  # the refiner already is the raw generator
+    if "ema" in inspect.signature(Refiner.from_checkpoint).parameters:
+        return refiner, Refiner.from_checkpoint(checkpoint, device, ema=False)
+    from pixperfect.models import build_refiner  # a Refiner without the ``ema`` option
+
+    model_cfg = dict(from_container(ckpt["hyper_parameters"]["config"]).model)
+    model = build_refiner(model_cfg.pop("name"), **model_cfg)
+    prefix = "generator."
+    model.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    return refiner, Refiner(model, refiner.config, device)
+
+
+def _pooled(refiner: Refiner, pooling: int, seed: int) -> Method:
+    """The refiner with test-time pooling over ``pooling`` jittered copies, through whichever
+    API ``pixperfect.inference.Refiner`` offers: a ``pooling`` call argument, or ``pooling``
+    (and ``seed``) attributes, set on a shallow copy that shares the network."""
+    params = inspect.signature(refiner.__call__).parameters
+    if "pooling" in params:
+        kwargs: dict = {"pooling": pooling}
+        if "seed" in params:
+            kwargs["seed"] = seed
+        return lambda composite, mask: refiner(composite, mask, **kwargs)
+    if hasattr(refiner, "pooling"):
+        pooled = copy.copy(refiner)
+        pooled.pooling = pooling
+        if hasattr(pooled, "seed"):
+            pooled.seed = seed
+        return pooled
+    raise ValueError(
+        f"--pooling {pooling} needs test-time pooling in pixperfect.inference.Refiner (a "
+        "`pooling` option), which this version does not have yet; run without --pooling "
+        "(or with --pooling 1)"
+    )
+
+
+def build_methods(
+    names: list[str] | None,
+    checkpoint: str | Path | None,
+    device: str = "cpu",
+    pooling: int = 1,
+    seed: int = 0,
+) -> dict[str, Method]:
+    """The methods to compare, in table order. ``names`` None: every available one; a name
+    that is asked for but cannot be had (no checkpoint, no EMA, no pooling) is an error."""
+    unknown = [n for n in names or [] if n not in ALL_METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
+    wanted = list(ALL_METHODS) if names is None else [n for n in ALL_METHODS if n in names]
+    explicit = names is not None
+    methods: dict[str, Method] = {}
+    refiner = raw = None
+    if any(n in REFINER_METHODS for n in wanted) and checkpoint is not None:
+        refiner, raw = _load_refiners(checkpoint, device)
+    for name in wanted:
+        if name == "identity":
+            methods[name] = _identity
+        elif name in BASELINES:
+            methods[name] = BASELINES[name]
+        elif refiner is None:
+            if explicit:
+                raise ValueError(f"method {name!r} needs a checkpoint: pass --ckpt CKPT")
+        elif name == "refiner":
+            methods[name] = refiner
+        elif name == "refiner_raw":
+            if raw is not None:
+                methods[name] = raw
+            elif explicit:
+                raise ValueError(
+                    f"method 'refiner_raw' needs a checkpoint with EMA weights; {checkpoint} "
+                    "has only one set of generator weights (scored as 'refiner')"
+                )
+        elif name == "refiner_pooled":
+            if pooling > 1:
+                methods[name] = _pooled(refiner, pooling, seed)
+            elif explicit:
+                raise ValueError("method 'refiner_pooled' needs --pooling N with N > 1")
+    if not methods:
+        raise ValueError("no method to evaluate")
+    return methods
+
+
+def _samples(cfg: DictConfig, images: str | Path | None, dataset: str | Path | None):
+    """(triples, description) from a triples folder or simulated from photos."""
+    e = cfg.eval
+    if dataset is not None:
+        if images is not None:
+            raise ValueError("pass either --dataset (triples) or --images (photos), not both")
+        triples = load_triples(dataset)
+        return triples, {"kind": "triples", "path": str(dataset), "photos": len(triples)}
+    photos = load_folder(images) if images else load_photos(cfg)[1]
+    if not photos:
+        raise ValueError(
+            "no held-out photos: pass --dataset DIR (triples), --images DIR (photos) or set "
+            "data.holdout / data.val_images"
+        )
+    triples = heldout_triples(
+        photos,
+        ArtifactSimulator(sim_config(cfg)),
+        e.samples_per_image,
+        e.seed,
+        crop_size=e.crop_size,
+        max_size=e.max_size,
+    )
+    source = str(images) if images else "config (data.holdout / data.val_images)"
+    return triples, {"kind": "simulated", "images": source, "photos": len(photos)}
+
+
+def _rank_method(methods: dict[str, Method]) -> str | None:
+    """Whose band-PSNR gain over identity orders the cases sheet."""
+    for name in (*REFINER_METHODS, *BASELINES):
+        if name in methods:
+            return name
+    return None
 
 
 def evaluate(
@@ -35,51 +205,106 @@ def evaluate(
     device: str = "cpu",
     examples_dir: str | Path | None = None,
     examples_per_photo: int = 0,
+    *,
+    dataset: str | Path | None = None,
+    methods: list[str] | None = None,
+    pooling: int = 1,
+    perceptual: bool = True,
+    inception_weights: str | Path | None = None,
+    cases_path: str | Path | None = None,
+    cases: int = 4,
 ) -> dict:
-    """Scores per method on held-out triples; ``images`` (a folder) replaces the config's
-    held-out photos. With ``examples_dir``, the first ``examples_per_photo`` samples of each
-    photo are written there as PNG files (composite, mask, target and each method's
-    output), ready for ``pixperfect refine``."""
-    photos = load_folder(images) if images else load_photos(cfg)[1]
-    if not photos:
-        raise ValueError(
-            "no held-out photos: pass --images DIR or set data.holdout / data.val_images"
-        )
-    e = cfg.eval
-    triples = heldout_triples(
-        photos,
-        ArtifactSimulator(sim_config(cfg)),
-        e.samples_per_image,
-        e.seed,
-        crop_size=e.crop_size,
-        max_size=e.max_size,
-    )
-    methods: dict[str, Method] = {"identity": lambda composite, mask: composite}
-    if checkpoint is not None:
-        methods["refiner"] = Refiner.from_checkpoint(checkpoint, device)
+    """Score each method on the evaluation triples (module docstring); returns the results
+    dict that :func:`write_results` and the ``format_*`` functions take.
 
-    metrics = {name: SeamMetrics(band_width=e.band_width) for name in methods}
+    ``examples_dir``: the first ``examples_per_photo`` samples of each photo (each triple of
+    a ``dataset``) are written there as PNGs (composite, mask, target and each method's
+    output), ready for ``pixperfect refine``. ``cases_path``: a PNG sheet of the ``cases``
+    worst and best samples. ``perceptual``: also LPIPS / FID / U-IDS / P-IDS where their
+    weights are staged (``results["skipped"]`` says what is missing otherwise).
+    """
+    e = cfg.eval
+    triples, source = _samples(cfg, images, dataset)
+    chosen = build_methods(methods, checkpoint, device, pooling, e.seed)
+    skipped: dict[str, str] = {}
+    scorer = None
+    if perceptual:
+        nets = load_perceptual(
+            cfg.loss.lpips_net, cfg.loss.lpips_weights, inception_weights, device
+        )
+        skipped.update(nets.missing)
+        scorer = PerceptualScores(nets, device) if nets.names else None
+
+    rank = _rank_method(chosen)
+    tracker = CaseTracker(cases if cases_path is not None and rank is not None else 0)
+    per_sample = []
     for sample in tqdm(triples, desc="evaluate", unit="image", leave=False):
         target, composite = sample["target"][None], sample["composite"][None]
         mask = sample["mask"][None]
-        outputs = {name: method(composite, mask) for name, method in methods.items()}
-        for name, output in outputs.items():
-            metrics[name].update(output, target, mask)
+        outputs = {name: method(composite, mask) for name, method in chosen.items()}
+        scores = {
+            name: {k: float(v[0]) for k, v in seam_scores(out, target, mask, e.band_width).items()}
+            for name, out in outputs.items()
+        }
+        per_sample.append({"name": sample["name"], "scores": scores})
+        if scorer is not None:
+            scorer.update(outputs, target)
+        if rank is not None:
+            if "identity" in scores:
+                reference = scores["identity"]["band_psnr"]
+            else:
+                reference = float(seam_scores(composite, target, mask, e.band_width)["band_psnr"])
+            gain = scores[rank]["band_psnr"] - reference
+            if tracker.wants(gain):
+                row = {"composite": composite[0], **{k: v[0] for k, v in outputs.items()}}
+                row.pop("identity", None)  # the composite itself
+                row.update(target=target[0], mask=mask[0])
+                tracker.add(gain, sample["name"], make_tiles(row, mask[0], CASE_TILE))
         photo, index = sample["name"].rsplit("#", 1)
         if examples_dir is not None and int(index) < examples_per_photo:
             images_out = {"composite": composite, "mask": mask, "target": target, **outputs}
             images_out.pop("identity", None)  # identical to the composite
             save_example(Path(examples_dir), f"{safe_name(photo)}_{index}", images_out)
-    return {
-        "methods": {
-            name: {k: float(v) for k, v in m.compute().items()} for name, m in metrics.items()
-        },
-        "photos": len(photos),
+
+    n = max(len(per_sample), 1)
+    means = {
+        name: {m: sum(s["scores"][name][m] for s in per_sample) / n for m in METRIC_NAMES}
+        for name in chosen
+    }
+    metric_names = list(METRIC_NAMES)
+    if scorer is not None:
+        extra = scorer.compute()
+        for name in chosen:
+            means[name].update(extra.get(name, {}))
+        metric_names += scorer.perceptual.names
+    results = {
+        "methods": means,
+        "metrics": metric_names,
+        "higher_is_better": {m: DIRECTION[m] for m in metric_names},
+        "band_metrics": [m for m in metric_names if m in BAND_METRICS],
+        "skipped": skipped,
+        "dataset": source,
+        "photos": source["photos"],
         "samples": len(triples),
         "band_width": e.band_width,
         "seed": e.seed,
         "checkpoint": str(checkpoint) if checkpoint else None,
+        "pooling": pooling if "refiner_pooled" in chosen else None,
+        "per_sample": per_sample,
     }
+    if tracker.k:
+        columns = ["composite", *(m for m in chosen if m != "identity"), "target", "mask"]
+        label = f"{rank} band-PSNR gain over identity (dB)"
+        sheet = write_case_sheet(tracker, columns, cases_path, label)
+        results["cases"] = {
+            "path": str(sheet) if sheet else None,
+            "ranked_by": label,
+            **{
+                title: [{"name": name, "gain_db": score} for score, name, _ in rows]
+                for title, rows in tracker.sections()
+            },
+        }
+    return results
 
 
 def safe_name(name: str) -> str:
@@ -95,25 +320,111 @@ def save_example(directory: Path, stem: str, images: dict[str, torch.Tensor]) ->
         write_image(directory / f"{stem}_{kind}.png", Image(pixels))
 
 
+# ---------------------------------------------------------------- reports
+
+
+def _metrics(results: dict) -> list[str]:
+    return list(results.get("metrics", METRIC_NAMES))
+
+
+def _fmt(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if "psnr" in metric or metric in ("fid", "u_ids", "p_ids"):
+        return f"{value:.2f}"
+    if "ciede" in metric:
+        return f"{value:.3f}"
+    return f"{value:.4f}"
+
+
+def _legend(results: dict) -> str:
+    source = results.get("dataset", {})
+    what = (
+        f"{results['samples']} triples from {source.get('path')}"
+        if source.get("kind") == "triples"
+        else f"{results['samples']} samples from {results['photos']} held-out photos"
+    )
+    return (
+        f"{what}; band metrics (band_*, seam_grad) are measured within "
+        f"{results['band_width']} px of the mask boundary, either side, the others on the "
+        "whole image; ↑ higher is better, ↓ lower is better; PSNR in dB, CIEDE2000 in ΔE00 "
+        "units, seam_grad = RMS gradient of (output - target) in the band; U-IDS / P-IDS x100"
+    )
+
+
+def _arrow(results: dict, metric: str) -> str:
+    higher = results.get("higher_is_better", DIRECTION).get(metric, DIRECTION.get(metric))
+    return "↑" if higher else "↓"
+
+
 def format_table(results: dict) -> str:
     """A fixed-width table: methods as rows, metrics as columns, band metrics marked."""
-    header = f"{'method':<12}" + "".join(f"{m:>11}" for m in METRIC_NAMES)
+    metrics = _metrics(results)
+    width = max(16, *(len(m) + 3 for m in metrics))
+    header = f"{'method':<15}" + "".join(
+        f"{m + ' ' + _arrow(results, m):>{width}}" for m in metrics
+    )
     lines = [header, "-" * len(header)]
     for name, scores in results["methods"].items():
-        cells = "".join(
-            f"{scores[m]:>11.2f}" if "psnr" in m else f"{scores[m]:>11.4f}" for m in METRIC_NAMES
-        )
-        lines.append(f"{name:<12}{cells}")
-    lines.append(
-        f"({results['samples']} samples from {results['photos']} held-out photos; band = "
-        f"{results['band_width']} px either side of the mask boundary; PSNR in dB, higher is "
-        "better; L1 lower is better)"
-    )
+        cells = "".join(f"{_fmt(m, scores.get(m)):>{width}}" for m in metrics)
+        lines.append(f"{name:<15}{cells}")
+    lines.append(f"({_legend(results)})")
     return "\n".join(lines)
 
 
-def write_results(results: dict, path: str | Path) -> Path:
+def format_markdown(results: dict) -> str:
+    """A markdown table (methods x metrics) with a legend and notes on what was left out."""
+    metrics = _metrics(results)
+    band = set(results.get("band_metrics", BAND_METRICS))
+    head = [f"{m} {_arrow(results, m)}" + (" [band]" if m in band else "") for m in metrics]
+    lines = [
+        "| method | " + " | ".join(head) + " |",
+        "|---|" + "---:|" * len(metrics),
+    ]
+    for name, scores in results["methods"].items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(m, scores.get(m)) for m in metrics) + " |")
+    lines += ["", _legend(results) + "."]
+    if results.get("skipped"):
+        lines += ["", "Left out:"] + [f"- {k}: {v}" for k, v in results["skipped"].items()]
+    cases = results.get("cases")
+    if cases and cases.get("path"):
+        lines += ["", f"Cases sheet: {Path(cases['path']).name} ({cases['ranked_by']})."]
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(results: dict) -> str:
+    """CSV, one row per method: ``method,<metric>,...``; ``#`` comment lines at the end
+    give each metric's direction and whether it is a band metric."""
+    metrics = _metrics(results)
+    band = set(results.get("band_metrics", BAND_METRICS))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["method", *metrics])
+    for name, scores in results["methods"].items():
+        writer.writerow([name, *(scores.get(m, "") for m in metrics)])
+    for m in metrics:
+        direction = "higher" if _arrow(results, m) == "↑" else "lower"
+        where = "band" if m in band else "whole image"
+        buffer.write(f"# {m}: {direction} is better; {where}\n")
+    return buffer.getvalue()
+
+
+def report_paths(path: str | Path) -> dict[str, Path]:
+    """The files written next to ``--out results.json``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2))
-    return path
+    return {
+        "json": path,
+        "markdown": path.with_suffix(".md"),
+        "csv": path.with_suffix(".csv"),
+        "cases": path.parent / "cases.png",
+    }
+
+
+def write_results(results: dict, path: str | Path) -> Path:
+    """Write the JSON at ``path`` and the markdown and CSV tables beside it; returns ``path``."""
+    paths = report_paths(path)
+    paths["json"].parent.mkdir(parents=True, exist_ok=True)
+    paths["json"].write_text(json.dumps(results, indent=2))
+    paths["markdown"].write_text(format_markdown(results))
+    paths["csv"].write_text(format_csv(results))
+    return paths["json"]

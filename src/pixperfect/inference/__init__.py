@@ -1,5 +1,27 @@
-"""Inference: load a trained refiner and apply it to real edits of any size and format."""
+"""Inference: load a trained refiner and apply it to real edits of any size and format.
 
-from pixperfect.inference.refiner import Refiner, pad_to_multiple, refine_file
+- :mod:`~pixperfect.inference.refiner`: ``Refiner`` (crop, tiles, pooling, paste-back);
+- :mod:`~pixperfect.inference.crop`: mask binarisation, the crop box, paste-back weights;
+- :mod:`~pixperfect.inference.tiling`: stride padding and blended overlapping tiles;
+- :mod:`~pixperfect.inference.pooling`: optional test-time pooling over colour jitters;
+- :mod:`~pixperfect.inference.export`: ``pixperfect export`` and its loader;
+- :mod:`~pixperfect.inference.files`: refining files and folders (``pixperfect refine``).
+"""
 
-__all__ = ["Refiner", "pad_to_multiple", "refine_file"]
+from pixperfect.inference.crop import MASK_THRESHOLD, binarize_mask
+from pixperfect.inference.export import export_checkpoint
+from pixperfect.inference.files import FolderReport, read_mask, refine_file, refine_folder
+from pixperfect.inference.refiner import Refiner
+from pixperfect.inference.tiling import pad_to_multiple
+
+__all__ = [
+    "MASK_THRESHOLD",
+    "FolderReport",
+    "Refiner",
+    "binarize_mask",
+    "export_checkpoint",
+    "pad_to_multiple",
+    "read_mask",
+    "refine_file",
+    "refine_folder",
+]

@@ -1,0 +1,124 @@
+"""Refine time and peak memory on CPU: does the cost follow the edit or the photo?
+
+    .venv/bin/python benchmarks/bench_inference.py [--sizes 1024 2048 4096] [--fixed 256]
+
+For each photo size, two masks: a centred square covering 10% of the photo, and a fixed
+``--fixed`` px square. The refiner is the default config's model (``model:`` in
+configs/defaults.yaml: U-Net, 24 channels, depth 3) with *random* weights: timing and
+memory do not depend on the weights. Defaults for the rest (margin 64, band 16, tiles of
+at most 1024 px with 128 px overlap, no pooling). The photo is an 8-bit RGB array, as
+read from a file.
+
+Each case runs in a fresh process, so the peaks do not mix. Memory is the process's peak
+resident set (``resource.getrusage(RUSAGE_SELF).ru_maxrss``): *above baseline* is the peak
+minus the peak already reached after the imports, the model and one small warm-up refine
+(which includes the photo and mask arrays and the output copy); *total* is the whole
+process. Time is the wall time of one refine call (after the warm-up), torch's default
+threads. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def child(size: int, mask_side: int) -> dict:
+    import numpy as np
+    import torch
+
+    from pixperfect.config import load_config
+    from pixperfect.inference import Refiner
+    from pixperfect.inference.export import build_model
+
+    torch.manual_seed(0)
+    model = build_model(dict(load_config().model))
+    calls: list[tuple[int, int]] = []
+
+    def count(module, args):  # noqa: ARG001 - a forward pre-hook's signature
+        calls.append(tuple(args[0].shape[-2:]))
+
+    model.register_forward_pre_hook(count)
+    refiner = Refiner(model)
+    warm = np.zeros((64, 64, 3), np.uint8)
+    warm_mask = np.zeros((64, 64), np.uint8)
+    warm_mask[24:40, 24:40] = 255
+    refiner(warm, warm_mask)
+    calls.clear()
+    baseline = _peak_mb()
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    mask = np.zeros((size, size), np.uint8)
+    top = (size - mask_side) // 2
+    mask[top : top + mask_side, top : top + mask_side] = 255
+    start = time.perf_counter()
+    out = refiner(image, mask)
+    seconds = time.perf_counter() - start
+    assert out.shape == image.shape
+    peak = _peak_mb()
+    return {
+        "size": size,
+        "mask_side": mask_side,
+        "seconds": seconds,
+        "tiles": len(calls),
+        "tile_shape": calls[0] if calls else None,
+        "baseline_mb": baseline,
+        "peak_mb": peak,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_case(size: int, mask_side: int) -> dict:
+    result = subprocess.run(
+        [sys.executable, __file__, "--child", str(size), str(mask_side)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
+    parser.add_argument("--fixed", type=int, default=256, help="side of the fixed-size mask")
+    parser.add_argument("--child", type=int, nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(*args.child)))
+        return
+
+    rows = []
+    for size in args.sizes:
+        for label, side in (
+            ("10% area", round(size * math.sqrt(0.1))),
+            (f"fixed {args.fixed}²", args.fixed),
+        ):
+            r = run_case(size, side)
+            rows.append(
+                f"| {size}² | {label} ({side}²) | {r['tiles']} x {r['tile_shape'][0]}x"
+                f"{r['tile_shape'][1]} | {r['seconds']:.2f} | "
+                f"{r['peak_mb'] - r['baseline_mb']:.0f} | {r['peak_mb']:.0f} |"
+            )
+            print(rows[-1], file=sys.stderr, flush=True)
+    print(
+        f"CPU refine, default-config U-Net (random init), margin 64, tiles <= 1024 px, "
+        f"{r['threads']} torch threads; memory = peak RSS (MB)\n"
+    )
+    print("| image | mask | network calls (tiles) | time (s) | peak above baseline | peak total |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pixperfect.cli import main
+from pixperfect.evaluation.baselines import BASELINES, poisson_blend
+from pixperfect.evaluation.evaluate import _pooled
+from pixperfect.evaluation.perceptual import PerceptualScores, frechet_distance, ids_scores
+from pixperfect.imageio import Image, write_image
+from pixperfect.metrics import boundary_band, seam_scores
+
+SIZE = 48
+SHIFT = torch.tensor([0.10, -0.06, 0.05]).view(1, 3, 1, 1)
+
+
+def _smooth_photo(seed: int = 0) -> torch.Tensor:
+    """(1, 3, SIZE, SIZE): smooth colour gradients plus a little fine texture."""
+    g = torch.Generator().manual_seed(seed)
+    y, x = torch.meshgrid(torch.linspace(0, 1, SIZE), torch.linspace(0, 1, SIZE), indexing="ij")
+    base = torch.stack([0.3 + 0.3 * x, 0.4 + 0.2 * y, 0.5 - 0.2 * x * y])[None]
+    return base + 0.02 * torch.rand(1, 3, SIZE, SIZE, generator=g)
+
+
+def _disk(cy: int, cx: int, radius: int = 10) -> torch.Tensor:
+    y, x = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+    return (((y - cy) ** 2 + (x - cx) ** 2) < radius**2).float()[None, None]
+
+
+def _shifted(target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A colour-shift seam: the edit is the photo with a uniform colour offset."""
+    return torch.where(mask > 0.5, target + SHIFT, target)
+
+
+def _band_colour_error(image, target, mask) -> float:
+    return float(seam_scores(image, target, mask, band_width=3)["band_ciede2000"][0])
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_each_baseline_reduces_the_band_colour_error_of_a_colour_shift_seam(name):
+    target, mask = _smooth_photo(), _disk(24, 24)
+    composite = _shifted(target, mask)
+    out = BASELINES[name](composite, mask)
+    assert out.shape == composite.shape
+    assert _band_colour_error(out, target, mask) < 0.7 * _band_colour_error(composite, target, mask)
+    far = ~boundary_band(mask, 14) & (mask < 0.5)  # more than 14 px outside the mask
+    assert far.sum() > 100
+    assert torch.equal(out[far.expand_as(out)], composite[far.expand_as(out)])
+
+
+def test_poisson_handles_a_mask_touching_the_image_border():
+    target, mask = _smooth_photo(1), _disk(24, 2)  # cut off by the left border
+    composite = _shifted(target, mask)
+    out = poisson_blend(composite, mask)
+    assert torch.isfinite(out).all()
+    assert _band_colour_error(out, target, mask) < 0.7 * _band_colour_error(composite, target, mask)
+
+
+def test_baselines_return_the_composite_for_an_empty_or_full_mask():
+    composite = _smooth_photo(2)
+    for mask in (torch.zeros(1, 1, SIZE, SIZE), torch.ones(1, 1, SIZE, SIZE)):
+        for baseline in BASELINES.values():
+            assert torch.equal(baseline(composite, mask), composite)
+
+
+def test_pooling_is_passed_to_a_refiner_that_supports_it_and_refused_otherwise():
+    class WithPooling:
+        def __call__(self, image, mask, pooling=1, seed=None):
+            return image + pooling + seed
+
+    class WithoutPooling:
+        def __call__(self, image, mask):
+            return image
+
+    class PoolingAttribute:
+        pooling, seed = 1, 0
+
+        def __call__(self, image, mask):
+            return image + self.pooling + self.seed
+
+    x = torch.zeros(1)
+    assert float(_pooled(WithPooling(), 4, seed=3)(x, x)) == 7
+    attribute = PoolingAttribute()
+    assert float(_pooled(attribute, 4, seed=3)(x, x)) == 7
+    assert attribute.pooling == 1  # the original is left as it was
+    with pytest.raises(ValueError, match="pooling"):
+        _pooled(WithoutPooling(), 4, seed=3)
+
+
+def test_frechet_distance_and_ids_separate_identical_from_distinct_features():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(40, 6, generator=g, dtype=torch.float64)
+    assert abs(frechet_distance(real, real)) < 1e-6
+    assert frechet_distance(real, real + 3) == pytest.approx(6 * 9, rel=1e-6)
+    u_ids, p_ids = ids_scores(real, real + 3)  # trivially separable: nothing fools the SVM
+    assert u_ids == 0 and p_ids == 0
+    u_ids, _ = ids_scores(real, real + 0.01 * torch.randn(40, 6, generator=g))
+    assert u_ids > 25  # near-identical sets: the SVM errs often
+
+
+def test_perceptual_scores_use_whatever_feature_network_is_loaded():
+    from pixperfect.evaluation.perceptual import Perceptual
+
+    def mean_colour(images: torch.Tensor) -> torch.Tensor:  # a stand-in, never shipped
+        return images.mean((2, 3)).double()
+
+    scores = PerceptualScores(Perceptual(features=mean_colour))
+    for seed in range(6):
+        target = _smooth_photo(seed)
+        scores.update({"same": target.clone(), "shifted": target + 0.2}, target)
+    result = scores.compute()
+    assert result["same"]["fid"] == pytest.approx(0, abs=1e-9)
+    assert result["shifted"]["fid"] > result["same"]["fid"]
+    assert "lpips" not in result["same"]
+
+
+def _write(path, tensor: torch.Tensor) -> None:
+    pixels = tensor[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+    write_image(path, Image(pixels[..., 0] if pixels.shape[-1] == 1 else pixels))
+
+
+def _triples_folder(root, stems=("a", "b")):
+    for i, stem in enumerate(stems):
+        target, mask = _smooth_photo(i), _disk(20 + 4 * i, 26)
+        _write(root / "edited" / f"{stem}.png", _shifted(target, mask))
+        _write(root / "mask" / f"{stem}.png", mask)
+        _write(root / "target" / f"{stem}.png", target)
+    return root
+
+
+def test_evaluate_on_a_triples_folder_writes_tables_json_and_a_cases_sheet(
+    trained_checkpoint, tmp_path, capsys
+):
+    data = _triples_folder(tmp_path / "triples")
+    out = tmp_path / "eval" / "results.json"
+    code = main(
+        [
+            "evaluate",
+            "--dataset",
+            str(data),
+            "--ckpt",
+            str(trained_checkpoint),
+            "--out",
+            str(out),
+            "--no-perceptual",
+            "--save-examples",
+            "1",
+        ]
+    )
+    assert code == 0
+    rows = ["identity", "reinhard", "poisson", "laplacian", "refiner", "refiner_raw"]
+    results = json.loads(out.read_text())
+    assert list(results["methods"]) == rows
+    assert results["samples"] == 2 and results["dataset"]["kind"] == "triples"
+    assert {"band_ciede2000", "seam_grad"} <= set(results["methods"]["refiner"])
+    markdown = (tmp_path / "eval" / "results.md").read_text()
+    assert all(f"| {name} |" in markdown for name in rows)
+    assert "[band]" in markdown and "↓" in markdown and "↑" in markdown
+    csv_lines = (tmp_path / "eval" / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("method,psnr,")
+    assert [line.split(",")[0] for line in csv_lines[1 : 1 + len(rows)]] == rows
+    assert (tmp_path / "eval" / "cases.png").stat().st_size > 0
+    assert results["cases"]["ranked_by"].startswith("refiner ")
+    assert (tmp_path / "eval" / "examples" / "a_0_composite.png").is_file()
+    assert "refiner_raw" in capsys.readouterr().out  # the console table
+
+
+def test_a_triples_folder_missing_a_mask_is_an_error_naming_the_file(tmp_path, capsys):
+    data = _triples_folder(tmp_path / "triples")
+    (data / "mask" / "b.png").unlink()
+    code = main(["evaluate", "--dataset", str(data), "--methods", "identity", "--no-perceptual"])
+    assert code == 2
+    assert str(data / "mask" / "b.png") in capsys.readouterr().err
+
+
+def test_perceptual_columns_are_left_out_with_a_message_when_weights_are_missing(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    data = _triples_folder(tmp_path / "triples", stems=("a",))
+    out = tmp_path / "results.json"
+    code = main(
+        ["evaluate", "--dataset", str(data), "--methods", "identity,poisson", "--out", str(out)]
+    )
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "alexnet-owt-7be5be79.pth" in err and "weights-inception-2015-12-05" in err
+    assert err.count("LPIPS cannot be built offline") == 1  # said once, not per image
+    results = json.loads(out.read_text())
+    for column in ("lpips", "fid", "u_ids", "p_ids"):
+        assert column not in results["metrics"]
+        assert column not in results["methods"]["poisson"]
+    assert "lpips" not in (tmp_path / "results.csv").read_text().splitlines()[0]
+    assert np.isfinite(results["methods"]["poisson"]["band_psnr"])
+
+
+def test_pooling_adds_a_refiner_pooled_row(trained_checkpoint, tmp_path):
+    from pixperfect.inference import Refiner
+
+    try:
+        _pooled(Refiner.from_checkpoint(trained_checkpoint), 2, seed=0)
+    except ValueError as e:  # the Refiner of this checkout has no test-time pooling yet
+        pytest.skip(str(e))
+    data = _triples_folder(tmp_path / "triples", stems=("a",))
+    out = tmp_path / "results.json"
+    args = ["evaluate", "--dataset", str(data), "--ckpt", str(trained_checkpoint)]
+    args += ["--methods", "identity,refiner,refiner_pooled", "--pooling", "2"]
+    assert main([*args, "--no-perceptual", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert list(results["methods"]) == ["identity", "refiner", "refiner_pooled"]
+    assert results["pooling"] == 2
