@@ -30,7 +30,8 @@ demo: $(STAMP)
 	$(PIX) train --config configs/demo.yaml
 	$(PIX) evaluate --config configs/demo.yaml --ckpt $(DEMO)/checkpoints/last.ckpt \
 		--out $(DEMO)/eval.json --save-examples 2
-	$(PIX) refine --ckpt $(DEMO)/checkpoints/last.ckpt \
+	$(PIX) export $(DEMO)/checkpoints/last.ckpt $(DEMO)/release
+	$(PIX) refine --model $(DEMO)/release \
 		--image $(DEMO)/examples/chelsea_0_composite.png \
 		--mask $(DEMO)/examples/chelsea_0_mask.png --out $(DEMO)/examples/chelsea_0_refined.png
 	@echo
@@ -40,6 +41,7 @@ demo: $(STAMP)
 	@echo "  sheet        $(DEMO)/contact_sheet.png"
 	@echo "  metrics      $(DEMO)/eval.json, eval.md, eval.csv (methods x metrics)"
 	@echo "  cases        $(DEMO)/cases.png      (worst and best cases, side by side)"
+	@echo "  release      $(DEMO)/release/        (model.safetensors + config.yaml: refine --model)"
 	@echo "  examples     $(DEMO)/examples/       (composite, mask, target, refined)"
 	@echo "  tensorboard  $(VENV)/bin/tensorboard --logdir $(DEMO)/tb"
 
