@@ -10,13 +10,12 @@ trip row needs the weights (``--taesd DIR``, default ../shared/weights/taesd).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+from timing import time_it
 
 from data_sim.simulator import ArtifactSimulator, SimConfig
 
@@ -43,23 +42,6 @@ def photos(batch: int, size: int, device: torch.device) -> torch.Tensor:
     x = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float()[None] / 255
     x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
     return x.expand(batch, -1, -1, -1).contiguous().to(device)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_it(fn, device: torch.device, repeats: int) -> float:
-    fn()  # warm-up (kernel selection, codec load)
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def slice_params(params: dict, i: int) -> dict:

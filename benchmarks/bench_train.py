@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from timing import sync, time_it
 
 from pixperfect.config import PROJECT_ROOT, load_config
 from pixperfect.data.datamodule import build_datamodule
@@ -68,24 +69,6 @@ ALL_TERMS = [
     "loss.lpips_missing=skip",  # LPIPS is injected below, weights or not
 ]
 TONE_TARGET = 0.10  # tone mapping should stay under this share of a demo step
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_it(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median seconds of ``fn`` over ``repeats`` runs after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def time_interleaved(

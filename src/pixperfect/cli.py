@@ -332,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     project_log.setLevel(logging.INFO)
     # Lightning's advice about dataloader workers on a 2-core laptop is noise in the demo.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    # Checkpoints after the step are what we want: a resume continues from that state.
+    warnings.filterwarnings("ignore", ".*no pre-optimization state was saved.*")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
