@@ -127,3 +127,30 @@ def test_bf16_mixed_training_with_every_term_steps_without_skipping(tiny_config)
     ckpt = torch.load(train(cfg) / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 2 and ckpt["discriminator_steps"] == 2
     assert int(ckpt["state_dict"]["skipped_steps"]) == 0
+
+
+def test_staged_lpips_weights_train_both_lpips_terms_and_score_validation(tiny_config, tmp_path):
+    """Random AlexNet features staged as the backbone file: this exercises the wiring only;
+    the values are not LPIPS and are never reported as such."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torchvision.models import alexnet
+
+    from pixperfect.training.train import train
+
+    weights = tmp_path / "lpips_weights"
+    weights.mkdir()
+    state = {k: v for k, v in alexnet().state_dict().items() if k.startswith("features.")}
+    torch.save(state, weights / "alexnet-owt-7be5be79.pth")
+    cfg = tiny_config(
+        *OFF,
+        "loss.lpips=5",
+        "loss.tone_lpips=5",
+        "loss.tone.warmup_steps=0",
+        "loss.tone.samples_per_region=256",
+        f"loss.lpips_weights={weights}",
+        "trainer.val_every_n_steps=2",
+    )
+    events = EventAccumulator(str(train(cfg) / "tb"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/lpips", "train/tone_lpips", "val/lpips", "val/band_ciede2000"} <= scalars

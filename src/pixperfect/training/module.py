@@ -16,6 +16,7 @@ import time
 import lightning as L
 import torch
 from omegaconf import DictConfig
+from torchmetrics import MeanMetric
 
 from data_sim.sampling import derive_seed
 from data_sim.simulator import ArtifactSimulator
@@ -78,6 +79,8 @@ class RefinerModule(L.LightningModule):
         self.automatic_optimization = False
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
         self.val_metrics = SeamMetrics(band_width=self.cfg.eval.band_width)
+        # LPIPS in validation only when its weights were found (the objective built it).
+        self.val_lpips = MeanMetric() if self.objective.lpips is not None else None
         self._last_batch_end: float | None = None
         self._skipped: dict[int, int] = {}  # worker id -> corrupt samples/shards skipped
         self._d_optimizer: torch.optim.Optimizer | None = None
@@ -255,11 +258,16 @@ class RefinerModule(L.LightningModule):
         batch = self.with_artifacts(to_float(batch))
         refined = self.evaluation_generator()(batch["composite"], batch["mask"])
         self.val_metrics.update(refined, batch["target"], batch["mask"])
+        if self.val_lpips is not None:
+            self.val_lpips.update(self.objective.lpips(refined, batch["target"]).flatten())
         if batch_idx == 0 and self.global_rank == 0:
             self._log_grid("val/images", batch, refined, self.global_step)
 
     def on_validation_epoch_end(self) -> None:
-        scores = self.val_metrics.compute()
+        scores = self.val_metrics.compute()  # torchmetrics: synced across ranks
+        if self.val_lpips is not None:
+            scores["lpips"] = self.val_lpips.compute()
+            self.val_lpips.reset()
         self.log_dict({f"val/{k}": v for k, v in scores.items()}, sync_dist=False)
         self.val_metrics.reset()
 
