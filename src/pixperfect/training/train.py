@@ -27,6 +27,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import lightning as L
@@ -150,10 +151,15 @@ def next_hpc_path(directory: Path) -> Path:
     return directory / f"hpc_ckpt_{max(versions, default=0) + 1}.ckpt"
 
 
+REQUEUE_WAIT_S = 120  # how long ranks wait for SLURM to stop them after a requeue
+
+
 class Preemption(Callback):
     """SIGUSR1 means "save and get out": at the end of the step in progress every rank saves
-    ``hpc_ckpt_N.ckpt`` in the run directory (a collective; rank 0 writes), rank 0 requeues
-    the SLURM job if there is one (``scontrol requeue $SLURM_JOB_ID``) and the fit stops.
+    ``hpc_ckpt_N.ckpt`` in the run directory (a collective; rank 0 writes) and the fit stops;
+    at the end of training, with the loggers flushed, rank 0 requeues the SLURM job if there
+    is one (:meth:`requeue`). Requeueing kills the job's processes at once, so it must come
+    after everything this start has to write, not inside the step.
 
     The signal handler only sets a flag. The ranks agree on it with an all-reduce ("any")
     at the end of every step, a point all ranks reach in step, so one signalled rank is
@@ -162,6 +168,7 @@ class Preemption(Callback):
     def __init__(self, directory: Path, signum: int = signal.SIGUSR1) -> None:
         self.directory, self.signum = directory, signum
         self.requested = False
+        self.preempted_at: int | None = None  # rank 0: the step it saved at when preempted
         self._previous = None
 
     def _handle(self, signum, frame) -> None:
@@ -185,17 +192,42 @@ class Preemption(Callback):
         trainer.save_checkpoint(path)  # every rank: a collective under DDP
         if trainer.is_global_zero:
             log.info("preemption checkpoint: %s", path)
-        job = os.environ.get("SLURM_JOB_ID")
-        if trainer.is_global_zero and job and SLURMEnvironment.detect():
-            if array := os.environ.get("SLURM_ARRAY_JOB_ID"):
-                job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-            result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-            if result.returncode == 0:
-                log.info("requeued SLURM job %s at step %d", job, trainer.global_step)
-            else:
-                log.warning("scontrol requeue %s failed: %s", job, result.stderr.strip())
+        self.preempted_at = trainer.global_step
         trainer.should_stop = True
         self.requested = False
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After the loop (the last step's scalars are logged) and after SaveLastOnTrainEnd.
+        if self.preempted_at is None:
+            return
+        for logger in trainer.loggers:
+            logger.save()
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "flush"):
+                experiment.flush()
+        if not (os.environ.get("SLURM_JOB_ID") and SLURMEnvironment.detect()):
+            return
+        # Every rank stays alive until SLURM ends the job: a rank that exits first makes
+        # the step fail, and the job can then end FAILED instead of REQUEUED.
+        trainer.strategy.barrier("preemption")
+        if trainer.is_global_zero:
+            self.requeue()
+        time.sleep(REQUEUE_WAIT_S)
+        log.warning("rank %d: job not requeued after %d s", trainer.global_rank, REQUEUE_WAIT_S)
+
+    def requeue(self) -> None:
+        """Rank 0, after the fit: put the SLURM job back in the queue if this start was
+        preempted (``--requeue`` allows it); a no-op elsewhere and outside SLURM."""
+        job = os.environ.get("SLURM_JOB_ID")
+        if self.preempted_at is None or not job:
+            return
+        if array := os.environ.get("SLURM_ARRAY_JOB_ID"):
+            job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        if result.returncode == 0:
+            log.info("requeued SLURM job %s at step %d", job, self.preempted_at)
+        else:
+            log.warning("scontrol requeue %s failed: %s", job, result.stderr.strip())
 
 
 def build_trainer(cfg: DictConfig, directory: Path) -> L.Trainer:
