@@ -64,28 +64,14 @@ def test_baselines_return_the_composite_for_an_empty_or_full_mask():
             assert torch.equal(baseline(composite, mask), composite)
 
 
-def test_pooling_is_passed_to_a_refiner_that_supports_it_and_refused_otherwise():
-    class WithPooling:
-        def __call__(self, image, mask, pooling=1, seed=None):
-            return image + pooling + seed
+def test_pooling_is_set_on_a_copy_that_shares_the_network(trained_checkpoint):
+    from pixperfect.inference import Refiner
 
-    class WithoutPooling:
-        def __call__(self, image, mask):
-            return image
-
-    class PoolingAttribute:
-        pooling, seed = 1, 0
-
-        def __call__(self, image, mask):
-            return image + self.pooling + self.seed
-
-    x = torch.zeros(1)
-    assert float(_pooled(WithPooling(), 4, seed=3)(x, x)) == 7
-    attribute = PoolingAttribute()
-    assert float(_pooled(attribute, 4, seed=3)(x, x)) == 7
-    assert attribute.pooling == 1  # the original is left as it was
-    with pytest.raises(ValueError, match="pooling"):
-        _pooled(WithoutPooling(), 4, seed=3)
+    refiner = Refiner.from_checkpoint(trained_checkpoint)
+    pooled = _pooled(refiner, 4, seed=3)
+    assert (pooled.pooling, pooled.seed) == (4, 3)
+    assert (refiner.pooling, refiner.seed) == (1, 0)  # the original is left as it was
+    assert pooled.model is refiner.model
 
 
 def test_frechet_distance_and_ids_separate_identical_from_distinct_features():
@@ -196,12 +182,6 @@ def test_perceptual_columns_are_left_out_with_a_message_when_weights_are_missing
 
 
 def test_pooling_adds_a_refiner_pooled_row(trained_checkpoint, tmp_path):
-    from pixperfect.inference import Refiner
-
-    try:
-        _pooled(Refiner.from_checkpoint(trained_checkpoint), 2, seed=0)
-    except ValueError as e:  # the Refiner of this checkout has no test-time pooling yet
-        pytest.skip(str(e))
     data = _triples_folder(tmp_path / "triples", stems=("a",))
     out = tmp_path / "results.json"
     args = ["evaluate", "--dataset", str(data), "--ckpt", str(trained_checkpoint)]

@@ -18,28 +18,27 @@ from pathlib import Path
 
 import torch
 
-from pixperfect.imageio import read_image, to_rgb_float
+from pixperfect.data.photos import IMAGE_SUFFIXES
+from pixperfect.imageio import Image, read_image, to_rgb_float
+from pixperfect.inference.files import read_mask
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 LAYOUT = "DIR/edited/<stem>.png, DIR/mask/<stem>.png, DIR/target/<stem>.png"
 
 
 def _find(folder: Path, stem: str, edited: Path) -> Path:
-    for suffix in IMAGE_SUFFIXES:
+    for suffix in sorted(IMAGE_SUFFIXES):
         for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
             if candidate.is_file():
                 return candidate
     raise FileNotFoundError(
-        f"{folder / (stem + '.png')} is missing (any of {', '.join(IMAGE_SUFFIXES)} would "
+        f"{folder / (stem + '.png')} is missing (any of {', '.join(sorted(IMAGE_SUFFIXES))} would "
         f"do): every edited image needs a {folder.name} of the same stem, like {edited}; "
         f"expected layout {LAYOUT}"
     )
 
 
-def _load_rgb(path: Path) -> torch.Tensor:
-    image = read_image(path)
-    pixels = image.pixels[..., :3] if image.channels == 4 else image.pixels
-    return to_rgb_float(pixels)
+def _rgb(image: Image) -> torch.Tensor:
+    return to_rgb_float(image.pixels[..., :3] if image.channels == 4 else image.pixels)
 
 
 def load_triples(directory: str | Path) -> list[dict]:
@@ -55,19 +54,20 @@ def load_triples(directory: str | Path) -> list[dict]:
         p for p in edited_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     )
     if not edited:
-        raise ValueError(f"{edited_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise ValueError(f"{edited_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     samples = []
     for path in edited:
         mask_path = _find(directory / "mask", path.stem, path)
         target_path = _find(directory / "target", path.stem, path)
-        composite, target = _load_rgb(path), _load_rgb(target_path)
-        mask = (_load_rgb(mask_path).mean(0, keepdim=True) >= 0.5).float()
-        for other, image in ((mask_path, mask), (target_path, target)):
-            if image.shape[-2:] != composite.shape[-2:]:
-                raise ValueError(
-                    f"{other} is {image.shape[-1]}x{image.shape[-2]} but {path} is "
-                    f"{composite.shape[-1]}x{composite.shape[-2]} (width x height); they must match"
-                )
+        edited_image, target_image = read_image(path), read_image(target_path)
+        mask = read_mask(mask_path, edited_image, path)  # binarised; refuses another size
+        if target_image.size != edited_image.size:
+            raise ValueError(
+                f"{target_path} is {target_image.size[0]}x{target_image.size[1]} but {path} "
+                f"is {edited_image.size[0]}x{edited_image.size[1]} (width x height); they "
+                "must match"
+            )
+        composite, target = _rgb(edited_image), _rgb(target_image)
         samples.append(
             {"name": f"{path.stem}#0", "composite": composite, "mask": mask, "target": target}
         )

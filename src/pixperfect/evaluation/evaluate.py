@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import inspect
 import io
 import json
 import logging
@@ -45,7 +44,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from data_sim.simulator import ArtifactSimulator
-from pixperfect.config import from_container, sim_config
+from pixperfect.config import sim_config
 from pixperfect.data.crops import heldout_triples
 from pixperfect.data.datamodule import load_photos
 from pixperfect.data.photos import load_folder
@@ -80,42 +79,17 @@ def _identity(composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def _load_refiners(checkpoint: str | Path, device: str) -> tuple[Refiner, Refiner | None]:
     """(the refiner ``refine`` uses, its non-EMA twin when the checkpoint holds both)."""
     refiner = Refiner.from_checkpoint(checkpoint, device)
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    state = ckpt["state_dict"]
-    if not any(k.startswith("generator_ema.") for k in state):
+    if refiner.weights != "ema":
         return refiner, None  # the refiner already is the raw generator
-    if "ema" in inspect.signature(Refiner.from_checkpoint).parameters:
-        return refiner, Refiner.from_checkpoint(checkpoint, device, ema=False)
-    from pixperfect.models import build_refiner  # a Refiner without the ``ema`` option
-
-    model_cfg = dict(from_container(ckpt["hyper_parameters"]["config"]).model)
-    model = build_refiner(model_cfg.pop("name"), **model_cfg)
-    prefix = "generator."
-    model.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
-    return refiner, Refiner(model, refiner.config, device)
+    return refiner, Refiner.from_checkpoint(checkpoint, device, ema=False)
 
 
-def _pooled(refiner: Refiner, pooling: int, seed: int) -> Method:
-    """The refiner with test-time pooling over ``pooling`` jittered copies, through whichever
-    API ``pixperfect.inference.Refiner`` offers: a ``pooling`` call argument, or ``pooling``
-    (and ``seed``) attributes, set on a shallow copy that shares the network."""
-    params = inspect.signature(refiner.__call__).parameters
-    if "pooling" in params:
-        kwargs: dict = {"pooling": pooling}
-        if "seed" in params:
-            kwargs["seed"] = seed
-        return lambda composite, mask: refiner(composite, mask, **kwargs)
-    if hasattr(refiner, "pooling"):
-        pooled = copy.copy(refiner)
-        pooled.pooling = pooling
-        if hasattr(pooled, "seed"):
-            pooled.seed = seed
-        return pooled
-    raise ValueError(
-        f"--pooling {pooling} needs test-time pooling in pixperfect.inference.Refiner (a "
-        "`pooling` option), which this version does not have yet; run without --pooling "
-        "(or with --pooling 1)"
-    )
+def _pooled(refiner: Refiner, pooling: int, seed: int) -> Refiner:
+    """The refiner with test-time pooling over ``pooling`` jittered copies: a shallow copy
+    that shares the network, so the plain ``refiner`` row stays unpooled."""
+    pooled = copy.copy(refiner)
+    pooled.pooling, pooled.seed = pooling, seed
+    return pooled
 
 
 def build_methods(
