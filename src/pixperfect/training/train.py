@@ -12,8 +12,8 @@ rerun, a requeued SLURM job or a crashed one continues the step count.
 
 Preemption (:class:`Preemption`): on SIGUSR1 (SLURM: ``#SBATCH --signal=USR1@120`` before the
 time limit; slurm/train.sbatch) all ranks save ``hpc_ckpt_N.ckpt`` together at the end of the
-current step, rank 0 requeues the SLURM job (``scontrol requeue``) and the fit stops; the
-requeued job resumes from that checkpoint. Lightning's own handler
+current step and the fit stops; at the end of training (logs flushed) rank 0 requeues the
+SLURM job (``scontrol requeue``); the requeued job resumes from that checkpoint. Lightning's own handler
 (``SLURMEnvironment(auto_requeue=True)``) is off: it saves inside the signal handler, and
 under DDP that save is a collective, so a rank interrupted mid-step waits at the barrier
 while another waits in the gradient all-reduce, for ever (seen on the local cluster).
@@ -158,7 +158,7 @@ class Preemption(Callback):
     """SIGUSR1 means "save and get out": at the end of the step in progress every rank saves
     ``hpc_ckpt_N.ckpt`` in the run directory (a collective; rank 0 writes) and the fit stops;
     at the end of training, with the loggers flushed, rank 0 requeues the SLURM job if there
-    is one (:meth:`requeue`). Requeueing kills the job's processes at once, so it must come
+    is one. Requeueing kills the job's processes at once, so it must come
     after everything this start has to write, not inside the step.
 
     The signal handler only sets a flag. The ranks agree on it with an all-reduce ("any")
@@ -168,7 +168,7 @@ class Preemption(Callback):
     def __init__(self, directory: Path, signum: int = signal.SIGUSR1) -> None:
         self.directory, self.signum = directory, signum
         self.requested = False
-        self.preempted_at: int | None = None  # rank 0: the step it saved at when preempted
+        self.preempted_at: int | None = None  # the step this start saved at when preempted
         self._previous = None
 
     def _handle(self, signum, frame) -> None:
@@ -205,29 +205,28 @@ class Preemption(Callback):
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "flush"):
                 experiment.flush()
-        if not (os.environ.get("SLURM_JOB_ID") and SLURMEnvironment.detect()):
+        job = os.environ.get("SLURM_JOB_ID")
+        if not (job and SLURMEnvironment.detect()):
             return
         # Every rank stays alive until SLURM ends the job: a rank that exits first makes
         # the step fail, and the job can then end FAILED instead of REQUEUED.
         trainer.strategy.barrier("preemption")
-        if trainer.is_global_zero:
-            self.requeue()
-        time.sleep(REQUEUE_WAIT_S)
-        log.warning("rank %d: job not requeued after %d s", trainer.global_rank, REQUEUE_WAIT_S)
+        requeued = self._requeue(job) if trainer.is_global_zero else False
+        if trainer.strategy.broadcast(requeued, src=0):
+            time.sleep(REQUEUE_WAIT_S)
+            log.warning("rank %d: still running %d s after the requeue", trainer.global_rank,
+                        REQUEUE_WAIT_S)  # fmt: skip
 
-    def requeue(self) -> None:
-        """Rank 0, after the fit: put the SLURM job back in the queue if this start was
-        preempted (``--requeue`` allows it); a no-op elsewhere and outside SLURM."""
-        job = os.environ.get("SLURM_JOB_ID")
-        if self.preempted_at is None or not job:
-            return
+    def _requeue(self, job: str) -> bool:
+        """Rank 0: put the SLURM job back in the queue (``--requeue`` allows it)."""
         if array := os.environ.get("SLURM_ARRAY_JOB_ID"):
             job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}"
         result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-        if result.returncode == 0:
-            log.info("requeued SLURM job %s at step %d", job, self.preempted_at)
-        else:
+        if result.returncode != 0:
             log.warning("scontrol requeue %s failed: %s", job, result.stderr.strip())
+            return False
+        log.info("requeued SLURM job %s at step %d", job, self.preempted_at)
+        return True
 
 
 def build_trainer(cfg: DictConfig, directory: Path) -> L.Trainer:
