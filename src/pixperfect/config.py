@@ -62,6 +62,7 @@ class ModelConfig:
     base_channels: int = 24
     depth: int = 3  # down-samplings; the stride is 2**depth
     edit_margin: int = -1  # >= 0: corrections only within this many px of the mask
+    colour_prior: str = "none"  # none | reinhard: start from ring colour transfer (README)
     ffc_blocks: int = 12  # ffc: Fourier-convolution residual blocks in the bottleneck
     global_ratio: float = 0.75  # ffc: share of channels in the global (spectral) branch
 
@@ -161,6 +162,7 @@ CHOICES = {
     "data.source": ("skimage", "folder", "shards"),
     "data.small_images": ("upscale", "skip"),
     "model.name": ("unet", "ffc"),
+    "model.colour_prior": ("none", "reinhard"),
     "loss.lpips_missing": ("error", "skip"),
     "loss.lpips_net": ("alex", "vgg", "squeeze"),
     "gan.discriminator": ("patch",),

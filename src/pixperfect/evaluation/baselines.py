@@ -50,11 +50,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import cv2
-import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+
+from pixperfect.models.colour_prior import MAX_RATIO, RING_PX, dilate, ring_colour_transfer
 
 Baseline = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -85,16 +86,6 @@ def _per_image(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], margin:
     return apply
 
 
-def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Square dilation of a bool (1, H, W) mask by ``radius`` px."""
-    k = 2 * radius + 1
-    return F.max_pool2d(mask[None].float(), k, stride=1, padding=radius)[0] > 0.5
-
-
-def _erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    return ~_dilate(~mask, radius)
-
-
 def nearest_fill(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     """``image`` (H, W, C) with every pixel outside ``known`` (H, W bool) replaced by the
     nearest known pixel (Euclidean): a layer extended beyond its region."""
@@ -106,33 +97,16 @@ def nearest_fill(image: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 def reinhard_transfer(
-    composite: torch.Tensor, mask: torch.Tensor, ring: int = 8, max_ratio: float = 2.0
+    composite: torch.Tensor, mask: torch.Tensor, ring: int = RING_PX, max_ratio: float = MAX_RATIO
 ) -> torch.Tensor:
     """Reinhard colour transfer inside the mask (module docstring): Lab statistics of the
-    ``ring`` px inside the boundary are matched to those of the ``ring`` px outside it."""
-    return _per_image(lambda c, m: _reinhard(c, m, ring, max_ratio), ring + 1)(composite, mask)
-
-
-def _lab(pixels: torch.Tensor) -> torch.Tensor:
-    """CIE Lab of (3, N) RGB pixels."""
-    return kornia.color.rgb_to_lab(pixels[None, :, :, None])[0, :, :, 0]
-
-
-def _reinhard(image: torch.Tensor, mask: torch.Tensor, ring: int, max_ratio: float):
-    inner = mask & ~_erode(mask, ring)
-    outer = _dilate(mask, ring) & ~mask
-
-    def stats(region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        values = _lab(image[:, region[0]])  # (3, N)
-        return values.mean(1, keepdim=True), values.std(1, correction=0, keepdim=True)
-
-    mu_in, sd_in = stats(inner)
-    mu_out, sd_out = stats(outer)
-    ratio = (sd_out / sd_in.clamp_min(1e-6)).clamp(1 / max_ratio, max_ratio)
-    lab = (_lab(image[:, mask[0]]) - mu_in) * ratio + mu_out
-    out = image.clone()
-    out[:, mask[0]] = kornia.color.lab_to_rgb(lab[None, :, :, None], clip=True)[0, :, :, 0]
-    return out
+    ``ring`` px inside the boundary are matched to those of the ``ring`` px outside it.
+    The same function is the refiners' ``colour_prior: reinhard`` (batched, any device)."""
+    if composite.ndim != 4 or mask.ndim != 4:
+        raise ValueError("expected (B, 3, H, W) images and (B, 1, H, W) masks")
+    return ring_colour_transfer(composite.float(), mask.float(), ring, max_ratio).to(
+        composite.dtype
+    )
 
 
 # ---------------------------------------------------------------- Poisson (seamlessClone)
@@ -158,7 +132,7 @@ def _poisson(image: torch.Tensor, mask: torch.Tensor, margin: int) -> torch.Tens
     rgb = _to_u8(padded)
     src = nearest_fill(rgb, known)  # edit layer, extended outwards
     dst = nearest_fill(rgb, ~known)  # background layer, extended inwards
-    clone = _dilate(torch.from_numpy(known)[None], DILATE)[0].numpy()
+    clone = dilate(torch.from_numpy(known)[None, None], DILATE)[0, 0].numpy()
     x, y, w, h = cv2.boundingRect(clone.astype(np.uint8))
     out = cv2.seamlessClone(
         np.ascontiguousarray(src),

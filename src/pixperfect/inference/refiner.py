@@ -56,6 +56,7 @@ from pixperfect.inference.export import (
 )
 from pixperfect.inference.pooling import POOLING_MODES, pool_refinements
 from pixperfect.inference.tiling import pad_to_multiple, run_tiled
+from pixperfect.models.colour_prior import apply_colour_prior
 
 DEFAULT_MARGIN = 64
 DEFAULT_BAND = 16
@@ -248,8 +249,19 @@ class Refiner:
         m, _ = pad_to_multiple(m, self.stride)
         wts = F.pad(weights[None].to(self.device), (0, x.shape[-1] - w, 0, x.shape[-2] - h))
 
+        prior_kind = getattr(self.model, "colour_prior", "none")
+
         def run(inp: torch.Tensor) -> torch.Tensor:
-            return run_tiled(self.model, inp, m, self.tile_size, self.tile_overlap, self.stride)
+            if prior_kind == "none":
+                return run_tiled(self.model, inp, m, self.tile_size, self.tile_overlap, self.stride)
+            # The colour prior's statistics come from the whole crop, once: computed per tile,
+            # a tile inside a large edit would see no surroundings and start from elsewhere.
+            both = torch.cat([inp, apply_colour_prior(prior_kind, inp, m)], dim=1)
+
+            def network(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                return self.model(x[:, :3], mask, prior=x[:, 3:])
+
+            return run_tiled(network, both, m, self.tile_size, self.tile_overlap, self.stride)
 
         out = pool_refinements(run, x, m, wts, self.pooling, self.pooling_mode, self.seed)
         return out[0, :, :h, :w].clamp(0, 1).float().cpu()

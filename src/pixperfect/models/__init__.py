@@ -14,7 +14,7 @@ from pixperfect.models.unet import UNetRefiner
 def build_refiner(name: str, **kwargs) -> nn.Module:
     """The refiner named in ``model.name`` with the remaining ``model`` keys as arguments.
 
-    unet: UNetRefiner(base_channels=24, depth=3, edit_margin=-1), CPU-sized.
+    unet: UNetRefiner(base_channels=24, depth=3, edit_margin=-1, colour_prior="none"), CPU-sized.
     ffc: FFCRefiner(base_channels=64, depth=3, edit_margin=-1, ffc_blocks=12,
          global_ratio=0.75), paper-scale (about 40M parameters), global receptive field.
     """

@@ -26,7 +26,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pixperfect.models.residual import apply_correction, centred_input, check_size, near_zero_
+from pixperfect.models.colour_prior import COLOUR_PRIORS
+from pixperfect.models.residual import (
+    apply_correction,
+    check_size,
+    input_channels,
+    near_zero_,
+    refiner_input,
+)
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -130,16 +137,25 @@ class FFCRefiner(nn.Module):
         base_channels: int = 64,
         depth: int = 3,
         edit_margin: int = -1,
+        colour_prior: str = "none",
         ffc_blocks: int = 12,
         global_ratio: float = 0.75,
     ) -> None:
         """``edit_margin`` >= 0: the correction only reaches pixels within that many pixels of
-        the edit mask (seams live there); the rest of the photo passes through exactly."""
+        the edit mask (seams live there); the rest of the photo passes through exactly.
+        ``colour_prior`` (:mod:`pixperfect.models.colour_prior`): "reinhard" feeds the
+        network the ring colour transfer of the composite too and adds the correction to it,
+        so the refiner starts from that baseline instead of the raw composite."""
+        if colour_prior not in COLOUR_PRIORS:
+            raise ValueError(
+                f"unknown model.colour_prior={colour_prior!r}; available: {', '.join(COLOUR_PRIORS)}"
+            )
         super().__init__()
+        self.colour_prior = colour_prior
         self.stride = 2**depth
         self.edit_margin = edit_margin
         widths = [base_channels * min(2**i, 8) for i in range(depth + 1)]
-        self.stem = _conv(4, widths[0])
+        self.stem = _conv(input_channels(colour_prior), widths[0])
         # One FFC block per encoder level: global context already at high resolution,
         # where the skip connections pick it up for the decoder.
         self.down = nn.ModuleList(
@@ -159,9 +175,13 @@ class FFCRefiner(nn.Module):
         )
         self.head = near_zero_(nn.Conv2d(widths[0], 3, 3, padding=1))
 
-    def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, composite: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``prior``: the colour prior's image, when computed outside (tiled inference)."""
         check_size(composite, self.stride)
-        x = self.stem(centred_input(composite, mask))
+        inputs, base = refiner_input(composite, mask, self.colour_prior, prior)
+        x = self.stem(inputs)
         skips = [x]
         for down in self.down:
             x = down(x)
@@ -170,4 +190,4 @@ class FFCRefiner(nn.Module):
         x = self.bottleneck(x)
         for fuse in self.fuse:
             x = fuse(torch.cat([self.up(x), skips.pop()], dim=1))
-        return apply_correction(composite, mask, self.head(x), self.edit_margin)
+        return apply_correction(base, mask, self.head(x), self.edit_margin)

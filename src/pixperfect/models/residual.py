@@ -1,12 +1,15 @@
 """The contract every refiner shares, so all architectures behave the same to the trainer
-and to inference: the input-size check, the centred 4-channel input, the near-zero output
-head, and the residual output with optional edit-margin gating."""
+and to inference: the input-size check, the centred input (composite, mask and, with a
+colour prior, the prior's image), the near-zero output head, and the residual output on
+top of the prior (the composite when there is none) with optional edit-margin gating."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pixperfect.models.colour_prior import apply_colour_prior
 
 
 def check_size(composite: torch.Tensor, stride: int) -> None:
@@ -22,6 +25,24 @@ def check_size(composite: torch.Tensor, stride: int) -> None:
 def centred_input(composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, 4, H, W): the network sees a [-1, 1] image and a {-1, 1} mask."""
     return torch.cat([composite * 2 - 1, mask * 2 - 1], dim=1)
+
+
+def input_channels(colour_prior: str) -> int:
+    """Channels of :func:`refiner_input`: composite and mask, plus the prior's image."""
+    return 4 if colour_prior == "none" else 7
+
+
+def refiner_input(
+    composite: torch.Tensor, mask: torch.Tensor, colour_prior: str, prior: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(network input, base image the correction is added to). ``prior`` may be passed in
+    precomputed (tiled inference computes it once on the whole crop, so every tile starts
+    from the same statistics); otherwise it is computed here."""
+    if colour_prior == "none":
+        return centred_input(composite, mask), composite
+    if prior is None:
+        prior = apply_colour_prior(colour_prior, composite, mask)
+    return torch.cat([centred_input(composite, mask), prior * 2 - 1], dim=1), prior
 
 
 def near_zero_(head: nn.Conv2d) -> nn.Conv2d:
