@@ -67,10 +67,18 @@ def ring_colour_transfer(
         return torch.where(inside & usable, moved, x).to(composite.dtype)
 
 
+def check_colour_prior(kind: str) -> None:
+    if kind not in COLOUR_PRIORS:
+        raise ValueError(
+            f"unknown model.colour_prior={kind!r}; available: {', '.join(COLOUR_PRIORS)}"
+        )
+
+
 def apply_colour_prior(kind: str, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The named prior of ``composite`` (``"none"``: the composite itself)."""
     if kind == "none":
         return composite
     if kind == "reinhard":
         return ring_colour_transfer(composite, mask)
-    raise ValueError(f"unknown model.colour_prior={kind!r}; available: {', '.join(COLOUR_PRIORS)}")
+    check_colour_prior(kind)
+    raise AssertionError(kind)  # a prior listed in COLOUR_PRIORS without a branch here

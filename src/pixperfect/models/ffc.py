@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pixperfect.models.colour_prior import COLOUR_PRIORS
+from pixperfect.models.colour_prior import check_colour_prior
 from pixperfect.models.residual import (
     apply_correction,
     check_size,
@@ -146,10 +146,7 @@ class FFCRefiner(nn.Module):
         ``colour_prior`` (:mod:`pixperfect.models.colour_prior`): "reinhard" feeds the
         network the ring colour transfer of the composite too and adds the correction to it,
         so the refiner starts from that baseline instead of the raw composite."""
-        if colour_prior not in COLOUR_PRIORS:
-            raise ValueError(
-                f"unknown model.colour_prior={colour_prior!r}; available: {', '.join(COLOUR_PRIORS)}"
-            )
+        check_colour_prior(colour_prior)
         super().__init__()
         self.colour_prior = colour_prior
         self.stride = 2**depth

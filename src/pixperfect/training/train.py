@@ -13,10 +13,11 @@ rerun, a requeued SLURM job or a crashed one continues the step count.
 Preemption (:class:`Preemption`): on SIGUSR1 (SLURM: ``#SBATCH --signal=USR1@120`` before the
 time limit; slurm/train.sbatch) all ranks save ``hpc_ckpt_N.ckpt`` together at the end of the
 current step and the fit stops; at the end of training (logs flushed) rank 0 requeues the
-SLURM job (``scontrol requeue``); the requeued job resumes from that checkpoint. Lightning's own handler
-(``SLURMEnvironment(auto_requeue=True)``) is off: it saves inside the signal handler, and
-under DDP that save is a collective, so a rank interrupted mid-step waits at the barrier
-while another waits in the gradient all-reduce, for ever (seen on the local cluster).
+SLURM job (``scontrol requeue``); the requeued job resumes from that checkpoint.
+Lightning's own handler (``SLURMEnvironment(auto_requeue=True)``) is off: it saves inside
+the signal handler, and under DDP that save is a collective, so a rank interrupted mid-step
+waits at the barrier while another waits in the gradient all-reduce, for ever (seen on the
+local cluster).
 """
 
 from __future__ import annotations
