@@ -141,11 +141,7 @@ class FFCRefiner(nn.Module):
         ffc_blocks: int = 12,
         global_ratio: float = 0.75,
     ) -> None:
-        """``edit_margin`` >= 0: the correction only reaches pixels within that many pixels of
-        the edit mask (seams live there); the rest of the photo passes through exactly.
-        ``colour_prior`` (:mod:`pixperfect.models.colour_prior`): "reinhard" feeds the
-        network the ring colour transfer of the composite too and adds the correction to it,
-        so the refiner starts from that baseline instead of the raw composite."""
+        """``edit_margin`` and ``colour_prior`` as in :class:`UNetRefiner`."""
         check_colour_prior(colour_prior)
         super().__init__()
         self.colour_prior = colour_prior
