@@ -5,6 +5,7 @@ import torch
 from pixperfect.cli import main
 from pixperfect.imageio import Image, read_image, write_image
 from pixperfect.inference import Refiner, pad_to_multiple
+from pixperfect.models.colour_prior import apply_colour_prior
 
 
 def _write(path, pixels):
@@ -57,15 +58,18 @@ def test_refine_keeps_size_mode_and_bit_depth(trained_checkpoint, tmp_path, shap
         assert np.array_equal(result[..., 3], pixels[..., 3]), "alpha is carried over"
 
 
-def test_untrained_refiner_is_the_identity_through_padding(trained_checkpoint):
+def test_untrained_refiner_is_its_starting_point_through_padding(trained_checkpoint):
+    """With a zero head the refiner returns what it starts from: the composite, or the
+    colour prior's image when the config sets one (the demo does), padding or not."""
     refiner = Refiner.from_checkpoint(trained_checkpoint)
     torch.nn.init.zeros_(refiner.model.head.weight)
     torch.nn.init.zeros_(refiner.model.head.bias)
     image = torch.rand(3, 37, 53)
     mask = torch.zeros(1, 37, 53)
     mask[:, 10:20, 5:30] = 1
-    assert torch.equal(refiner(image, mask), image)
-    assert torch.equal(refiner.network(image, mask), image)
+    start = apply_colour_prior(refiner.model.colour_prior, image[None], mask[None])[0]
+    assert torch.allclose(refiner(image, mask), start, atol=1e-5, rtol=0)
+    assert torch.allclose(refiner.network(image, mask), start, atol=1e-5, rtol=0)
 
 
 def test_a_mask_of_another_size_is_refused_naming_both_sizes(trained_checkpoint, tmp_path, capsys):
