@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from data_sim.simulator import SimConfig
+from pixperfect.models.colour_prior import COLOUR_PRIORS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS_FILE = PROJECT_ROOT / "configs" / "defaults.yaml"
@@ -162,7 +163,7 @@ CHOICES = {
     "data.source": ("skimage", "folder", "shards"),
     "data.small_images": ("upscale", "skip"),
     "model.name": ("unet", "ffc"),
-    "model.colour_prior": ("none", "reinhard"),
+    "model.colour_prior": COLOUR_PRIORS,
     "loss.lpips_missing": ("error", "skip"),
     "loss.lpips_net": ("alex", "vgg", "squeeze"),
     "gan.discriminator": ("patch",),

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from pixperfect.morphology import dilate, erode
+
 METRIC_NAMES = (
     "psnr",
     "ssim",
@@ -57,11 +59,8 @@ HIGHER_IS_BETTER = {
 
 def boundary_band(mask: torch.Tensor, width: int) -> torch.Tensor:
     """Pixels within ``width`` of the mask boundary, on both sides (B, 1, H, W) bool."""
-    m = (mask > 0.5).float()
-    k = 2 * width + 1
-    dilated = F.max_pool2d(m, k, stride=1, padding=width)
-    eroded = 1 - F.max_pool2d(1 - m, k, stride=1, padding=width)
-    return (dilated - eroded) > 0.5
+    inside = mask > 0.5
+    return dilate(inside, width) & ~erode(inside, width)
 
 
 def _masked_mean(values: torch.Tensor, region: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from pixperfect.models.colour_prior import MAX_RATIO, RING_PX, dilate, ring_colour_transfer
+from pixperfect.models.colour_prior import MAX_RATIO, RING_PX, ring_colour_transfer
+from pixperfect.morphology import dilate
 
 Baseline = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -102,11 +103,7 @@ def reinhard_transfer(
     """Reinhard colour transfer inside the mask (module docstring): Lab statistics of the
     ``ring`` px inside the boundary are matched to those of the ``ring`` px outside it.
     The same function is the refiners' ``colour_prior: reinhard`` (batched, any device)."""
-    if composite.ndim != 4 or mask.ndim != 4:
-        raise ValueError("expected (B, 3, H, W) images and (B, 1, H, W) masks")
-    return ring_colour_transfer(composite.float(), mask.float(), ring, max_ratio).to(
-        composite.dtype
-    )
+    return ring_colour_transfer(composite, mask, ring, max_ratio)
 
 
 # ---------------------------------------------------------------- Poisson (seamlessClone)

@@ -17,22 +17,11 @@ from __future__ import annotations
 
 import kornia
 import torch
-import torch.nn.functional as F
 
-COLOUR_PRIORS = ("none", "reinhard")
+from pixperfect.morphology import dilate, erode
+
 RING_PX = 8  # width of the inner and outer rings whose statistics are matched
 MAX_RATIO = 2.0  # clamp of the std ratio
-
-
-def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Square dilation of a bool (B, 1, H, W) mask by ``radius`` px; the image border
-    neither adds nor removes mask."""
-    k = 2 * radius + 1
-    return F.max_pool2d(mask.float(), k, stride=1, padding=radius) > 0.5
-
-
-def erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    return ~dilate(~mask, radius)
 
 
 def _masked_stats(lab: torch.Tensor, region: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -67,8 +56,15 @@ def ring_colour_transfer(
         return torch.where(inside & usable, moved, x).to(composite.dtype)
 
 
+PRIORS = {
+    "none": lambda composite, mask: composite,
+    "reinhard": ring_colour_transfer,
+}
+COLOUR_PRIORS = tuple(PRIORS)  # the choices of ``model.colour_prior``
+
+
 def check_colour_prior(kind: str) -> None:
-    if kind not in COLOUR_PRIORS:
+    if kind not in PRIORS:
         raise ValueError(
             f"unknown model.colour_prior={kind!r}; available: {', '.join(COLOUR_PRIORS)}"
         )
@@ -76,9 +72,5 @@ def check_colour_prior(kind: str) -> None:
 
 def apply_colour_prior(kind: str, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The named prior of ``composite`` (``"none"``: the composite itself)."""
-    if kind == "none":
-        return composite
-    if kind == "reinhard":
-        return ring_colour_transfer(composite, mask)
     check_colour_prior(kind)
-    raise AssertionError(kind)  # a prior listed in COLOUR_PRIORS without a branch here
+    return PRIORS[kind](composite, mask)
