@@ -7,7 +7,7 @@ transforms and :class:`TextureFamily`, which builds the latent codec lazily from
 * Inside (what a latent editor decodes): Gaussian smoothing, a VAE encode/decode round trip
   and the editor's own noise, :func:`apply_texture_inside`.
 * Outside (the user's original photo): sensor-like noise, then JPEG compression at a random
-  quality (kornia's differentiable JPEG), :func:`apply_texture_outside`.
+  quality (libjpeg's baseline codec, :mod:`data_sim.jpeg`), :func:`apply_texture_outside`.
 
 The simulator uses the first inside the compositing alpha and the second outside it. Both run
 batched on the images' device and touch only the ``applied`` samples: the others come back
@@ -26,11 +26,10 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
-from kornia.enhance import jpeg_codec_differentiable
 from kornia.filters import gaussian_blur2d
 
 from data_sim.codecs import CODEC_KINDS, LatentCodec, build_codec
+from data_sim.jpeg import jpeg_roundtrip
 from data_sim.sampling import applied_indices, bernoulli, check_range, derive_seed, randint, uniform
 
 __all__ = [
@@ -47,8 +46,6 @@ __all__ = [
 # Below this sigma a Gaussian kernel is the identity in float32 (its side taps underflow);
 # those samples skip the blur, which also keeps sigma = 0 (an invalid kernel) out of kornia.
 MIN_BLUR_SIGMA = 0.05
-# kornia's JPEG works on 16x16 macroblocks (8x8 DCT on 2x-subsampled chroma).
-JPEG_BLOCK = 16
 
 
 @dataclass
@@ -99,7 +96,7 @@ class TextureConfig:
         check_range(f"{name}.outside_noise_sigma", self.outside_noise_sigma, 0, 1)
         check_range(f"{name}.outside_noise_luma_p", (self.outside_noise_luma_p,) * 2, 0, 1)
         check_range(f"{name}.jpeg_p", (self.jpeg_p, self.jpeg_p), 0, 1)
-        # Quality 0 is an alias of 1 in kornia (libjpeg's table); 100 is near-lossless.
+        # libjpeg's range: 1 (coarsest) to 100 (all steps 1, near-lossless). Rounded per image.
         check_range(f"{name}.jpeg_quality", self.jpeg_quality, 1, 100)
 
 
@@ -176,18 +173,6 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return torch.where(active[:, None, None, None], blurred, x)
 
 
-def _jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    """JPEG compress-decompress at per-sample ``quality``, any H and W."""
-    h, w = x.shape[-2:]
-    # kornia >= 0.8 pads internally, older releases need multiples of 16: pad here, at the
-    # bottom/right and by edge replication as a JPEG encoder does, and crop back.
-    pad_h, pad_w = -h % JPEG_BLOCK, -w % JPEG_BLOCK
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-    y = jpeg_codec_differentiable(x, quality.to(device=x.device, dtype=x.dtype))
-    return y[..., :h, :w].clamp(0, 1)
-
-
 @torch.no_grad()
 def apply_texture_inside(
     images: torch.Tensor,
@@ -247,7 +232,7 @@ def apply_texture_outside(images: torch.Tensor, params: dict[str, torch.Tensor])
     if jpeg_idx.numel() > 0:
         pos = torch.searchsorted(idx, jpeg_idx).to(images.device)
         quality = params["jpeg_quality"].cpu()[jpeg_idx]
-        x = x.index_copy(0, pos, _jpeg(x.index_select(0, pos), quality))
+        x = x.index_copy(0, pos, jpeg_roundtrip(x.index_select(0, pos), quality))
     return images.index_copy(0, dev_idx, x.to(images.dtype))
 
 
