@@ -147,16 +147,19 @@ def _noise_generator(
     return torch.Generator(device=device).manual_seed(derive_seed(stream, *seeds))
 
 
-def _add_noise(
+def _add_noise_(
     x: torch.Tensor, sigma: torch.Tensor, luma: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
-    """``x`` plus Gaussian noise of per-sample std ``sigma``; ``luma`` samples get the same
-    noise on every channel (grain in brightness only), the others independent colour noise."""
+    """Add Gaussian noise of per-sample std ``sigma`` to ``x`` in place (callers pass a fresh
+    copy) and clamp to [0, 1]; ``luma`` samples get the same noise on every channel (grain in
+    brightness only), the others independent colour noise. In place because this is
+    memory-bound: each full-batch temporary costs as much as the arithmetic."""
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    luma = luma.to(x.device)[:, None, None, None]
-    noise = torch.where(luma, noise[:, :1].expand_as(noise), noise)
-    sigma = sigma.to(device=x.device, dtype=x.dtype)[:, None, None, None]
-    return (x + sigma * noise).clamp(0, 1)
+    luma_idx = luma.cpu().nonzero().squeeze(1).to(x.device)
+    if luma_idx.numel():
+        noise[luma_idx, 1:] = noise[luma_idx, :1]
+    noise.mul_(sigma.to(device=x.device, dtype=x.dtype)[:, None, None, None])
+    return x.add_(noise).clamp_(0, 1)
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -206,7 +209,7 @@ def apply_texture_inside(
         x = x.index_copy(0, pos, codec.roundtrip(x.index_select(0, pos), chunk_size))
 
     gen = _noise_generator(params, idx, 0, images.device)
-    x = _add_noise(
+    x = _add_noise_(
         x, params["inside_noise_sigma"].cpu()[idx], params["inside_noise_luma"].cpu()[idx], gen
     )
     return images.index_copy(0, dev_idx, x.to(images.dtype))
@@ -225,7 +228,7 @@ def apply_texture_outside(images: torch.Tensor, params: dict[str, torch.Tensor])
     dev_idx = idx.to(images.device)
     x = images.index_select(0, dev_idx)
     gen = _noise_generator(params, idx, 1, images.device)
-    x = _add_noise(
+    x = _add_noise_(
         x, params["outside_noise_sigma"].cpu()[idx], params["outside_noise_luma"].cpu()[idx], gen
     )
     jpeg_idx = applied_indices(params, "jpeg")
