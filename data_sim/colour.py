@@ -113,16 +113,20 @@ def jitter_colours(images: torch.Tensor, params: dict[str, torch.Tensor]) -> tor
     return x.clamp_(0, 1)
 
 
-def apply_colour_shift(images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+def apply_colour_shift(
+    images: torch.Tensor, params: dict[str, torch.Tensor], *, inplace: bool = False
+) -> torch.Tensor:
     """Images with a spatially varying colour shift; samples not ``applied`` are returned
-    unchanged. Only the applied samples are computed."""
+    unchanged. Only the applied samples are computed. ``inplace``: write into ``images``
+    (see :mod:`data_sim.simulator`)."""
     idx = applied_indices(params)
     if idx.numel() == 0:
-        return images.clone()
+        return images if inplace else images.clone()
     sub = {k: v.cpu()[idx] for k, v in params.items()}
     dev_idx = idx.to(images.device)
     x = images.index_select(0, dev_idx)
     _, _, h, w = x.shape
     field = {k[len("field_") :]: v for k, v in sub.items() if k.startswith("field_")}
     weight = render_field(field, h, w, images.device, step=FIELD_STEP)
-    return images.index_copy(0, dev_idx, torch.lerp(x, jitter_colours(x, sub), weight))
+    out = images if inplace else images.clone()
+    return out.index_copy_(0, dev_idx, torch.lerp(x, jitter_colours(x, sub), weight))

@@ -387,7 +387,11 @@ def _grain(
 
 @torch.no_grad()
 def apply_content_discontinuity(
-    images: torch.Tensor, mask: torch.Tensor, params: dict[str, torch.Tensor]
+    images: torch.Tensor,
+    mask: torch.Tensor,
+    params: dict[str, torch.Tensor],
+    *,
+    inplace: bool = False,
 ) -> torch.Tensor:
     """Widen mask, inpaint the widened region, paste the original back outside ``mask``.
 
@@ -402,9 +406,10 @@ def apply_content_discontinuity(
         images: ``(B, 3, H, W)`` in [0, 1].
         mask: ``(B, 1, H, W)`` in {0, 1}, 1 = edited region.
         params: from ``sample_content_params`` (any device; moved here).
+        inplace: write into ``images`` instead of a copy (see :mod:`data_sim.simulator`).
     """
     device = images.device
-    out = images.clone()
+    out = images if inplace else images.clone()
     # Work on the applied subset only (a batched gather, not a loop).
     idx = applied_indices(params).to(device)
     if not idx.numel():

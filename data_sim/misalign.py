@@ -152,7 +152,9 @@ def _sampling_grid(params: dict[str, torch.Tensor], height: int, width: int) -> 
 
 
 @torch.no_grad()
-def apply_misalignment(images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+def apply_misalignment(
+    images: torch.Tensor, params: dict[str, torch.Tensor], *, inplace: bool = False
+) -> torch.Tensor:
     """Warp each applied sample by its shift/rotation/scale (+ optional smooth field).
 
     Returns the whole warped image (the caller uses it inside the edit mask only; outside
@@ -163,9 +165,10 @@ def apply_misalignment(images: torch.Tensor, params: dict[str, torch.Tensor]) ->
     Args:
         images: ``(B, C, H, W)`` float.
         params: from ``sample_misalign_params`` (any device; moved here).
+        inplace: write into ``images`` instead of a copy (see :mod:`data_sim.simulator`).
     """
     device = images.device
-    out = images.clone()
+    out = images if inplace else images.clone()
     # Work on the applied subset only (a batched gather, not a loop).
     idx = applied_indices(params).to(device)
     if not idx.numel():

@@ -16,6 +16,10 @@ with the batch so any sample can be explained and replayed.
 
 Only pixels where the compositing alpha is non-zero differ from the target: the refiner
 learns to fix the edit and to leave the user's photo, grain and JPEG blocks included, alone.
+
+The families take ``inplace=True`` on the tensors the simulator owns (each family's result
+after the content fill): on a CPU a fresh full-batch tensor costs page faults worth as much as
+the arithmetic, and a batch of 16 allocated ~100 MB per call before this.
 """
 
 from __future__ import annotations
@@ -147,7 +151,7 @@ class ArtifactSimulator:
             mask = check_mask(mask, clean)
         # Autocast off: colour maths in bf16/fp16 produces the drift we are trying to model.
         with torch.autocast(clean.device.type, enabled=False):
-            target = self.texture.outside(clean, params["texture"])
+            target = self.texture.outside(clean, params["texture"], inplace=True)
             if mask is None:
                 mask = rasterize_masks(
                     params["mask"],
@@ -162,10 +166,11 @@ class ArtifactSimulator:
             # Rotate and scale about the edit, not the image centre: the misalignment of a
             # pasted region is local. The pivot is recorded so the sample can be replayed.
             params["misalign"]["centre"] = mask_centre(mask).cpu()
-            edited = apply_misalignment(edited, params["misalign"])
-            edited = apply_colour_shift(edited, params["colour"])
-            edited = self.texture.inside(edited, params["texture"])
-            composite = target + alpha * (edited - target)
+            edited = apply_misalignment(edited, params["misalign"], inplace=True)
+            edited = apply_colour_shift(edited, params["colour"], inplace=True)
+            edited = self.texture.inside(edited, params["texture"], inplace=True)
+            # target + alpha * (edited - target), written into edited.
+            composite = edited.sub_(target).mul_(alpha).add_(target)
         return {"target": target, "composite": composite, "mask": mask, "alpha": alpha}
 
     def __call__(

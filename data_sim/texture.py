@@ -182,16 +182,19 @@ def apply_texture_inside(
     params: dict[str, torch.Tensor],
     codec: LatentCodec | None = None,
     chunk_size: int = 8,
+    *,
+    inplace: bool = False,
 ) -> torch.Tensor:
     """The editor-side texture: blur, VAE round trip (``vae`` samples), own noise.
 
-    Returns a new (B, 3, H, W) tensor in [0, 1]; samples not ``applied`` are bit-exact copies.
+    Returns a new (B, 3, H, W) tensor in [0, 1] (``images`` itself with ``inplace``); samples
+    not ``applied`` are bit-exact copies.
     The blur comes first because generated content lacks a photo's fine detail; the decoder
     then lays its own texture over it, as in a real edit; the noise is the editor's grain.
     """
     idx = applied_indices(params)
     if idx.numel() == 0:
-        return images.clone()
+        return images if inplace else images.clone()
     dev_idx = idx.to(images.device)
     x = images.index_select(0, dev_idx)
     x = _blur(x, params["blur_sigma"].cpu()[idx])
@@ -212,19 +215,23 @@ def apply_texture_inside(
     x = _add_noise_(
         x, params["inside_noise_sigma"].cpu()[idx], params["inside_noise_luma"].cpu()[idx], gen
     )
-    return images.index_copy(0, dev_idx, x.to(images.dtype))
+    out = images if inplace else images.clone()
+    return out.index_copy_(0, dev_idx, x.to(images.dtype))
 
 
 @torch.no_grad()
-def apply_texture_outside(images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+def apply_texture_outside(
+    images: torch.Tensor, params: dict[str, torch.Tensor], *, inplace: bool = False
+) -> torch.Tensor:
     """The background-side texture: own sensor-like noise, then JPEG (``jpeg`` samples).
 
-    Returns a new (B, 3, H, W) tensor in [0, 1]; samples not ``applied`` are bit-exact copies.
+    Returns a new (B, 3, H, W) tensor in [0, 1] (``images`` itself with ``inplace``); samples
+    not ``applied`` are bit-exact copies.
     Noise comes before the JPEG, as in a camera, so the codec shapes it into block texture.
     """
     idx = applied_indices(params)
     if idx.numel() == 0:
-        return images.clone()
+        return images if inplace else images.clone()
     dev_idx = idx.to(images.device)
     x = images.index_select(0, dev_idx)
     gen = _noise_generator(params, idx, 1, images.device)
@@ -236,7 +243,8 @@ def apply_texture_outside(images: torch.Tensor, params: dict[str, torch.Tensor])
         pos = torch.searchsorted(idx, jpeg_idx).to(images.device)
         quality = params["jpeg_quality"].cpu()[jpeg_idx]
         x = x.index_copy(0, pos, jpeg_roundtrip(x.index_select(0, pos), quality))
-    return images.index_copy(0, dev_idx, x.to(images.dtype))
+    out = images if inplace else images.clone()
+    return out.index_copy_(0, dev_idx, x.to(images.dtype))
 
 
 def apply_texture(
@@ -290,14 +298,18 @@ class TextureFamily:
             codec.to(device)
         return codec
 
-    def inside(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    def inside(
+        self, images: torch.Tensor, params: dict[str, torch.Tensor], *, inplace: bool = False
+    ) -> torch.Tensor:
         # Only touch (and load) the codec when some sample needs the round trip.
         need_vae = bool(applied_indices(params, "vae").numel())
         codec = self._codec_on(images.device) if need_vae else None
-        return apply_texture_inside(images, params, codec, self.cfg.vae.chunk_size)
+        return apply_texture_inside(images, params, codec, self.cfg.vae.chunk_size, inplace=inplace)
 
-    def outside(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        return apply_texture_outside(images, params)
+    def outside(
+        self, images: torch.Tensor, params: dict[str, torch.Tensor], *, inplace: bool = False
+    ) -> torch.Tensor:
+        return apply_texture_outside(images, params, inplace=inplace)
 
     def __call__(
         self,
