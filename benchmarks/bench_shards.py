@@ -25,6 +25,7 @@ import cv2
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pixperfect.allocator import keep_freed_memory
 from pixperfect.shards.build import BuildSpec, build
 from pixperfect.shards.format import decode_sample, to_float
 from pixperfect.shards.reader import training_stream
@@ -101,6 +102,8 @@ def main() -> int:
     parser.add_argument("--read-batches", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    # What the pixperfect command does (pixperfect.allocator): measure what users get.
+    allocator = "glibc keeps freed memory" if keep_freed_memory() else "default"
     photos = sorted(p for p in Path(args.photos).glob("*") if p.suffix in {".png", ".jpg"})
     if not photos:
         print(f"no photos under {args.photos} (give --photos DIR)", file=sys.stderr)
@@ -109,7 +112,10 @@ def main() -> int:
     spec = dict(sources=sources, size=args.size, crops_per_image=args.crops_per_image)
     spec["shard_size"] = max(1, len(sources) * args.crops_per_image // 16)  # 16 shards
     n = len(sources) * args.crops_per_image
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cv2 {cv2.__version__}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, cv2 {cv2.__version__}, "
+        f"allocator: {allocator}"
+    )
     print(f"{n} samples of {args.size}px from {len(sources)} photos in {args.photos}\n")
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,6 +18,7 @@ import torch
 from timing import time_it
 
 from data_sim.simulator import ArtifactSimulator, SimConfig
+from pixperfect.allocator import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ("colour", "content", "misalign", "texture")
@@ -114,10 +115,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--taesd", default=str(ROOT.parent / "shared" / "weights" / "taesd"))
     args = parser.parse_args()
+    # What the pixperfect command does (pixperfect.allocator): measure what users get.
+    allocator = "glibc keeps freed memory" if keep_freed_memory() else "default"
     vae_dir = args.taesd if Path(args.taesd, "taef2_encoder.pth").is_file() else None
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, batch {args.batch}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, batch {args.batch}, "
+        f"allocator: {allocator}"
+    )
     print(f"\n{'device':<7}{'size':>6}  {'recipe':<28}{'images/s':>10}{'ms/batch':>10}")
     for device in devices:
         for row in bench_recipes(args.sizes, args.batch, args.repeats, device, vae_dir):

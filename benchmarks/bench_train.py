@@ -40,6 +40,7 @@ import torch
 from omegaconf import OmegaConf
 from timing import sync, time_it
 
+from pixperfect.allocator import keep_freed_memory
 from pixperfect.config import PROJECT_ROOT, load_config
 from pixperfect.data.datamodule import build_datamodule
 from pixperfect.losses import (
@@ -426,6 +427,8 @@ def main() -> int:
     parser.add_argument("--skip-step", action="store_true", help="only the network table")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    # What the pixperfect command does (pixperfect.allocator): measure what users get.
+    allocator = "glibc keeps freed memory" if keep_freed_memory() else "default"
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available")
@@ -434,7 +437,8 @@ def main() -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device "
-        f"{device.type} ({name}), median of {args.repeats} after 1 warm-up"
+        f"{device.type} ({name}), median of {args.repeats} after 1 warm-up, "
+        f"allocator: {allocator}"
     )
     load_before = os.getloadavg()[0]
     if not args.skip_step:

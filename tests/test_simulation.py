@@ -111,3 +111,37 @@ def test_a_given_mask_replaces_the_drawn_one(photo):
 def test_a_mask_of_the_wrong_size_is_refused_naming_both_shapes(photo):
     with pytest.raises(ValueError, match=r"\(2, 1, 32, 32\).*\(2, 3, 64, 64\)"):
         ArtifactSimulator(SimConfig())(_batch(photo, 2), 0, mask=torch.zeros(2, 1, 32, 32))
+
+
+def test_families_in_place_write_into_their_input_and_match_the_copying_path(photo):
+    from data_sim.colour import apply_colour_shift
+    from data_sim.inpaint import apply_content_discontinuity
+    from data_sim.misalign import apply_misalignment, mask_centre
+    from data_sim.texture import TextureFamily
+
+    cfg = SimConfig()
+    for family in (cfg.colour, cfg.content, cfg.misalign, cfg.texture):
+        family.p = 0.5  # some samples applied, some untouched
+    sim = ArtifactSimulator(cfg)
+    images = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    params = sim.sample_params(8, 64, 64, torch.Generator().manual_seed(1))
+    out, _ = sim(images, 1)
+    mask = out["mask"]
+    params["misalign"]["centre"] = mask_centre(mask)
+    texture = TextureFamily(cfg.texture)
+    families = {
+        "content": lambda x, **kw: apply_content_discontinuity(x, mask, params["content"], **kw),
+        "misalign": lambda x, **kw: apply_misalignment(x, params["misalign"], **kw),
+        "colour": lambda x, **kw: apply_colour_shift(x, params["colour"], **kw),
+        "inside": lambda x, **kw: texture.inside(x, params["texture"], **kw),
+        "outside": lambda x, **kw: texture.outside(x, params["texture"], **kw),
+    }
+    before = images.clone()
+    for name, apply in families.items():
+        copied = apply(images)
+        assert torch.equal(images, before), f"{name} changed its input without inplace"
+        assert not torch.equal(copied, images), name  # the family did something
+        owned = images.clone()
+        result = apply(owned, inplace=True)
+        assert result is owned, name
+        assert torch.equal(result, copied), name

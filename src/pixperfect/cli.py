@@ -19,6 +19,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from pixperfect.allocator import keep_freed_memory
 from pixperfect.config import ConfigError, defaults_yaml, load_config, to_yaml
 
 
@@ -335,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     # Checkpoints after the step are what we want: a resume continues from that state.
     warnings.filterwarnings("ignore", ".*no pre-optimization state was saved.*")
     args = build_parser().parse_args(argv)
+    # The command owns its process: reuse freed CPU memory instead of page-faulting afresh
+    # (see pixperfect.allocator; 12-15% of a CPU training step).
+    keep_freed_memory()
     try:
         return int(args.func(args) or 0)
     except (ConfigError, FileNotFoundError, ValueError) as e:
