@@ -154,10 +154,15 @@ def _add_noise_(
     copy) and clamp to [0, 1]; ``luma`` samples get the same noise on every channel (grain in
     brightness only), the others independent colour noise. In place because this is
     memory-bound: each full-batch temporary costs as much as the arithmetic."""
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    luma_idx = luma.cpu().nonzero().squeeze(1).to(x.device)
-    if luma_idx.numel():
-        noise[luma_idx, 1:] = noise[luma_idx, :1]
+    # Luma samples draw one channel, not three: torch.randn is the costliest op per value here.
+    luma = luma.cpu()
+    noise = torch.empty_like(x)
+    for rows, channels in ((luma, 1), (~luma, 3)):
+        idx = rows.nonzero().squeeze(1).to(x.device)
+        if idx.numel():
+            shape = (idx.numel(), channels, *x.shape[2:])
+            draw = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+            noise[idx] = draw.expand(-1, 3, -1, -1)
     noise.mul_(sigma.to(device=x.device, dtype=x.dtype)[:, None, None, None])
     return x.add_(noise).clamp_(0, 1)
 
