@@ -85,29 +85,40 @@ def stroke_coverage(x: torch.Tensor, y: torch.Tensor, p: Params) -> torch.Tensor
 
     ``x`` (1, 1, w) and ``y`` (1, h, 1) are pixel-centre coordinates. Per-sample terms are
     built on rows and columns and broadcast, and full-size work goes into reused buffers
-    (fresh multi-MB allocations cost more than the arithmetic on CPU).
+    (fresh multi-MB allocations cost more than the arithmetic on CPU). Only active segments
+    are computed: per stroke, the samples that have it are ordered by their segment count,
+    so the samples with a segment ``v`` are a leading slice of the buffers (segments are
+    active as a prefix). A batch's samples have ~half of the slots active.
     """
     b, s_max, n_vert, _ = p["vertices"].shape
-    active_any = p["segment_active"].any(dim=0).cpu()  # skip segments no sample uses
-    hidden = torch.where(p["segment_active"], 0.0, math.inf)[..., None, None]  # (B, S, V, 1, 1)
+    active = p["segment_active"].cpu()  # (B, S, V)
     coverage = torch.full((b, y.shape[1], x.shape[2]), -math.inf, device=x.device)
     t, dx, dy, nearest = (torch.empty_like(coverage) for _ in range(4))
     for s in range(s_max):
-        nearest.fill_(math.inf)  # squared distance to stroke s
-        for v in range(n_vert - 1):
-            if not active_any[s, v]:
-                continue
-            a, e = p["vertices"][:, s, v, :, None], p["vertices"][:, s, v + 1, :, None]
-            ab = e - a  # (B, 2, 1)
-            apx, apy = x - a[:, 0:1], y - a[:, 1:2]  # (B, 1, w), (B, h, 1)
+        counts = active[:, s].sum(dim=1)  # active segments of stroke s, per sample
+        order = torch.argsort(counts, descending=True, stable=True)
+        order = order[counts[order] > 0]
+        if not order.numel():
+            continue
+        rows = order.to(x.device)
+        vertices = p["vertices"][:, s].index_select(0, rows)  # (k, V+1, 2)
+        k = rows.numel()
+        nearest[:k].fill_(math.inf)  # squared distance to stroke s
+        for v in range(int(counts[order[0]])):
+            m = int((counts[order] > v).sum())  # samples with segment v: the first m
+            a, e = vertices[:m, v, :, None], vertices[:m, v + 1, :, None]
+            ab = e - a  # (m, 2, 1)
+            apx, apy = x - a[:, 0:1], y - a[:, 1:2]  # (m, 1, w), (m, h, 1)
             ab_n = ab / (ab * ab).sum(1, keepdim=True).clamp_min(1e-12)
-            torch.add(apx * ab_n[:, 0:1], apy * ab_n[:, 1:2], out=t).clamp_(0, 1)
-            torch.mul(t, ab[:, 0:1], out=dx).sub_(apx)  # closest point minus p, x and y
-            torch.mul(t, ab[:, 1:2], out=dy).sub_(apy)
-            dx.square_().addcmul_(dy, dy).add_(hidden[:, s, v])
-            torch.minimum(nearest, dx, out=nearest)
-        half = p["stroke_width"][:, s, None, None] / 2
-        torch.maximum(coverage, nearest.sqrt_().neg_().add_(half), out=coverage)
+            tm, dxm, dym, near = t[:m], dx[:m], dy[:m], nearest[:m]
+            torch.add(apx * ab_n[:, 0:1], apy * ab_n[:, 1:2], out=tm).clamp_(0, 1)
+            torch.mul(tm, ab[:, 0:1], out=dxm).sub_(apx)  # closest point minus p, x and y
+            torch.mul(tm, ab[:, 1:2], out=dym).sub_(apy)
+            dxm.square_().addcmul_(dym, dym)
+            torch.minimum(near, dxm, out=near)
+        half = p["stroke_width"][:, s].index_select(0, rows)[:, None, None] / 2
+        reach = nearest[:k].sqrt_().neg_().add_(half)
+        coverage.index_copy_(0, rows, torch.maximum(coverage.index_select(0, rows), reach))
     return coverage
 
 
