@@ -2,7 +2,7 @@
 per-sample loop, and the share of a demo training step spent simulating.
 
     .venv/bin/python benchmarks/bench_simulation.py [--sizes 128 256 512] [--batch 16]
-        [--repeats 3] [--draws 7] [--loop-only]
+        [--repeats 3] [--draws 7] [--loop-only] [--chunks]
 
 Prints a table. On a machine with CUDA the same rows run on the GPU too. The TAEF2 round
 trip row needs the weights (``--taesd DIR``, default ../shared/weights/taesd).
@@ -87,6 +87,32 @@ def bench_loop(size: int, batch: int, draws: int, device: torch.device) -> tuple
     return statistics.median(batched), statistics.median(looped)
 
 
+def bench_chunks(size: int, batch: int, draws: int, chunks: list[int]) -> list[float]:
+    """Median seconds of the full recipe over ``batch`` images run in chunks of each size (1
+    is the per-sample loop, ``batch`` the batched call), same draws for every chunk size."""
+    sim = ArtifactSimulator(only(None))
+    images = photos(batch, size, torch.device("cpu"))
+    draws_params = [
+        sim.sample_params(batch, size, size, torch.Generator().manual_seed(seed))
+        for seed in range(draws)
+    ]
+    medians = []
+    for chunk in chunks:
+        times = []
+        for params in draws_params:
+
+            def run(params=params, chunk=chunk):
+                for i in range(0, batch, chunk):
+                    part = {
+                        f: {k: v[i : i + chunk] for k, v in p.items()} for f, p in params.items()
+                    }
+                    sim.apply(images[i : i + chunk], part)
+
+            times.append(time_it(run, torch.device("cpu"), 1))
+        medians.append(statistics.median(times))
+    return medians
+
+
 def bench_demo_step(repeats: int) -> tuple[float, float]:
     """(simulation, whole step) seconds of a demo training step: 128 px, batch 8, CPU."""
     from pixperfect.config import PROJECT_ROOT, load_config
@@ -125,6 +151,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--draws", type=int, default=7, help="parameter draws, batched vs loop")
     parser.add_argument("--loop-only", action="store_true", help="only batched vs loop")
+    parser.add_argument(
+        "--chunks", action="store_true", help="also split the batch into chunks of 8, 4, 2"
+    )
     parser.add_argument("--taesd", default=str(ROOT.parent / "shared" / "weights" / "taesd"))
     args = parser.parse_args()
     # What the pixperfect command does (pixperfect.allocator): measure what users get.
@@ -154,6 +183,15 @@ def main() -> int:
         batched, looped = bench_loop(size, args.batch, args.draws, torch.device("cpu"))
         (met if looped / batched >= 3 else missed).append(f"{size}")
         print(f"{size:>6}{batched * 1000:>12.0f}{looped * 1000:>10.0f}{looped / batched:>9.1f}x")
+
+    if args.chunks:
+        sizes = [c for c in (args.batch, 8, 4, 2, 1) if c <= args.batch]
+        sizes = sorted(set(sizes), reverse=True)
+        print(f"\nthe batch of {args.batch} in chunks, ms (median of {args.draws} draws)")
+        print(f"{'size':>6}" + "".join(f"{f'chunk {c}':>10}" for c in sizes))
+        for size in args.sizes:
+            medians = bench_chunks(size, args.batch, args.draws, sizes)
+            print(f"{size:>6}" + "".join(f"{m * 1000:>10.0f}" for m in medians))
 
     if not args.loop_only:
         sim_s, step_s = bench_demo_step(args.repeats)
