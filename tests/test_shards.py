@@ -95,6 +95,16 @@ def test_a_different_recipe_in_the_same_folder_is_refused(shards, tmp_path):
         build(_spec(size=48), out, progress=False)
 
 
+def test_shards_of_another_simulator_version_are_not_resumed(shards, tmp_path, monkeypatch):
+    out = tmp_path / "copy"
+    shutil.copytree(shards, out)
+    monkeypatch.setattr("pixperfect.shards.build.SIM_VERSION", 999)
+    with pytest.raises(ValueError, match="sim_version.*another version of the artifact simulator"):
+        build(_spec(), out, progress=False)
+    # Clean crops do not depend on the simulator: no version in their recipe.
+    assert "sim_version" not in _spec(kind="clean").recipe()
+
+
 def test_array_tasks_build_disjoint_shards_and_the_last_writes_the_manifest(shards, tmp_path):
     first = build(_spec(), tmp_path, task_index=0, num_tasks=2, progress=False)
     assert first["built"] == 2 and first["manifest"] is None

@@ -31,6 +31,7 @@ import torch
 import webdataset as wds
 from tqdm import tqdm
 
+from data_sim import SIM_VERSION
 from data_sim.sampling import derive_seed
 from data_sim.simulator import ArtifactSimulator, SimConfig
 from pixperfect import __version__
@@ -79,7 +80,10 @@ class BuildSpec:
             raise ValueError("no source images")
 
     def recipe(self) -> dict:
-        return {**asdict(self), "sim_batch": SIM_BATCH, "format_version": 1}
+        recipe = {**asdict(self), "sim_batch": SIM_BATCH, "format_version": 1}
+        if self.kind == "artifact":  # clean crops do not depend on the simulator
+            recipe["sim_version"] = SIM_VERSION
+        return recipe
 
     def recipe_hash(self) -> str:
         text = json.dumps(self.recipe(), sort_keys=True, separators=(",", ":"))
@@ -260,8 +264,13 @@ def _check_plan(spec: BuildSpec, out: Path) -> None:
             changed = sorted(
                 k for k in plan["recipe"] if old.get("recipe", {}).get(k) != plan["recipe"][k]
             )
+            why = (
+                " (built by another version of the artifact simulator, data_sim.SIM_VERSION)"
+                if "sim_version" in changed
+                else ""
+            )
             raise ValueError(
-                f"{out} holds shards of another recipe (differs in: {', '.join(changed)}); "
+                f"{out} holds shards of another recipe (differs in: {', '.join(changed)}){why}; "
                 "use a new --out, or delete the folder to rebuild"
             )
         return
