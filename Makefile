@@ -25,7 +25,8 @@ lint: $(STAMP)
 # The main job on the embedded default: scikit-image's photos, CPU, a few minutes.
 demo: $(STAMP)
 	$(PIX) shards build --images skimage --config configs/demo.yaml --out $(DEMO)/shards \
-		--crops-per-image 200 --shard-size 100
+		--crops-per-image 200 --shard-size 100 \
+		|| { echo "(an older demo's files are in $(DEMO)/: make clean-demo, then make demo)"; exit 1; }
 	$(PIX) shards verify $(DEMO)/shards
 	$(PIX) train --config configs/demo.yaml
 	$(PIX) evaluate --config configs/demo.yaml --ckpt $(DEMO)/checkpoints/last.ckpt \

@@ -99,7 +99,7 @@ def test_shards_of_another_simulator_version_are_not_resumed(shards, tmp_path, m
     out = tmp_path / "copy"
     shutil.copytree(shards, out)
     monkeypatch.setattr("pixperfect.shards.build.SIM_VERSION", 999)
-    with pytest.raises(ValueError, match="sim_version.*another version of the artifact simulator"):
+    with pytest.raises(ValueError, match=r"differs in: sim_version\) \(built by another version"):
         build(_spec(), out, progress=False)
     # Clean crops do not depend on the simulator: no version in their recipe.
     assert "sim_version" not in _spec(kind="clean").recipe()

@@ -261,8 +261,11 @@ def _check_plan(spec: BuildSpec, out: Path) -> None:
     if path.is_file():
         old = json.loads(path.read_text())
         if old.get("recipe_hash") != plan["recipe_hash"]:
+            # Compared as JSON, as stored: tuples in the config are lists on disk.
+            recipe = json.loads(json.dumps(plan["recipe"]))
+            before = old.get("recipe", {})
             changed = sorted(
-                k for k in plan["recipe"] if old.get("recipe", {}).get(k) != plan["recipe"][k]
+                k for k in recipe.keys() | before.keys() if before.get(k) != recipe.get(k)
             )
             why = (
                 " (built by another version of the artifact simulator, data_sim.SIM_VERSION)"
