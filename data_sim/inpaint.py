@@ -328,13 +328,14 @@ _MASK32 = 0xFFFFFFFF
 
 
 def _hash32(x: torch.Tensor) -> torch.Tensor:
-    """Integer mixing of int64 values holding 32-bit words (multipliers < 2**31: no overflow)."""
+    """Integer mixing of int64 values holding 32-bit words (multipliers < 2**31: no overflow).
+    Returns a new tensor; the steps after the first run in place (this is memory-bound)."""
     x = x & _MASK32
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _MASK32
-    x = x ^ (x >> 15)
-    x = (x * 0x2C1B3C6D) & _MASK32
-    x = x ^ (x >> 16)
+    x ^= x >> 16
+    x.mul_(0x7FEB352D).bitwise_and_(_MASK32)
+    x ^= x >> 15
+    x.mul_(0x2C1B3C6D).bitwise_and_(_MASK32)
+    x ^= x >> 16
     return x
 
 
@@ -348,11 +349,10 @@ def _hash_noise(seed: torch.Tensor, height: int, width: int, device: torch.devic
     ys = torch.arange(height, device=device, dtype=torch.int64).view(1, -1, 1)
     xs = torch.arange(width, device=device, dtype=torch.int64).view(1, 1, -1)
     base = _hash32(_hash32(seed) + ys * 0x01000193) + xs * 0x27D4EB2F
-    u1 = _hash32(base * 2 + 1).to(torch.float32)
-    u2 = _hash32(base * 2 + 2).to(torch.float32)
-    u1 = (u1 + 0.5) / 4294967296.0  # in (0, 1): log() stays finite
-    u2 = u2 / 4294967296.0
-    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)  # Box-Muller
+    base = base.mul_(2)
+    u1 = _hash32(base + 1).to(torch.float32).add_(0.5).div_(4294967296.0)  # (0, 1): log finite
+    u2 = _hash32(base.add_(2)).to(torch.float32).mul_(2.0 * math.pi / 4294967296.0)
+    z = u1.log_().mul_(-2.0).sqrt_().mul_(u2.cos_())  # Box-Muller
     return z.unsqueeze(1)
 
 
