@@ -17,9 +17,9 @@ with the batch so any sample can be explained and replayed.
 Only pixels where the compositing alpha is non-zero differ from the target: the refiner
 learns to fix the edit and to leave the user's photo, grain and JPEG blocks included, alone.
 
-The families take ``inplace=True`` on the tensors the simulator owns (each family's result
-after the content fill): on a CPU a fresh full-batch tensor costs page faults worth as much as
-the arithmetic, and a batch of 16 allocated ~100 MB per call before this.
+The families take ``inplace=True`` on the tensors the simulator owns (its clamped copy of the
+input, the content fill's result): on a CPU a fresh full-batch tensor costs page faults worth
+as much as the arithmetic, and a batch of 16 allocated ~100 MB per call before this.
 """
 
 from __future__ import annotations
