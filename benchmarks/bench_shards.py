@@ -23,9 +23,9 @@ from pathlib import Path
 
 import cv2
 import torch
+from timing import use_command_allocator
 from torch.utils.data import DataLoader, Dataset
 
-from pixperfect.allocator import keep_freed_memory
 from pixperfect.shards.build import BuildSpec, build
 from pixperfect.shards.format import decode_sample, to_float
 from pixperfect.shards.reader import training_stream
@@ -102,8 +102,7 @@ def main() -> int:
     parser.add_argument("--read-batches", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    # What the pixperfect command does (pixperfect.allocator): measure what users get.
-    allocator = "glibc keeps freed memory" if keep_freed_memory() else "default"
+    allocator = use_command_allocator()
     photos = sorted(p for p in Path(args.photos).glob("*") if p.suffix in {".png", ".jpg"})
     if not photos:
         print(f"no photos under {args.photos} (give --photos DIR)", file=sys.stderr)

@@ -17,10 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from timing import time_it
+from timing import time_it, use_command_allocator
 
 from data_sim.simulator import ArtifactSimulator, SimConfig
-from pixperfect.allocator import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ("colour", "content", "misalign", "texture")
@@ -47,8 +46,9 @@ def photos(batch: int, size: int, device: torch.device) -> torch.Tensor:
     return x.expand(batch, -1, -1, -1).contiguous().to(device)
 
 
-def slice_params(params: dict, i: int) -> dict:
-    return {f: {k: v[i : i + 1] for k, v in p.items()} for f, p in params.items()}
+def slice_params(params: dict, start: int, stop: int) -> dict:
+    """The parameters of samples ``start:stop`` of a batch's draw."""
+    return {f: {k: v[start:stop] for k, v in p.items()} for f, p in params.items()}
 
 
 def bench_recipes(sizes, batch, repeats, device, vae_dir) -> list[tuple]:
@@ -66,51 +66,25 @@ def bench_recipes(sizes, batch, repeats, device, vae_dir) -> list[tuple]:
     return rows
 
 
-def bench_loop(size: int, batch: int, draws: int, device: torch.device) -> tuple[float, float]:
-    """Median seconds of the batched call and of the per-sample loop, on the same images and
-    parameters. Each of ``draws`` parameter draws is warmed up, then timed batched and looped
-    back to back: noise from the host hits both alike, and no single lucky draw decides."""
+def bench_chunks(size: int, batch: int, draws: int, chunks: list[int]) -> list[float]:
+    """Median seconds of the full recipe over ``batch`` CPU images run in chunks of each size
+    (``batch``: the batched call, 1: the per-sample loop). Each parameter draw is warmed up and
+    timed at every chunk size back to back: noise from the host hits all alike, and no single
+    lucky draw decides."""
     sim = ArtifactSimulator(only(None))
+    device = torch.device("cpu")
     images = photos(batch, size, device)
-    batched, looped = [], []
+    times: list[list[float]] = [[] for _ in chunks]
     for seed in range(draws):
         params = sim.sample_params(batch, size, size, torch.Generator().manual_seed(seed))
-
-        def run_batched(params=params):
-            return sim.apply(images, params)
-
-        def run_loop(params=params):
-            return [sim.apply(images[i : i + 1], slice_params(params, i)) for i in range(batch)]
-
-        batched.append(time_it(run_batched, device, 1))
-        looped.append(time_it(run_loop, device, 1))
-    return statistics.median(batched), statistics.median(looped)
-
-
-def bench_chunks(size: int, batch: int, draws: int, chunks: list[int]) -> list[float]:
-    """Median seconds of the full recipe over ``batch`` images run in chunks of each size (1
-    is the per-sample loop, ``batch`` the batched call), same draws for every chunk size."""
-    sim = ArtifactSimulator(only(None))
-    images = photos(batch, size, torch.device("cpu"))
-    draws_params = [
-        sim.sample_params(batch, size, size, torch.Generator().manual_seed(seed))
-        for seed in range(draws)
-    ]
-    medians = []
-    for chunk in chunks:
-        times = []
-        for params in draws_params:
+        for column, chunk in zip(times, chunks, strict=True):
 
             def run(params=params, chunk=chunk):
                 for i in range(0, batch, chunk):
-                    part = {
-                        f: {k: v[i : i + chunk] for k, v in p.items()} for f, p in params.items()
-                    }
-                    sim.apply(images[i : i + chunk], part)
+                    sim.apply(images[i : i + chunk], slice_params(params, i, i + chunk))
 
-            times.append(time_it(run, torch.device("cpu"), 1))
-        medians.append(statistics.median(times))
-    return medians
+            column.append(time_it(run, device, 1))
+    return [statistics.median(column) for column in times]
 
 
 def bench_demo_step(repeats: int) -> tuple[float, float]:
@@ -156,8 +130,7 @@ def main() -> int:
     )
     parser.add_argument("--taesd", default=str(ROOT.parent / "shared" / "weights" / "taesd"))
     args = parser.parse_args()
-    # What the pixperfect command does (pixperfect.allocator): measure what users get.
-    allocator = "glibc keeps freed memory" if keep_freed_memory() else "default"
+    allocator = use_command_allocator()
     vae_dir = args.taesd if Path(args.taesd, "taef2_encoder.pth").is_file() else None
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 
@@ -180,17 +153,16 @@ def main() -> int:
     print(f"{'size':>6}{'batched ms':>12}{'loop ms':>10}{'speed-up':>10}")
     met, missed = [], []
     for size in args.sizes:
-        batched, looped = bench_loop(size, args.batch, args.draws, torch.device("cpu"))
+        batched, looped = bench_chunks(size, args.batch, args.draws, [args.batch, 1])
         (met if looped / batched >= 3 else missed).append(f"{size}")
         print(f"{size:>6}{batched * 1000:>12.0f}{looped * 1000:>10.0f}{looped / batched:>9.1f}x")
 
     if args.chunks:
-        sizes = [c for c in (args.batch, 8, 4, 2, 1) if c <= args.batch]
-        sizes = sorted(set(sizes), reverse=True)
+        chunks = sorted({c for c in (args.batch, 8, 4, 2, 1) if c <= args.batch}, reverse=True)
         print(f"\nthe batch of {args.batch} in chunks, ms (median of {args.draws} draws)")
-        print(f"{'size':>6}" + "".join(f"{f'chunk {c}':>10}" for c in sizes))
+        print(f"{'size':>6}" + "".join(f"{f'chunk {c}':>10}" for c in chunks))
         for size in args.sizes:
-            medians = bench_chunks(size, args.batch, args.draws, sizes)
+            medians = bench_chunks(size, args.batch, args.draws, chunks)
             print(f"{size:>6}" + "".join(f"{m * 1000:>10.0f}" for m in medians))
 
     if not args.loop_only:

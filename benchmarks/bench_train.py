@@ -38,9 +38,8 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from timing import sync, time_it
+from timing import sync, time_it, use_command_allocator
 
-from pixperfect.allocator import keep_freed_memory
 from pixperfect.config import PROJECT_ROOT, load_config
 from pixperfect.data.datamodule import build_datamodule
 from pixperfect.losses import (
@@ -427,8 +426,7 @@ def main() -> int:
     parser.add_argument("--skip-step", action="store_true", help="only the network table")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
-    # What the pixperfect command does (pixperfect.allocator): measure what users get.
-    allocator = "glibc keeps freed memory" if keep_freed_memory() else "default"
+    allocator = use_command_allocator()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available")

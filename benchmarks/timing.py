@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import torch
 
+from pixperfect.allocator import keep_freed_memory
+
 
 def sync(device: torch.device) -> None:
     """Wait for queued device work, so wall-clock times cover it (no-op on CPU)."""
@@ -28,3 +30,9 @@ def time_it(fn: Callable[[], object], device: torch.device, repeats: int) -> flo
         sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def use_command_allocator() -> str:
+    """Apply the ``pixperfect`` command's allocator setting (pixperfect.allocator), so a
+    benchmark measures what users get; returns a label for the table's header."""
+    return "glibc keeps freed memory" if keep_freed_memory() else "default"
