@@ -57,3 +57,33 @@ def test_cli_refuses_a_bad_key_before_launching(tmp_path, capsys):
     assert code == 2
     assert "optim.lrr" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing launched, nothing written
+
+
+def test_a_warm_up_as_long_as_the_run_is_refused_naming_the_terms_it_would_switch_off():
+    with pytest.raises(ConfigError, match=r"loss\.tone\.warmup_steps=1000 .*loss\.tone_l1"):
+        load_config(None, ["loss.tone.warmup_steps=1000", "trainer.max_steps=1000"])
+    with pytest.raises(ConfigError, match=r"gan\.warmup_steps=50 .*loss\.adversarial"):
+        load_config(
+            None, ["gan.warmup_steps=50", "trainer.max_steps=50", "loss.tone.warmup_steps=0"]
+        )
+    # On the defaults every term switches on inside the run.
+    cfg = load_config(None)
+    assert cfg.loss.tone.warmup_steps < cfg.trainer.max_steps
+    # A warm-up of switched-off terms is not a problem.
+    load_config(DEMO, ["loss.tone.warmup_steps=5000"])
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "16"])
+def test_float16_mixed_precision_is_refused_pointing_to_bf16(precision):
+    with pytest.raises(ConfigError, match="bf16-mixed"):
+        load_config(DEMO, [f"trainer.precision={precision}"])
+
+
+def test_model_width_defaults_to_each_architectures_own():
+    from pixperfect.models import build_refiner
+
+    cfg = OmegaConf.to_container(
+        load_config(DEMO, ["model.name=ffc", "model.base_channels=null"]).model
+    )
+    model = build_refiner(cfg.pop("name"), **cfg)
+    assert 38e6 <= sum(p.numel() for p in model.parameters()) <= 44e6

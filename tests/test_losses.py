@@ -50,7 +50,7 @@ def test_the_total_is_the_weighted_sum_of_the_terms(tiny_config):
 
 
 def test_discriminative_terms_wait_for_their_warm_up(tiny_config):
-    cfg = tiny_config(*OFF, "loss.tone_l1=1", "loss.tone.warmup_steps=10")
+    cfg = tiny_config(*OFF, "loss.tone_l1=1", "loss.tone.warmup_steps=10", "trainer.max_steps=20")
     pred, target = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
     assert "tone_l1" not in _terms(cfg, pred, target, step=9)
     late = _terms(cfg, pred, target, step=10)

@@ -60,7 +60,9 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "unet"
-    base_channels: int = 24
+    # Width of the first stage; null: the architecture's own (unet 24, ffc 64: the paper's
+    # ~40M-parameter refiner). A number applies to whichever architecture is named.
+    base_channels: int | None = None
     depth: int = 3  # down-samplings; the stride is 2**depth
     edit_margin: int = -1  # >= 0: corrections only within this many px of the mask
     colour_prior: str = "none"  # none | reinhard: start from ring colour transfer (README)
@@ -75,7 +77,9 @@ class ToneMapConfig:
     beta: tuple[float, float] = (20.0, 40.0)  # per-sample error amplification
     degree: int = 5  # of the per-channel polynomial tone curve
     samples_per_region: int = 4096  # fitting pixels drawn inside and outside the mask each
-    warmup_steps: int = 1000  # generator steps on RGB terms only before these switch on
+    # Generator steps on RGB terms only before these switch on; must be < trainer.max_steps
+    # while a tone_* weight is > 0 (refused otherwise: the terms would never switch on).
+    warmup_steps: int = 200
 
 
 @dataclass
@@ -247,7 +251,6 @@ def validate(cfg: DictConfig) -> None:
         "data.crop_size",
         "data.batch_size",
         "trainer.max_steps",
-        "model.base_channels",
         "model.depth",
         "eval.band_width",
         "eval.samples_per_image",
@@ -257,6 +260,10 @@ def validate(cfg: DictConfig) -> None:
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} must be > 0")
+    if cfg.model.base_channels is not None and cfg.model.base_channels <= 0:
+        raise ConfigError(f"model.base_channels={cfg.model.base_channels} must be > 0 (or null)")
+    _check_warmups(cfg)
+    _check_precision(cfg.trainer.precision)
     if cfg.model.ffc_blocks < 0 or not 0 < cfg.model.global_ratio < 1:
         raise ConfigError(
             f"model.ffc_blocks={cfg.model.ffc_blocks} must be >= 0 and model.global_ratio="
@@ -275,6 +282,37 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("data.source=shards needs data.shards=<folder with manifest.json>")
     if cfg.data.num_workers < 0:
         raise ConfigError(f"data.num_workers={cfg.data.num_workers} must be >= 0")
+
+
+def _check_warmups(cfg: DictConfig) -> None:
+    """A warm-up as long as the run would switch its terms off without a word: refuse it."""
+    max_steps = cfg.trainer.max_steps
+    groups = (
+        ("loss.tone.warmup_steps", ("tone_l1", "tone_mse", "tone_lpips", "tone_adversarial")),
+        ("gan.warmup_steps", ("adversarial", "tone_adversarial")),
+    )
+    for key, terms in groups:
+        warmup = OmegaConf.select(cfg, key)
+        on = [f"loss.{t}" for t in terms if cfg.loss[t] > 0]
+        if warmup < 0:
+            raise ConfigError(f"{key}={warmup} must be >= 0")
+        if on and warmup >= max_steps:
+            raise ConfigError(
+                f"{key}={warmup} >= trainer.max_steps={max_steps}: {', '.join(on)} would never "
+                f"switch on; lower {key} (e.g. {max_steps // 5}) or set those weights to 0"
+            )
+
+
+def _check_precision(precision: str) -> None:
+    # float16 needs a gradient scaler: Lightning's is bypassed by manual optimisation (the
+    # discriminator's Adam is stepped directly), so scaled gradients would be clipped and
+    # stepped as they are. bfloat16 has float32's range and needs no scaler.
+    if str(precision) in ("16", "16-mixed", "16-true", "half"):
+        raise ConfigError(
+            f"trainer.precision={precision!r} is not supported (float16 needs loss scaling, "
+            "which manual optimisation bypasses); use trainer.precision=bf16-mixed on GPUs "
+            "(Ampere or newer) or 32-true"
+        )
 
 
 def sim_config(cfg: DictConfig) -> SimConfig:

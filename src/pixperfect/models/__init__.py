@@ -22,9 +22,9 @@ def build_refiner(name: str, **kwargs) -> nn.Module:
     if name not in registry:
         raise ValueError(f"unknown model.name={name!r}; available: {', '.join(registry)}")
     # The config's model section holds every architecture's keys (validated there): each
-    # refiner takes the ones it knows.
+    # refiner takes the ones it knows; None (e.g. model.base_channels=null) means its default.
     accepted = inspect.signature(registry[name]).parameters
-    return registry[name](**{k: v for k, v in kwargs.items() if k in accepted})
+    return registry[name](**{k: v for k, v in kwargs.items() if k in accepted and v is not None})
 
 
 __all__ = [
