@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -332,3 +334,101 @@ def test_webp_shards_decode_to_the_pixels_written(tmp_path):
         assert a.pop("__key__") == b.pop("__key__")
         for key in a:
             assert torch.equal(a[key], b[key]), key
+
+
+def test_device_auto_resolves_here_and_the_recipe_records_the_kind(shards, tmp_path):
+    from pixperfect.shards.build import resolve_device
+
+    kind = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto") == kind and resolve_device("cpu") == "cpu"
+    summary = build(_spec(device="auto"), tmp_path, progress=False)
+    assert summary["device"] == kind and summary["seconds"] > 0
+    assert _manifest(tmp_path)["recipe"]["device"] == kind
+    if kind == "cpu":  # --device auto on a CPU machine is --device cpu, the default
+        assert _manifest(tmp_path) == _manifest(shards)
+    # Clean crops are made on the CPU whatever the device: no device in their recipe.
+    assert "device" not in _spec(kind="clean", device="cuda").recipe()
+    assert _spec(device="cuda").recipe_hash() != _spec().recipe_hash()
+
+
+def test_a_folder_begun_on_cuda_is_not_resumed_on_cpu(tmp_path):
+    from pixperfect.shards.build import _check_plan
+
+    _check_plan(_spec(device="cuda"), tmp_path)  # the plan a CUDA build writes first
+    assert json.loads((tmp_path / "plan.json").read_text())["recipe"]["device"] == "cuda"
+    with pytest.raises(ValueError) as refused:
+        build(_spec(), tmp_path, device="cpu", progress=False)
+    message = str(refused.value)
+    assert "built on cuda, this build runs on cpu" in message
+    assert "random noise differs between device kinds" in message
+    assert "--device cuda" in message and "new --out" in message
+    assert not list(tmp_path.glob("shard-*"))
+
+
+def test_a_plan_from_before_the_device_option_resumes_on_cpu(shards, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(shards, out)
+    plan = json.loads((out / "plan.json").read_text())
+    del plan["recipe"]["device"]  # as written before the recipe recorded the device
+    text = json.dumps(plan["recipe"], sort_keys=True, separators=(",", ":"))
+    plan["recipe_hash"] = hashlib.sha256(text.encode()).hexdigest()
+    (out / "plan.json").write_text(json.dumps(plan))
+    (out / shard_name(1)).unlink()
+    summary = build(_spec(), out, progress=False)
+    assert summary["built"] == 1 and summary["kept"] == 3
+    assert _manifest(out) == _manifest(shards)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_and_unknown_devices_are_refused(tmp_path, capsys):
+    from pixperfect.shards.build import resolve_device
+
+    with pytest.raises(ValueError, match=r"--device cuda: CUDA is not available.*--device cpu"):
+        build(_spec(), tmp_path, device="cuda", progress=False)
+    with pytest.raises(ValueError, match=r"--device 'tpu': choose one of auto, cpu, cuda"):
+        resolve_device("tpu")
+    assert not list(tmp_path.iterdir())
+    code = main(
+        ["shards", "build", "--images", str(require(TRAIN)), "--out", str(tmp_path / "o"),
+         "--device", "cuda"]
+    )  # fmt: skip
+    assert code == 2 and "--device cuda: CUDA is not available" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["shards", "build", "--images", "skimage", "--out", "o", "--device", "tpu"])
+    assert "invalid choice: 'tpu'" in capsys.readouterr().err
+
+
+def test_the_cli_takes_a_device_and_reports_samples_per_second(tmp_path, capsys):
+    photos = tmp_path / "photos.txt"
+    photos.write_text("\n".join(_photos(2)))
+    args = ["shards", "build", "--images", str(photos), "--size", "32", "--crops-per-image", "1"]
+    assert main([*args, "--shard-size", "2", "--device", "auto", "--out", str(tmp_path / "o")]) == 0
+    kind = "cuda" if torch.cuda.is_available() else "cpu"
+    out = capsys.readouterr().out
+    assert re.search(
+        rf"built 1 shard\(s\) \(2 samples\) in [\d.]+ s, [\d.]+ samples/s on {kind};", out
+    )
+    assert _manifest(tmp_path / "o")["recipe"]["device"] == kind
+
+
+def test_cuda_builds_run_deterministic_algorithms_and_restore_the_callers_setting(monkeypatch):
+    from pixperfect.shards.build import deterministic
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic("cpu"):
+        assert not torch.are_deterministic_algorithms_enabled()
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    try:
+        with deterministic("cuda"):  # switches settings only: no CUDA work is needed here
+            assert torch.are_deterministic_algorithms_enabled()
+            assert not torch.backends.cudnn.benchmark
+            assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert not torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        with deterministic("cuda"):
+            assert not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -9,7 +9,14 @@ import subprocess
 
 import pytest
 from assets import SHARED, require
-from slurm_cluster import ROOT, job_states, slurm_cluster_fixture, submit, wait_for  # noqa: F401
+from slurm_cluster import (  # noqa: F401
+    ROOT,
+    job_records,
+    job_states,
+    slurm_cluster_fixture,
+    submit,
+    wait_for,
+)
 
 PRECOMPUTE = ROOT / "slurm" / "precompute.sbatch"
 pytestmark = pytest.mark.slurm
@@ -50,7 +57,9 @@ def test_precompute_array_builds_disjoint_shards(slurm_cluster, tmp_path):
     out, logs = tmp_path / "shards", tmp_path / "logs"
     logs.mkdir()
 
-    # 4 photos x 2 crops / 4 per shard = 2 shards, one per array task.
+    # 4 photos x 2 crops / 4 per shard = 2 shards, one per array task. The script asks for a
+    # GPU and 8 CPUs by default; this cluster has neither, so the header's CPU variant
+    # (--gpus-per-task=0 ... --device cpu) with its one CPU per node.
     job = submit(
         PRECOMPUTE,
         images,
@@ -61,8 +70,16 @@ def test_precompute_array_builds_disjoint_shards(slurm_cluster, tmp_path):
         "64",
         "--shard-size",
         "4",
-        options=["--array=0-1", f"--output={logs}/precompute-%A_%a.log"],
+        "--device",
+        "cpu",
+        options=[
+            "--array=0-1",
+            "--gpus-per-task=0",
+            "--cpus-per-task=1",
+            f"--output={logs}/precompute-%A_%a.log",
+        ],
     )
+    assert job_records(job)[0].get("TresPerTask") == "gres:gpu:0"
     state = wait_for(job, timeout=300)
     task_logs = {i: logs / f"precompute-{job}_{i}.log" for i in (0, 1)}
     text = {i: p.read_text() if p.exists() else "(no log)" for i, p in task_logs.items()}
@@ -80,8 +97,10 @@ def test_precompute_array_builds_disjoint_shards(slurm_cluster, tmp_path):
 
     # Each task built exactly one shard and they ran as different tasks, so (with both
     # shards complete) each task built a different one; and one of them wrote the manifest.
+    assert manifest["recipe"]["device"] == "cpu"
     for i in (0, 1):
         assert f"_{i} " in text[i].splitlines()[0], text[i]
+        assert "--workers 1 --crops-per-image" in text[i], text[i]  # one per CPU of the task
         built = re.search(r"built (\d+) shard\(s\).*kept (\d+).* of (\d+) in all", text[i])
         assert built and built.groups() == ("1", "0", "2"), text[i]
     assert sum("manifest: " + str(out / "manifest.json") in t for t in text.values()) >= 1

@@ -132,9 +132,10 @@ def _simulate(args: argparse.Namespace) -> None:
 def _shards_build(args: argparse.Namespace) -> None:
     from omegaconf import OmegaConf
 
-    from pixperfect.shards.build import BuildSpec, build
+    from pixperfect.shards.build import BuildSpec, build, resolve_device
     from pixperfect.shards.sources import resolve_sources
 
+    device = resolve_device(args.device)  # refuse cuda without CUDA before reading photos
     cfg = load_config(args.config, args.overrides)
     spec = BuildSpec(
         sources=resolve_sources(args.images, list(cfg.data.holdout)),
@@ -146,11 +147,15 @@ def _shards_build(args: argparse.Namespace) -> None:
         image_format=args.format,
         small_images=cfg.data.small_images,
         sim=OmegaConf.to_container(cfg.sim, resolve=True) if args.kind == "artifact" else {},
+        device=device,
     )
     summary = build(spec, args.out, args.workers, args.task_index, args.num_tasks)
+    seconds, samples = summary["seconds"], summary["samples"]
+    rate = f"{samples / seconds:.1f} samples/s" if samples and seconds > 0 else "no samples"
     print(
-        f"{args.out}: built {summary['built']} shard(s) ({summary['samples']} samples), "
-        f"kept {summary['kept']} complete one(s), of {summary['num_shards']} in all"
+        f"{args.out}: built {summary['built']} shard(s) ({samples} samples) in {seconds:.1f} s, "
+        f"{rate} on {summary['device']}; kept {summary['kept']} complete one(s), "
+        f"of {summary['num_shards']} in all"
     )
     if summary["manifest"]:
         print(f"manifest: {summary['manifest']}")
@@ -306,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="default run.seed")
     p.add_argument("--format", default="png", choices=("png", "webp"), help="RGB encoding")
     p.add_argument("--workers", type=int, default=1, help="processes building shards")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=("auto", "cpu", "cuda"),
+        help="where artifacts are simulated (auto: cuda if available); part of the recipe",
+    )
     p.add_argument("--task-index", type=int, help="default: from SLURM_ARRAY_TASK_ID")
     p.add_argument("--num-tasks", type=int, help="default: SLURM_ARRAY_TASK_COUNT or 1")
     p.set_defaults(func=_shards_build)

@@ -12,6 +12,24 @@ array task, and always comes out byte-identical. That gives:
   ``ShardWriter`` writes straight to the final name, hence ``TarWriter`` per shard here);
 - SLURM arrays: task ``i`` of ``T`` builds shards ``i, i + T, ...``; whichever task finds
   every shard complete writes ``manifest.json``.
+
+Devices (``--device auto|cpu|cuda``; ``auto`` is cuda when ``torch.cuda.is_available()``):
+the parameters are always drawn on the CPU (per sample, seeded as above); each batch of
+``SIM_BATCH`` crops is simulated on the device, latent-codec round trip included, and comes
+back to the CPU for encoding (with ``--workers W`` each worker process does so on the same
+device). :func:`build` returns the device and the seconds it took, for benchmarks. The
+simulation's random noise is drawn on the images' device, so CPU and CUDA give different
+pixels: the device kind is part of an artifact shard's recipe (``device``) and a folder is
+never resumed on the other kind (clean shards simulate nothing and do not record it; plans
+written before the option existed count as cpu). On CUDA each shard is built with
+``torch.use_deterministic_algorithms(True)`` (the previous setting is restored afterwards,
+so a library caller keeps its own) and cuDNN's autotuner off, after
+``CUBLAS_WORKSPACE_CONFIG`` defaults to ``:4096:8`` (cuBLAS's deterministic workspace; the
+variable is read when cuBLAS starts, so a caller that ran CUDA work before should set it at
+start-up). That is meant to make a rerun on the same device kind, software and GPU model
+byte-identical (not yet checked on a GPU); shards from another GPU model or library version
+may differ, as may those of a caller that changed TF32 settings. ``--device cpu`` gives the
+same bytes as before the option existed.
 """
 
 from __future__ import annotations
@@ -22,8 +40,11 @@ import logging
 import math
 import os
 import sys
+import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -44,6 +65,7 @@ MANIFEST = "manifest.json"
 PLAN = "plan.json"
 SMALL_IMAGES = ("upscale", "skip")
 SIM_BATCH = 16  # samples simulated together; part of the recipe (noise draws depend on it)
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def shard_name(index: int) -> str:
@@ -63,6 +85,7 @@ class BuildSpec:
     image_format: str = "png"
     small_images: str = "upscale"
     sim: dict = field(default_factory=dict)  # SimConfig as a plain dict (artifact shards)
+    device: str = "cpu"  # the kind that simulates, cpu or cuda (resolve_device turns auto)
 
     def validate(self) -> None:
         if self.kind not in KINDS:
@@ -78,11 +101,18 @@ class BuildSpec:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
         if not self.sources:
             raise ValueError("no source images")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(
+                f"device {self.device!r}: a device kind, cpu or cuda (resolve_device turns "
+                "--device auto into one)"
+            )
 
     def recipe(self) -> dict:
         recipe = {**asdict(self), "sim_batch": SIM_BATCH, "format_version": 1}
         if self.kind == "artifact":  # clean crops do not depend on the simulator
             recipe["sim_version"] = SIM_VERSION
+        else:  # nor on the device: there is nothing to simulate
+            del recipe["device"]
         return recipe
 
     def recipe_hash(self) -> str:
@@ -104,6 +134,42 @@ class BuildSpec:
 
     def shard_samples(self, index: int) -> list[tuple[int, int]]:
         return self.samples()[index * self.shard_size : (index + 1) * self.shard_size]
+
+
+def resolve_device(device: str) -> str:
+    """``--device`` to the device kind that simulates: ``auto`` is cuda when CUDA is available,
+    else cpu; ``cuda`` without CUDA and unknown names are refused (ValueError)."""
+    if device not in DEVICES:
+        raise ValueError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "--device cuda: CUDA is not available here (torch.cuda.is_available() is False); "
+            "use --device cpu (or auto), or run on a machine with a GPU"
+        )
+    return device
+
+
+@contextmanager
+def deterministic(device: str) -> Iterator[None]:
+    """On cuda: deterministic algorithms and no cuDNN autotuning inside, the caller's settings
+    restored on exit; ``CUBLAS_WORKSPACE_CONFIG`` defaults to ``:4096:8`` (and stays set).
+    On cpu: nothing to do."""
+    if device != "cuda":
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    mode = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def load_source(source: str) -> torch.Tensor:
@@ -178,8 +244,15 @@ def _cat_params(parts: list[dict]) -> dict:
 
 
 def build_shard(spec: BuildSpec, index: int, out: Path) -> dict:
-    """Write shard ``index`` (tmp name, then rename) and its sidecar; return the sidecar."""
+    """Write shard ``index`` (tmp name, then rename) and its sidecar; return the sidecar.
+    Artifacts are simulated on ``spec.device`` (deterministically, see the module doc)."""
+    with deterministic(spec.device if spec.kind == "artifact" else "cpu"):
+        return _build_shard(spec, index, out)
+
+
+def _build_shard(spec: BuildSpec, index: int, out: Path) -> dict:
     simulator = ArtifactSimulator(sim_from_dict(spec.sim)) if spec.kind == "artifact" else None
+    device = torch.device(spec.device)
     partial = out / (shard_name(index) + ".partial")
     skipped: list[str] = []
     count = 0
@@ -203,7 +276,9 @@ def build_shard(spec: BuildSpec, index: int, out: Path) -> dict:
             else:
                 s = spec.size
                 params = _cat_params([simulator.sample_params(1, s, s, p[3]) for p in pending])
-                batch = simulator.apply(clean, params)
+                # Drawn on the CPU, simulated on the device, encoded on the CPU (no-ops on cpu).
+                batch = simulator.apply(clean.to(device), params)
+                batch = {k: v.cpu() for k, v in batch.items()}
             for i, (key, _, origin, _) in enumerate(pending):
                 meta = {"origin": origin}
                 if params is not None:
@@ -260,23 +335,35 @@ def _check_plan(spec: BuildSpec, out: Path) -> None:
     path = out / PLAN
     if path.is_file():
         old = json.loads(path.read_text())
-        if old.get("recipe_hash") != plan["recipe_hash"]:
-            # Compared as JSON, as stored: tuples in the config are lists on disk.
-            recipe = json.loads(json.dumps(plan["recipe"]))
-            before = old.get("recipe", {})
-            changed = sorted(
-                k for k in recipe.keys() | before.keys() if before.get(k) != recipe.get(k)
-            )
-            why = (
-                " (built by another version of the artifact simulator, data_sim.SIM_VERSION)"
-                if "sim_version" in changed
-                else ""
-            )
+        if old.get("recipe_hash") == plan["recipe_hash"]:
+            return
+        # Compared as JSON, as stored: tuples in the config are lists on disk.
+        recipe = json.loads(json.dumps(plan["recipe"]))
+        before = old.get("recipe", {})
+        if before.get("kind") == "artifact":
+            # Artifact plans written before the device was recorded were built on the CPU.
+            before = {"device": "cpu", **before}
+        changed = sorted(k for k in recipe.keys() | before.keys() if before.get(k) != recipe.get(k))
+        if not changed:  # such an old plan, same recipe otherwise
+            return
+        if "device" in changed and before.get("device") and recipe.get("device"):
+            others = [k for k in changed if k != "device"]
+            also = f" (the recipe also differs in: {', '.join(others)})" if others else ""
             raise ValueError(
-                f"{out} holds shards of another recipe (differs in: {', '.join(changed)}){why}; "
-                "use a new --out, or delete the folder to rebuild"
+                f"{out} holds shards built on {before['device']}, this build runs on "
+                f"{recipe['device']}: the simulation's random noise differs between device "
+                f"kinds; build on {before['device']} (--device {before['device']}) or use a "
+                f"new --out{also}"
             )
-        return
+        why = (
+            " (built by another version of the artifact simulator, data_sim.SIM_VERSION)"
+            if "sim_version" in changed
+            else ""
+        )
+        raise ValueError(
+            f"{out} holds shards of another recipe (differs in: {', '.join(changed)}){why}; "
+            "use a new --out, or delete the folder to rebuild"
+        )
     _atomic_write(path, json.dumps(plan, indent=1, sort_keys=True))
 
 
@@ -310,9 +397,17 @@ def build(
     task_index: int | None = None,
     num_tasks: int | None = None,
     progress: bool = True,
+    device: str | None = None,
 ) -> dict:
-    """Build this task's missing shards; returns a summary (built, kept, manifest path)."""
+    """Build this task's missing shards; returns a summary: built, kept, samples (built now),
+    manifest (path or None), num_shards, device (the kind that simulated; cpu for clean
+    shards) and seconds (wall time of building, for samples/s).
+
+    ``device`` (auto, cpu or cuda) overrides ``spec.device``; either is resolved here
+    (:func:`resolve_device`), so ``spec.device="auto"`` works too."""
+    spec = replace(spec, device=resolve_device(spec.device if device is None else device))
     spec.validate()
+    sim_device = spec.device if spec.kind == "artifact" else "cpu"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     task_index, num_tasks = _task_from_env(task_index, num_tasks)
@@ -322,15 +417,17 @@ def build(
     for i in todo:  # leftovers of a killed run of this task
         (out / (shard_name(i) + ".partial")).unlink(missing_ok=True)
     planned = sum(len(spec.shard_samples(i)) for i in todo)
+    task = f" {task_index + 1}/{num_tasks}" if num_tasks > 1 else ""
     bar = tqdm(
         total=planned,
         unit="sample",
-        desc=f"shards {task_index + 1}/{num_tasks}" if num_tasks > 1 else "shards",
+        desc=f"shards{task} on {sim_device}",
         disable=not progress,
         mininterval=0.5 if sys.stderr.isatty() else 10,
         dynamic_ncols=True,
     )
     records = []
+    start = time.perf_counter()
     with bar:
         if workers <= 1 or len(todo) <= 1:
             for i in todo:
@@ -347,6 +444,7 @@ def build(
                 except BaseException:
                     pool.shutdown(cancel_futures=True)
                     raise
+    seconds = time.perf_counter() - start
     skipped = [line for r in records for line in r["skipped"]]
     if skipped:
         log.warning("skipped %d sample(s):\n  %s", len(skipped), "\n  ".join(skipped[:20]))
@@ -357,4 +455,6 @@ def build(
         "samples": sum(r["samples"] for r in records),
         "manifest": manifest,
         "num_shards": spec.num_shards,
+        "device": sim_device,
+        "seconds": seconds,
     }
