@@ -8,6 +8,7 @@ pixperfect export   CKPT OUT [--raw]   (model.safetensors + config.yaml for --mo
 pixperfect simulate --images DIR --n 16 --out sheet.png [key=value ...]
 pixperfect shards build  --images DIR|LIST.txt|skimage --out OUT [--kind artifact|clean] ...
 pixperfect shards verify OUT
+pixperfect preflight --config configs/paper.yaml --nodes 2 --gpus-per-node 8 [key=value ...]
 pixperfect config   --config configs/demo.yaml [key=value ...]   (print the resolved config)
 """
 
@@ -171,6 +172,16 @@ def _shards_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _preflight(args: argparse.Namespace) -> int:
+    from pixperfect.preflight import preflight
+
+    report = preflight(
+        args.config, args.overrides, args.nodes, args.gpus_per_node, args.gpu_memory_gib
+    )
+    print(report.format())
+    return 0 if report.passed else 1
+
+
 def _config(args: argparse.Namespace) -> None:
     if args.defaults:
         print(defaults_yaml(), end="")
@@ -324,6 +335,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="shard folder")
     p.add_argument("--no-decode", action="store_true", help="checksums only, skip decoding")
     p.set_defaults(func=_shards_verify)
+
+    p = sub.add_parser(
+        "preflight",
+        help="check everything a training launch needs, before it holds an allocation",
+        description="Checks the config, the models (parameter counts), the LPIPS and codec "
+        "weights, the shards (enough for nodes x gpus-per-node ranks x data.num_workers), the "
+        "run directory, the disk room for checkpoints and the estimated memory per GPU. Exits "
+        "1 listing every problem with its fix. slurm/train.sbatch runs it before srun.",
+    )
+    _add_config_args(p)
+    p.add_argument("--nodes", type=int, default=1, help="nodes of the launch (default 1)")
+    p.add_argument(
+        "--gpus-per-node",
+        type=int,
+        default=1,
+        help="ranks per node: GPUs per node (on CPU: tasks per node); default 1",
+    )
+    p.add_argument(
+        "--gpu-memory-gib",
+        type=float,
+        help="memory of one GPU (default: the visible GPU's, else 80)",
+    )
+    p.set_defaults(func=_preflight)
 
     p = sub.add_parser("config", help="print the resolved config and exit")
     _add_config_args(p)

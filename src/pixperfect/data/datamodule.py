@@ -64,6 +64,12 @@ class ListDataset(Dataset):
         return self.samples[index]
 
 
+def pin_memory(trainer: L.Trainer | None) -> bool:
+    """Page-locked batches on CUDA: the copy to the GPU is then asynchronous (Lightning
+    moves batches with ``non_blocking=True``) and does not stall the step."""
+    return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+
 def heldout_photos(cfg: DictConfig) -> dict[str, torch.Tensor]:
     if cfg.data.val_images:
         return load_folder(cfg.data.val_images)
@@ -118,10 +124,15 @@ class PhotoDataModule(L.LightningDataModule):
             batch_size=d.batch_size,
             num_workers=d.num_workers,
             persistent_workers=d.num_workers > 0,
+            pin_memory=pin_memory(self.trainer),
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(ListDataset(self.val_samples), batch_size=self.cfg.data.batch_size)
+        return DataLoader(
+            ListDataset(self.val_samples),
+            batch_size=self.cfg.data.batch_size,
+            pin_memory=pin_memory(self.trainer),
+        )
 
 
 class ShardDataModule(L.LightningDataModule):
@@ -162,10 +173,15 @@ class ShardDataModule(L.LightningDataModule):
             batch_size=None,  # batched inside the pipeline, so the cap counts batches
             num_workers=d.num_workers,
             persistent_workers=d.num_workers > 0,  # the resampler's epoch counter lives on
+            pin_memory=pin_memory(self.trainer),
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(ListDataset(self.val_samples or []), batch_size=self.cfg.data.batch_size)
+        return DataLoader(
+            ListDataset(self.val_samples or []),
+            batch_size=self.cfg.data.batch_size,
+            pin_memory=pin_memory(self.trainer),
+        )
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
