@@ -21,10 +21,11 @@ README's cost estimate.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from pixperfect.losses import discriminator_loss
@@ -144,8 +145,24 @@ def _probe_step(
     return saved.bytes, flops.get_total_flops()
 
 
+_MEASURED: dict[str, StepCost] = {}
+
+
 def measure_step_cost(cfg: DictConfig, probe_size: int = 64) -> StepCost:
-    """FLOPs and memory of one training step of ``cfg`` (see the module docstring)."""
+    """FLOPs and memory of one training step of ``cfg`` (see the module docstring); measured
+    once per process for each set of the keys it depends on."""
+    keys = {k: OmegaConf.select(cfg, k) for k in _COST_KEYS}
+    key = json.dumps(OmegaConf.to_container(OmegaConf.create(keys)), sort_keys=True)
+    key += f"/{probe_size}"
+    if key not in _MEASURED:
+        _MEASURED[key] = _measure(cfg, probe_size)
+    return _MEASURED[key]
+
+
+_COST_KEYS = ("model", "loss", "gan", "optim.ema_decay", "trainer.precision", "data.crop_size")
+
+
+def _measure(cfg: DictConfig, probe_size: int) -> StepCost:
     cfg = copy.deepcopy(cfg)
     lpips = cfg.loss.lpips > 0 or cfg.loss.tone_lpips > 0
     if lpips and lpips_files(cfg.loss.lpips_net, cfg.loss.lpips_weights).missing_message():

@@ -142,6 +142,41 @@ def cluster_plugins() -> list:
     return [SLURMEnvironment(auto_requeue=False)]
 
 
+def bound_devices(tasks_per_node: int, visible: int) -> list[int]:
+    """The CUDA index each local rank uses when SLURM binds GPUs to tasks.
+
+    With ``--gpus-per-node=G`` every task sees the node's G GPUs and local rank i uses GPU i.
+    With ``--gpus-per-task=1`` (or ``--gpu-bind``) every task sees only its own GPU(s), which
+    it calls ``cuda:0``...; local rank i then uses ``i % visible``: with one GPU per task
+    that is cuda:0 in every task, with tasks bound in groups it is each group's own."""
+    return [i % visible for i in range(tasks_per_node)]
+
+
+def device_plan(t: DictConfig) -> tuple[object, object]:
+    """``(devices, strategy)`` for the Trainer. Lightning maps local rank i to GPU i of the
+    GPUs its process sees (Lightning issue #16828), which fails when SLURM binds GPUs to
+    tasks; then the DDP strategy gets the devices of :func:`bound_devices` instead."""
+    import torch
+
+    tasks = t.devices if isinstance(t.devices, int) else 0
+    gpu = str(t.accelerator) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    if not (SLURMEnvironment.detect() and gpu and tasks > 1):
+        return t.devices, t.strategy
+    visible = torch.cuda.device_count()
+    if visible >= tasks:
+        return t.devices, t.strategy
+    if str(t.strategy) not in ("auto", "ddp"):
+        raise ValueError(
+            f"each SLURM task sees {visible} GPU(s) for {tasks} tasks per node: "
+            f"trainer.strategy={t.strategy} cannot be bound per task; use ddp"
+        )
+    from lightning.pytorch.strategies import DDPStrategy
+
+    devices = [torch.device("cuda", i) for i in bound_devices(tasks, visible)]
+    log.info("GPUs bound to tasks (%d visible per task): local ranks use %s", visible, devices)
+    return 1, DDPStrategy(parallel_devices=devices)
+
+
 def next_hpc_path(directory: Path) -> Path:
     """``hpc_ckpt_<N+1>.ckpt`` after the highest N in ``directory`` (Lightning's naming)."""
     versions = [
@@ -233,13 +268,14 @@ class Preemption(Callback):
 def build_trainer(cfg: DictConfig, directory: Path) -> L.Trainer:
     t = cfg.trainer
     checkpoints = directory / "checkpoints"
+    devices, strategy = device_plan(t)
     return L.Trainer(
         default_root_dir=directory,
         max_steps=t.max_steps,
         accelerator=t.accelerator,
-        devices=t.devices,
+        devices=devices,
         num_nodes=t.num_nodes,
-        strategy=t.strategy,
+        strategy=strategy,
         precision=t.precision,
         plugins=cluster_plugins(),
         logger=TensorBoardLogger(str(directory), name="tb", version=""),
