@@ -1,8 +1,15 @@
 """Run one training step of G and D (with R1) and save every gradient, for
-tests/test_ddp_gradients.py. ``python ddp_gradient_worker.py OUT DEVICES``: with 2 devices
-Lightning's DDP launcher starts rank 1 as a copy of this command (gloo on CPU); each rank
-trains on its share of the same 4 samples, so the synced gradients must equal those of one
-process on all 4."""
+tests/test_ddp_gradients.py. ``python ddp_gradient_worker.py OUT DEVICES LPIPS_WEIGHTS``: with
+2 devices Lightning's DDP launcher starts rank 1 as a copy of this command (gloo on CPU); each
+rank trains on its share of the same 4 samples, so the synced gradients must equal those of
+one process on all 4.
+
+Every term that draws random numbers per sample is on: the tone-space L1, LPIPS and
+adversarial terms (random betas and fitting pixels) and instance noise on every D input
+(G's adversarial terms, D's reals and fakes in both spaces, R1). The step's draws are made
+for the global batch and each rank keeps its rows, so they match the single process's only
+if that slicing is right. LPIPS_WEIGHTS holds random AlexNet features staged as the backbone
+file: the wiring is exercised, the values are not LPIPS and are never reported as such."""
 
 from __future__ import annotations
 
@@ -24,14 +31,16 @@ OVERRIDES = [
     "loss.mse=0",
     "loss.lpips=0",
     "loss.adversarial=1",
-    "loss.tone_l1=0",  # per-sample random fits draw differently per rank: off here
-    "loss.tone_lpips=0",
-    "loss.tone_adversarial=0",
+    "loss.tone_l1=64",  # per-sample random betas and fitting pixels
+    "loss.tone_lpips=5",
+    "loss.tone_adversarial=1",
+    "loss.tone.warmup_steps=0",  # the tone space in this very step
+    "loss.tone.samples_per_region=64",
     "gan.base_channels=4",
     "gan.n_down=2",
     "gan.r1_every=1",  # R1 in this very step
     "gan.r1_gamma=1.0",
-    "gan.instance_noise=0",
+    "gan.instance_noise=0.05",  # per-sample noise on every D input, R1's included
     "optim.grad_clip=0",  # raw gradients, not clipped ones
     "optim.ema_decay=0",
     "trainer.max_steps=1",
@@ -45,15 +54,42 @@ class SaveGradients(L.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
         torch.save(
-            {"grads": grads, "world_size": trainer.world_size, "batch": batch["target"].shape[0]},
+            {
+                "grads": grads,
+                "world_size": trainer.world_size,
+                "batch": batch["target"].shape[0],
+                "logged": sorted(trainer.callback_metrics),  # which terms were computed
+            },
             self.out / f"rank{trainer.global_rank}.pt",
         )
 
 
-def main(out: Path, devices: int) -> None:
+class ContiguousShares(L.LightningDataModule):
+    """Rank r of w trains on samples r * n / w ... (r + 1) * n / w, in order: the rows of
+    the global batch (all n samples, the single process's batch) that the step's random
+    draws give rank r. (Lightning's DistributedSampler would deal the samples otherwise.)"""
+
+    def __init__(self, samples: list[dict]) -> None:
+        super().__init__()
+        self.samples = samples
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        share = len(self.samples) // world
+        mine = self.samples[rank * share : (rank + 1) * share]
+        return torch.utils.data.DataLoader(mine, batch_size=share, shuffle=False)
+
+
+def main(out: Path, devices: int, lpips_weights: Path) -> None:
     cfg = load_config(
         ROOT / "configs" / "demo.yaml",
-        [*TINY, *OVERRIDES, f"run.root={out}", "run.name=grads"],
+        [
+            *TINY,
+            *OVERRIDES,
+            f"loss.lpips_weights={lpips_weights}",
+            f"run.root={out}",
+            "run.name=grads",
+        ],
     )
     torch.manual_seed(0)  # the same initial G and D in every process
     module = RefinerModule(OmegaConf.to_container(cfg, resolve=True))
@@ -75,11 +111,11 @@ def main(out: Path, devices: int) -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        use_distributed_sampler=False,  # ContiguousShares deals the samples
         callbacks=[SaveGradients(out)],
     )
-    loader = torch.utils.data.DataLoader(samples, batch_size=4 // devices, shuffle=False)
-    trainer.fit(module, loader)
+    trainer.fit(module, datamodule=ContiguousShares(samples))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]))
+    main(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))

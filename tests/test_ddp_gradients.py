@@ -1,6 +1,11 @@
 """DDP over gloo syncs both networks: two processes on halves of a batch produce the
 gradients one process computes on the whole batch, for G (synced by DDP) and for D with its
-R1 penalty (outside DDP's reducer, averaged by the module)."""
+R1 penalty (outside DDP's reducer, averaged by the module).
+
+With the terms that draw per-sample random numbers on (the tone-space L1, LPIPS and
+adversarial terms, instance noise on every D input): the step's draws are made for the
+global batch on every rank and each rank keeps its own rows, so they match the single
+process's draws only when that slicing is right."""
 
 from __future__ import annotations
 
@@ -15,12 +20,23 @@ import torch
 WORKER = Path(__file__).parent / "ddp_gradient_worker.py"
 
 
-def _run(out: Path, devices: int) -> list[dict]:
+def _stage_lpips_weights(folder: Path) -> Path:
+    """Random AlexNet features staged as the LPIPS backbone file: the wiring is exercised,
+    the values are not LPIPS and are never reported as such."""
+    from torchvision.models import alexnet
+
+    folder.mkdir()
+    state = {k: v for k, v in alexnet().state_dict().items() if k.startswith("features.")}
+    torch.save(state, folder / "alexnet-owt-7be5be79.pth")
+    return folder
+
+
+def _run(out: Path, devices: int, lpips_weights: Path) -> list[dict]:
     out.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     result = subprocess.run(
-        [sys.executable, str(WORKER), str(out), str(devices)],
+        [sys.executable, str(WORKER), str(out), str(devices), str(lpips_weights)],
         capture_output=True,
         text=True,
         env=env,
@@ -32,10 +48,14 @@ def _run(out: Path, devices: int) -> list[dict]:
 
 @pytest.mark.slow
 def test_two_gloo_ranks_give_the_single_process_gradients_of_g_and_d_with_r1(tmp_path):
-    (single,) = _run(tmp_path / "one", 1)
-    ranks = _run(tmp_path / "two", 2)
+    weights = _stage_lpips_weights(tmp_path / "lpips_weights")
+    (single,) = _run(tmp_path / "one", 1, weights)
+    ranks = _run(tmp_path / "two", 2, weights)
     assert [r["world_size"] for r in ranks] == [2, 2] and single["world_size"] == 1
     assert [r["batch"] for r in ranks] == [2, 2] and single["batch"] == 4
+    random_terms = {"train/tone_l1", "train/tone_lpips", "train/tone_adversarial", "d/r1"}
+    for run in (single, *ranks):
+        assert random_terms <= set(run["logged"])
     names = set(single["grads"])
     assert any(n.startswith("generator.") for n in names)
     assert any(n.startswith("discriminator.") for n in names)

@@ -12,6 +12,10 @@ ignored: calling it fake would ask D to separate identical pixels and push G to 
 background, while labelling it real gives D real examples in exactly the context of each
 fake. Reals are real everywhere. Every term is a mean over all logit positions of the batch,
 so ``DiscriminatorLoss.loss == real + fake + fake_background``.
+
+Instance noise is drawn per sample from integer seeds (:mod:`pixperfect.losses.randomness`):
+under DDP, pass ``rank`` and ``world`` and each noise draw is one draw of seeds for the global
+batch, of which the rank expands its own rows, so a sample's noise does not depend on the split.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from pixperfect.losses.randomness import hash_normal, sample_seeds
 
 Discriminator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -35,18 +41,25 @@ class DiscriminatorLoss(NamedTuple):
 
 
 def add_instance_noise(
-    x: torch.Tensor, sigma: float, generator: torch.Generator | None = None
+    x: torch.Tensor,
+    sigma: float,
+    generator: torch.Generator | None = None,
+    *,
+    rank: int = 0,
+    world: int = 1,
 ) -> torch.Tensor:
     """x + N(0, sigma^2) noise; x itself when sigma is 0 (no random numbers drawn).
 
-    The noise is drawn on the generator's device (pass one on the images' device to avoid a
-    host-to-device copy of a full image batch), or from the global RNG on x's device.
+    Draws one seed per sample of the global batch of ``world * B`` (rows ``rank * B ...`` are
+    x's), from the generator or else the global RNG on x's device, and expands x's seeds into
+    noise on x's device with a counter-based hash: only B seeds move between devices, and a
+    sample's noise depends on its seed alone, not on the rest of the batch.
     """
     if sigma <= 0:
         return x
-    device = generator.device if generator is not None else x.device
-    noise = torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32)
-    return x + sigma * noise.to(x.device, x.dtype)
+    seeds = sample_seeds(x.shape[0], generator, rank=rank, world=world, device=x.device)
+    noise = hash_normal(seeds.to(x.device), tuple(x.shape[1:]))
+    return x + sigma * noise.to(x.dtype)
 
 
 @torch.no_grad()
@@ -102,10 +115,13 @@ def discriminator_loss(
     band: int = 8,
     noise_sigma: float = 0.0,
     generator: torch.Generator | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> DiscriminatorLoss:
-    """One D step's loss. ``fake`` is detached here: the D step must not reach G."""
-    real = add_instance_noise(real, noise_sigma, generator)
-    fake = add_instance_noise(fake.detach(), noise_sigma, generator)
+    """One D step's loss. ``fake`` is detached here: the D step must not reach G. Noise on the
+    reals is drawn first, then on the fakes (``rank``, ``world``: :func:`add_instance_noise`)."""
+    real = add_instance_noise(real, noise_sigma, generator, rank=rank, world=world)
+    fake = add_instance_noise(fake.detach(), noise_sigma, generator, rank=rank, world=world)
     real_logits = discriminator(real, mask)
     fake_logits = discriminator(fake, mask)
     labels = fake_region(mask, tuple(fake_logits.shape[2:]), band)
@@ -119,9 +135,12 @@ def generator_loss(
     *,
     noise_sigma: float = 0.0,
     generator: torch.Generator | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(the G step's adversarial loss, detached fake logits for logging)."""
-    fake_logits = discriminator(add_instance_noise(fake, noise_sigma, generator), mask)
+    noisy = add_instance_noise(fake, noise_sigma, generator, rank=rank, world=world)
+    fake_logits = discriminator(noisy, mask)
     return generator_loss_terms(fake_logits), fake_logits.detach()
 
 
@@ -139,6 +158,8 @@ def r1_penalty(
     every: int = 1,
     noise_sigma: float = 0.0,
     generator: torch.Generator | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> torch.Tensor:
     """Lazy R1: ``every * gamma / 2 * E_b ||d sum(D(x_b)) / d x_b||^2`` on reals.
 
@@ -148,7 +169,9 @@ def r1_penalty(
     ``create_graph=True`` so the penalty trains D.
     """
     with torch.autocast(device_type=real.device.type, enabled=False):
-        x = add_instance_noise(real.detach().float(), noise_sigma, generator)
+        x = add_instance_noise(
+            real.detach().float(), noise_sigma, generator, rank=rank, world=world
+        )
         x = x.detach().requires_grad_(True)
         logits = discriminator(x, mask.float()).float()
         # materialize_grads: a D that ignores its input has zero gradient, not an error.

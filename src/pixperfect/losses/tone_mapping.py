@@ -17,13 +17,19 @@ region gives f ~ identity instead of a collapsed curve; centring on [-1, 1] keep
 Vandermonde matrix well conditioned.
 
 Randomness (betas, then the sampled pixels) comes only from the ``torch.Generator`` passed in,
-so a step is reproducible from its seed whatever device the images live on.
+so a step is reproducible from its seed whatever device the images live on. Under DDP, pass
+``rank`` and ``world``: each draw is made for the global batch and the rank keeps its rows
+(:mod:`pixperfect.losses.randomness`), so a sample's curve does not depend on the split. These
+draws are small (the fitting uniforms, 2 x ``samples_per_region`` float64 per sample, are 64 KB
+a sample at the default 4096), so they are drawn at the global shape and sliced.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from pixperfect.losses.randomness import rank_rows
 
 DEFAULT_BETA_RANGE = (20.0, 40.0)
 DEFAULT_DEGREE = 5  # the paper says 5 in one place and 6 in another (METHOD section 3)
@@ -43,10 +49,17 @@ def sample_betas(
     batch: int,
     generator: torch.Generator,
     beta_range: tuple[float, float] = DEFAULT_BETA_RANGE,
+    *,
+    rank: int = 0,
+    world: int = 1,
 ) -> torch.Tensor:
-    """(B,) amplification factors drawn uniformly from ``beta_range``, on the generator's device."""
+    """(B,) amplification factors drawn uniformly from ``beta_range``, on the generator's device:
+    ``rank``'s rows of a draw for the global batch of ``world * batch``."""
     lo, hi = beta_range
-    u = torch.rand(batch, generator=generator, device=generator.device, dtype=torch.float64)
+    rows = rank_rows(batch, rank, world)
+    u = torch.rand(
+        world * batch, generator=generator, device=generator.device, dtype=torch.float64
+    )[rows]
     return lo + (hi - lo) * u
 
 
@@ -81,6 +94,8 @@ def fit_tone_curves(
     degree: int = DEFAULT_DEGREE,
     samples_per_region: int = DEFAULT_SAMPLES,
     ridge: float = DEFAULT_RIDGE,
+    rank: int = 0,
+    world: int = 1,
 ) -> torch.Tensor:
     """Detached coefficients (B, C, degree + 1) of ``g`` in ``f(v) = v + sum_d q_d (2v - 1)^d``.
 
@@ -88,19 +103,21 @@ def fit_tone_curves(
     ``samples_per_region`` pixels are drawn inside and as many outside the mask (the same pixel
     positions for every channel) so a small edit is not drowned by its background; an empty
     region (mask all zeros or all ones) simply contributes nothing. All samples of a batch are
-    solved at once from ridge-regularised normal equations.
+    solved at once from ridge-regularised normal equations. The fitting pixels are ``rank``'s
+    rows of a draw for the global batch of ``world * B``.
     """
     if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2:] != pred.shape[2:]:
         raise ValueError(f"mask must be (B, 1, H, W) matching pred; got {tuple(mask.shape)}")
     batch, channels = pred.shape[:2]
     dtype = _fit_dtype(pred.device)
+    rows = rank_rows(batch, rank, world)
     with torch.autocast(device_type=pred.device.type, enabled=False):
         u = torch.rand(
-            (batch, 2, samples_per_region),
+            (world * batch, 2, samples_per_region),
             generator=generator,
             device=generator.device,
             dtype=torch.float64,
-        ).to(pred.device)
+        )[rows].to(pred.device)
         inside = (mask > 0.5).flatten(1)
         idx_in, has_in = _sample_region(inside, u[:, 0])
         idx_out, has_out = _sample_region(~inside, u[:, 1])
@@ -153,14 +170,17 @@ def discriminative_tone_map(
     samples_per_region: int = DEFAULT_SAMPLES,
     ridge: float = DEFAULT_RIDGE,
     clamp: tuple[float, float] = DEFAULT_CLAMP,
+    rank: int = 0,
+    world: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(f(pred), f(gt)) in float32, clamped to ``clamp``: images in the discriminative space.
 
     Draws B betas, then the fitting pixels, from ``generator`` (any device; a CPU generator
     makes the draws identical on every device). Gradients reach ``pred`` through f(pred) only;
-    the curve itself is a constant of the step.
+    the curve itself is a constant of the step. Under DDP, ``rank`` and ``world`` make every
+    draw one for the global batch, of which this rank keeps its rows.
     """
-    beta = sample_betas(pred.shape[0], generator, beta_range)
+    beta = sample_betas(pred.shape[0], generator, beta_range, rank=rank, world=world)
     coeffs = fit_tone_curves(
         pred,
         gt,
@@ -170,6 +190,8 @@ def discriminative_tone_map(
         degree=degree,
         samples_per_region=samples_per_region,
         ridge=ridge,
+        rank=rank,
+        world=world,
     )
     lo, hi = clamp
     return (
@@ -206,6 +228,9 @@ class DiscriminativeToneMap(nn.Module):
         gt: torch.Tensor,
         mask: torch.Tensor,
         generator: torch.Generator,
+        *,
+        rank: int = 0,
+        world: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return discriminative_tone_map(
             pred,
@@ -217,6 +242,8 @@ class DiscriminativeToneMap(nn.Module):
             samples_per_region=self.samples_per_region,
             ridge=self.ridge,
             clamp=self.clamp,
+            rank=rank,
+            world=world,
         )
 
     def extra_repr(self) -> str:

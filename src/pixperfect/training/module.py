@@ -146,17 +146,21 @@ class RefinerModule(L.LightningModule):
         batch = self.with_artifacts(to_float(batch))
         self.log("time/simulation_s", time.perf_counter() - start)
         step = self.global_step
-        # One generator per step on the device: tone-curve fits and instance noise.
+        # One generator per step on the device for the tone-curve fits and instance noise,
+        # seeded the same on every rank (-1: no rank): each draw is made for the global batch
+        # and this rank keeps its rows (rank, world below), so the draws do not depend on
+        # how the batch is split (pixperfect.losses.randomness).
         generator = torch.Generator(device=self.device).manual_seed(
-            derive_seed(self.cfg.run.seed, step, self.global_rank, 1)
+            derive_seed(self.cfg.run.seed, step, -1, 1)
         )
+        shard = {"rank": self.global_rank, "world": self.trainer.world_size}
         self._stepped = False
         g_opt = self.optimizers()
         target, mask = batch["target"], batch["mask"]
         d = self.discriminator
         refined = self(batch["composite"], mask)
         terms, extras = self.objective.generator_terms(
-            refined.float(), target, mask, step, generator, d
+            refined.float(), target, mask, step, generator, d, **shard
         )
         if not self._all_finite(terms["loss"]):
             g_opt.zero_grad()
@@ -197,8 +201,18 @@ class RefinerModule(L.LightningModule):
     ) -> None:
         g, d = self.cfg.gan, self.discriminator
         target, mask = batch["target"], batch["mask"]
+        # Noise draws for the global batch, in the same order on every rank: real, fake,
+        # tone-mapped real, tone-mapped fake, R1's real.
+        shard = {"rank": self.global_rank, "world": self.trainer.world_size}
         parts = discriminator_loss(
-            d, target, refined, mask, band=g.band, noise_sigma=g.instance_noise, generator=generator
+            d,
+            target,
+            refined,
+            mask,
+            band=g.band,
+            noise_sigma=g.instance_noise,
+            generator=generator,
+            **shard,
         )
         loss = parts.loss.float()
         if self.objective.weights["tone_adversarial"] and "tone_pred" in extras:
@@ -211,6 +225,7 @@ class RefinerModule(L.LightningModule):
                 band=g.band,
                 noise_sigma=g.instance_noise,
                 generator=generator,
+                **shard,
             )
             loss = loss + tone.loss.float()
         if r1_due(self._d_steps, g.r1_every) and g.r1_gamma > 0:
@@ -222,6 +237,7 @@ class RefinerModule(L.LightningModule):
                 every=g.r1_every,
                 noise_sigma=g.instance_noise,
                 generator=generator,
+                **shard,
             )
             self.log("d/r1", r1.detach())
             loss = loss + r1

@@ -89,16 +89,23 @@ class Objective:
         step: int,
         generator: torch.Generator,
         discriminator: Callable | None = None,
+        *,
+        rank: int = 0,
+        world: int = 1,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(loss terms by name plus their weighted float32 sum ``loss``, extras to log:
-        fake logits, and the tone-mapped images when that space is active)."""
+        fake logits, and the tone-mapped images when that space is active).
+
+        Under DDP, ``rank`` and ``world`` (with a ``generator`` seeded the same on every rank)
+        make each random draw one for the global batch, of which this rank keeps its rows."""
         active = self.active(step)
         terms = self._pixel_terms("", refined, target, active)
         extras: dict[str, torch.Tensor] = {}
         noise = self.gan.instance_noise
+        shard = {"rank": rank, "world": world}
         if "adversarial" in active and discriminator is not None:
             terms["adversarial"], logits = generator_loss(
-                discriminator, refined, mask, noise_sigma=noise, generator=generator
+                discriminator, refined, mask, noise_sigma=noise, generator=generator, **shard
             )
             extras["fake_logits"] = logits
         if any(name.startswith("tone_") for name in active):
@@ -113,12 +120,18 @@ class Objective:
                     beta_range=tuple(c.beta),
                     degree=c.degree,
                     samples_per_region=c.samples_per_region,
+                    **shard,
                 )
             extras["tone_pred"], extras["tone_target"] = mapped_pred.detach(), mapped_gt
             terms.update(self._pixel_terms("tone_", mapped_pred, mapped_gt, active))
             if "tone_adversarial" in active and discriminator is not None:
                 terms["tone_adversarial"], _ = generator_loss(
-                    discriminator, mapped_pred, mask, noise_sigma=noise, generator=generator
+                    discriminator,
+                    mapped_pred,
+                    mask,
+                    noise_sigma=noise,
+                    generator=generator,
+                    **shard,
                 )
         # The sum in float32 whatever the networks ran in (bf16 autocast).
         terms["loss"] = sum(active[name] * value.float() for name, value in terms.items())
