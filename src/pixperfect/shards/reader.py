@@ -192,12 +192,13 @@ def check_enough_shards(folder: str | Path, workers: int, world_size: int) -> di
 
 
 def preview(folder: str | Path, n: int = 8) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The first ``n`` samples of the first shard, stacked, with a caption per sample
-    (the stored simulation parameters, described as the simulator would)."""
+    """The first ``n`` samples of the shards (in manifest order; empty shards, e.g. of
+    unreadable photos, are passed over), stacked, with a caption per sample (the stored
+    simulation parameters, described as the simulator would)."""
     from data_sim.simulator import describe
 
     manifest = read_manifest(folder)
-    pipeline = wds.DataPipeline(wds.SimpleShardList(manifest["urls"][:1]), wds.tarfile_to_samples())
+    pipeline = wds.DataPipeline(wds.SimpleShardList(manifest["urls"]), wds.tarfile_to_samples())
     samples, captions = [], []
     for record in pipeline:
         samples.append(decode_sample(record, manifest["kind"]))
@@ -212,5 +213,7 @@ def preview(folder: str | Path, n: int = 8) -> tuple[dict[str, torch.Tensor], li
         captions.append(caption)
         if len(samples) == n:
             break
+    if not samples:
+        raise ValueError(f"{folder}: no samples in any shard (manifest.json lists the skipped)")
     batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
     return batch, captions
