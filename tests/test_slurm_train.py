@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from assets import TAESD_DIR, require
 from conftest import TINY
 from slurm_cluster import (  # noqa: F401
     ROOT,
@@ -41,6 +42,81 @@ def _logged_steps(event_file: Path) -> list[int]:
     return [e.step for e in acc.Scalars("train/loss")]
 
 
+def _preempt_requeue_and_finish(job: str, first: Path, log_path: Path) -> str:
+    """Wait for checkpoint ``first`` (both ranks train), preempt the job with SIGUSR1, start
+    its requeued copy at once and wait for it to complete; returns the job's log."""
+    # Without --batch (or --full) scancel signals the job's steps, i.e. every training
+    # process, as `#SBATCH --signal=USR1@N` does before the time limit.
+    deadline = time.monotonic() + 240
+    while not first.exists():
+        state = _record(job)["JobState"]
+        assert state in {"PENDING", "RUNNING"}, f"{state}\n{_read(log_path)}"
+        assert time.monotonic() < deadline, f"no {first.name} in 240 s\n{_read(log_path)}"
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR1", job], check=True, timeout=30)
+
+    # Requeued: SLURM holds it PENDING (BeginTime) for a few seconds; start it now.
+    deadline = time.monotonic() + 120
+    while True:
+        record = _record(job)
+        if int(record.get("Restarts", 0)) >= 1 and record["JobState"] == "PENDING":
+            start_now(job)
+            break
+        if int(record.get("Restarts", 0)) >= 1 and record["JobState"] == "RUNNING":
+            break  # it started on its own already
+        assert record["JobState"] in {"RUNNING", "COMPLETING", "REQUEUED", "PENDING"}, (
+            f"{record['JobState']}\n{_read(log_path)}"
+        )
+        assert time.monotonic() < deadline, f"not requeued in 120 s\n{_read(log_path)}"
+        time.sleep(0.5)
+
+    state = wait_for(job, timeout=420)
+    log = _read(log_path)
+    assert state == "COMPLETED", log[-6000:]
+    return log
+
+
+def _assert_resumed_where_preempted(job: str, log: str, directory: Path, max_steps: int) -> int:
+    """Two starts of one job, both DDP over gloo with a rank per node; every rank stopped at
+    the same step and the second start went on from it to ``max_steps``. Returns that step."""
+    # Two starts of one job in one log (--open-mode=append), the second SLURM_RESTART_COUNT=1.
+    assert _record(job)["Restarts"] == "1"
+    assert "start 0 (SLURM_RESTART_COUNT)" in log and "start 1 (SLURM_RESTART_COUNT)" in log
+    assert log.rstrip().endswith("train: exit status 0"), log[-6000:]
+    assert log.count("preflight: passed") == 2, log[-6000:]  # before each start's srun
+    # Both starts ran DDP over gloo with two processes, one per node.
+    assert log.count("distributed_backend=gloo") == 2, log[-6000:]
+    assert log.count("All distributed processes registered. Starting with 2 processes") == 2
+    assert log.count("GLOBAL_RANK: 1, MEMBER: 2/2") == 2
+
+    # Every rank stopped at the same step, rank 0 saved and requeued.
+    preempted = {int(r): int(s) for r, s in re.findall(r"rank (\d): preempted at step (\d+)", log)}
+    assert set(preempted) == {0, 1} and len(set(preempted.values())) == 1, log[-6000:]
+    step = preempted[0]
+    assert 0 < step < max_steps
+    assert f"requeued SLURM job {job} at step {step}" in log
+    hpc = directory / "hpc_ckpt_1.ckpt"
+    assert torch.load(hpc, weights_only=False)["global_step"] == step
+
+    # Both ranks of the second start resumed from the same checkpoint, at that step: the
+    # preemption checkpoint, or one written at the same step right after it (a periodic one,
+    # or last.ckpt at the end of the stopped fit, since overwritten by the final one; the
+    # continuous step count below checks that case).
+    resumed = dict(re.findall(r"rank (\d) resuming from (\S+)", log))
+    assert set(resumed) == {"0", "1"} and resumed["0"] == resumed["1"], log[-6000:]
+    if Path(resumed["0"]).name != "last.ckpt":
+        assert torch.load(resumed["0"], weights_only=False)["global_step"] == step
+
+    # ... and went on from there to max_steps: the step count is continuous.
+    final = torch.load(directory / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["global_step"] == max_steps
+    files = sorted((directory / "tb").glob("events.out.tfevents.*"), key=os.path.getmtime)
+    assert len(files) == 2
+    first, second = map(_logged_steps, files)
+    assert first == list(range(step)) and second == list(range(step, max_steps))
+    return step
+
+
 def test_train_is_preempted_requeued_and_resumes_across_two_nodes(slurm_cluster, tmp_path):
     runs, log_path = tmp_path / "runs", tmp_path / "train.log"
     directory = runs / "slurm"
@@ -58,69 +134,97 @@ def test_train_is_preempted_requeued_and_resumes_across_two_nodes(slurm_cluster,
         cwd=tmp_path,
     )
     try:
-        # Both ranks train: wait for a periodic checkpoint, then preempt. Without --batch
-        # (or --full) scancel signals the job's steps, i.e. every training process, as
-        # `#SBATCH --signal=USR1@N` does before the time limit.
-        deadline = time.monotonic() + 180
-        while not (directory / "checkpoints" / "step=20.ckpt").exists():
-            state = _record(job)["JobState"]
-            assert state in {"PENDING", "RUNNING"}, f"{state}\n{_read(log_path)}"
-            assert time.monotonic() < deadline, f"no step=20.ckpt in 180 s\n{_read(log_path)}"
-            time.sleep(0.5)
-        subprocess.run(["scancel", "--signal=USR1", job], check=True, timeout=30)
-
-        # Requeued: SLURM holds it PENDING (BeginTime) for a few seconds; start it now.
-        deadline = time.monotonic() + 90
-        while True:
-            record = _record(job)
-            if int(record.get("Restarts", 0)) >= 1 and record["JobState"] == "PENDING":
-                start_now(job)
-                break
-            if int(record.get("Restarts", 0)) >= 1 and record["JobState"] == "RUNNING":
-                break  # it started on its own already
-            assert record["JobState"] in {"RUNNING", "COMPLETING", "REQUEUED", "PENDING"}, (
-                f"{record['JobState']}\n{_read(log_path)}"
-            )
-            assert time.monotonic() < deadline, f"not requeued in 90 s\n{_read(log_path)}"
-            time.sleep(0.5)
-
-        state = wait_for(job, timeout=300)
-        log = _read(log_path)
-        assert state == "COMPLETED", log[-6000:]
+        log = _preempt_requeue_and_finish(job, directory / "checkpoints" / "step=20.ckpt", log_path)
     finally:
         subprocess.run(["scancel", job], capture_output=True, timeout=30)
+    step = _assert_resumed_where_preempted(job, log, directory, MAX_STEPS)
+    assert step >= 20
 
-    # Two starts of one job in one log (--open-mode=append), the second SLURM_RESTART_COUNT=1.
-    assert _record(job)["Restarts"] == "1"
-    assert "start 0 (SLURM_RESTART_COUNT)" in log and "start 1 (SLURM_RESTART_COUNT)" in log
-    assert log.rstrip().endswith("train: exit status 0"), log[-6000:]
-    # Both starts ran DDP over gloo with two processes, one per node.
-    assert log.count("distributed_backend=gloo") == 2, log[-6000:]
-    assert log.count("All distributed processes registered. Starting with 2 processes") == 2
-    assert log.count("GLOBAL_RANK: 1, MEMBER: 2/2") == 2
 
-    # Every rank stopped at the same step, rank 0 saved and requeued.
-    preempted = {int(r): int(s) for r, s in re.findall(r"rank (\d): preempted at step (\d+)", log)}
-    assert set(preempted) == {0, 1} and len(set(preempted.values())) == 1, log[-6000:]
-    step = preempted[0]
-    assert 20 <= step < MAX_STEPS
-    assert f"requeued SLURM job {job} at step {step}" in log
-    hpc = directory / "hpc_ckpt_1.ckpt"
-    assert torch.load(hpc, weights_only=False)["global_step"] == step
+PAPER_STEPS = 16
+PAPER_TINY = [  # configs/paper.yaml at CPU scale: every term on, warm-ups inside the run
+    "data.shards=shards/clean-64",
+    "data.crop_size=64",
+    "data.val_crop_size=64",
+    "data.batch_size=2",
+    "data.num_workers=1",
+    "data.val_samples_per_image=1",
+    "model.base_channels=8",
+    "model.ffc_blocks=1",
+    "gan.base_channels=8",
+    "gan.warmup_steps=2",
+    "gan.r1_every=2",
+    "loss.tone.warmup_steps=4",
+    "loss.tone.samples_per_region=512",
+    f"trainer.max_steps={PAPER_STEPS}",
+    "trainer.ckpt_every_n_steps=4",
+    "trainer.val_every_n_steps=1000",
+    "trainer.log_every_n_steps=1",
+    "trainer.accelerator=cpu",
+]
 
-    # Both ranks of the second start resumed from the same checkpoint, at that step: the
-    # preemption checkpoint, or one written at the same step right after it (a periodic one,
-    # or last.ckpt at the end of the stopped fit, since overwritten by the final one; the
-    # continuous step count below checks that case).
-    resumed = dict(re.findall(r"rank (\d) resuming from (\S+)", log))
-    assert set(resumed) == {"0", "1"} and resumed["0"] == resumed["1"], log[-6000:]
-    if Path(resumed["0"]).name != "last.ckpt":
-        assert torch.load(resumed["0"], weights_only=False)["global_step"] == step
 
-    # ... and went on from there to max_steps: the step count is continuous.
+def _scalars(directory: Path) -> dict[str, list[int]]:
+    """Tag -> logged steps, over every event file of the run."""
+    steps: dict[str, list[int]] = {}
+    for path in sorted((directory / "tb").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            steps.setdefault(tag, []).extend(e.step for e in acc.Scalars(tag))
+    return steps
+
+
+def test_paper_recipe_trains_every_term_on_two_nodes_and_resumes_after_preemption(
+    slurm_cluster, tmp_path
+):
+    """configs/paper.yaml (narrow FFC, 64 px) as a user launches it: clean shards with the
+    artifacts, TAEF2 round trip included, simulated in the step; LPIPS from a weights file
+    staged where the config names it (random AlexNet features: the wiring, never reported as
+    LPIPS); GAN in both spaces, tone terms after their warm-up, lazy R1, EMA, bf16 autocast."""
+    from torchvision.models import alexnet
+
+    from pixperfect.shards.build import BuildSpec, build
+
+    spec = BuildSpec(
+        ["skimage:astronaut", "skimage:rocket", "skimage:coffee", "skimage:chelsea"],
+        kind="clean",
+        size=64,
+        crops_per_image=4,
+        shard_size=4,
+    )
+    build(spec, tmp_path / "shards" / "clean-64", progress=False)
+    lpips = tmp_path / "weights" / "lpips"
+    lpips.mkdir(parents=True)
+    state = {k: v for k, v in alexnet().state_dict().items() if k.startswith("features.")}
+    torch.save(state, lpips / "alexnet-owt-7be5be79.pth")
+    (tmp_path / "weights" / "taesd").symlink_to(require(TAESD_DIR))
+
+    log_path, directory = tmp_path / "paper.log", tmp_path / "runs" / "paper"
+    job = submit(
+        TRAIN,
+        "--config",
+        ROOT / "configs" / "paper.yaml",
+        *PAPER_TINY,
+        options=["--nodes=2", "--ntasks-per-node=1", f"--output={log_path}"],
+        cwd=tmp_path,  # the config's relative paths (shards, weights, runs) are from here
+    )
+    try:
+        log = _preempt_requeue_and_finish(job, directory / "checkpoints" / "step=4.ckpt", log_path)
+    finally:
+        subprocess.run(["scancel", job], capture_output=True, timeout=30)
+    _assert_resumed_where_preempted(job, log, directory, PAPER_STEPS)
+    assert "latent codec: taesd taef2" in log and "LPIPS-alex weights" in log  # preflight
+    # A 1-CPU task with a loader worker runs, slowly: said, not refused.
+    assert "warn  data.num_workers=1 loader workers + the training process on 1 CPU" in log
+
+    steps = _scalars(directory)
+    for term in ("l1", "lpips", "adversarial", "tone_l1", "tone_lpips", "tone_adversarial"):
+        assert f"train/{term}" in steps, sorted(steps)
+    assert {"d/loss", "d/r1", "d/logits_real", "d/logits_fake"} <= set(steps)
+    assert min(steps["train/tone_l1"]) == 4 and min(steps["train/tone_adversarial"]) == 4
+    assert min(steps["train/adversarial"]) == 2 and min(steps["d/loss"]) == 2
     final = torch.load(directory / "checkpoints" / "last.ckpt", weights_only=False)
-    assert final["global_step"] == MAX_STEPS
-    files = sorted((directory / "tb").glob("events.out.tfevents.*"), key=os.path.getmtime)
-    assert len(files) == 2
-    first, second = map(_logged_steps, files)
-    assert first == list(range(step)) and second == list(range(step, MAX_STEPS))
+    assert any(k.startswith("generator_ema.") for k in final["state_dict"])
+    assert final["discriminator_steps"] == PAPER_STEPS - 2
+    assert final["hyper_parameters"]["config"]["trainer"]["precision"] == "bf16-mixed"

@@ -27,20 +27,24 @@ DEFAULT_GPU_MEMORY_GIB = 80.0  # A100/H100 80 GB, when no GPU is visible to meas
 
 @dataclass
 class Report:
-    """Lines of ``(ok, what, fix)``; ``ok`` False lines are problems."""
+    """Lines of ``(status, what, fix)``: ``ok``, ``warn`` (works, but slowly or wastefully)
+    or ``FAIL`` (a problem: the launch must not go ahead)."""
 
     header: str
-    lines: list[tuple[bool, str, str]] = field(default_factory=list)
+    lines: list[tuple[str, str, str]] = field(default_factory=list)
 
     def ok(self, what: str) -> None:
-        self.lines.append((True, what, ""))
+        self.lines.append(("ok", what, ""))
+
+    def warn(self, what: str, fix: str) -> None:
+        self.lines.append(("warn", what, fix))
 
     def problem(self, what: str, fix: str) -> None:
-        self.lines.append((False, what, fix))
+        self.lines.append(("FAIL", what, fix))
 
     @property
     def problems(self) -> list[tuple[str, str]]:
-        return [(what, fix) for ok, what, fix in self.lines if not ok]
+        return [(what, fix) for status, what, fix in self.lines if status == "FAIL"]
 
     @property
     def passed(self) -> bool:
@@ -48,8 +52,8 @@ class Report:
 
     def format(self) -> str:
         out = [self.header]
-        for ok, what, fix in self.lines:
-            out.append(f"  {'ok  ' if ok else 'FAIL'}  {what}")
+        for status, what, fix in self.lines:
+            out.append(f"  {status:<4}  {what}")
             if fix:
                 out.append(f"        fix: {fix}")
         n = len(self.problems)
@@ -235,7 +239,8 @@ def _check_memory_and_disk(
 def _check_cpus(cfg: DictConfig, report: Report) -> None:
     cpus = os.environ.get("SLURM_CPUS_PER_TASK")
     if cpus and cfg.data.num_workers + 1 > int(cpus):
-        report.problem(
+        # It runs, slowly: the loader workers and the step share the task's CPUs.
+        report.warn(
             f"data.num_workers={cfg.data.num_workers} loader workers + the training process "
             f"on {cpus} CPU(s) per task (SLURM_CPUS_PER_TASK)",
             f"submit with --cpus-per-task={cfg.data.num_workers + 1} or more",
