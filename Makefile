@@ -28,6 +28,7 @@ demo: $(STAMP)
 		--crops-per-image 200 --shard-size 100 \
 		|| { echo "(an older demo's files are in $(DEMO)/: make clean-demo, then make demo)"; exit 1; }
 	$(PIX) shards verify $(DEMO)/shards
+	$(PIX) preflight --config configs/demo.yaml
 	$(PIX) train --config configs/demo.yaml
 	$(PIX) evaluate --config configs/demo.yaml --ckpt $(DEMO)/checkpoints/last.ckpt \
 		--out $(DEMO)/eval.json --save-examples 2
