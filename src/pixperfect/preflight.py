@@ -214,7 +214,8 @@ def _check_memory_and_disk(
         "by pixels, + weights/grads/Adam/EMA, x1.25"
         + ("" if cost.lpips_counted else "; LPIPS not counted (weights missing)")
     )
-    if accelerator == "cpu":
+    # "auto" trains on a GPU only where one is visible (a GPU launch names trainer.accelerator).
+    if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
         report.ok(f"memory per process: about {estimate:.1f} GiB ({basis})")
         return
     if gpu_memory_gib is None and torch.cuda.is_available():
