@@ -6,7 +6,7 @@ PIX     := $(VENV)/bin/pixperfect
 STAMP   := $(VENV)/.installed-stamp
 DEMO    := runs/demo
 
-.PHONY: install demo test lint bench clean-demo
+.PHONY: install demo test lint bench gpu-check clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_shards.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_inference.py
+
+# The paper's step, simulation, precompute, DDP and syncs on this machine's GPU, as one
+# table (on a CPU: the same rows at a tiny scale, GPU rows skipped). Options: --help.
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
 
 clean-demo:
 	rm -rf $(DEMO)
