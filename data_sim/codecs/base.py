@@ -154,7 +154,7 @@ class LatentCodec(nn.Module, ABC):
             )
         if images.numel() == 0:
             return
-        lo, hi = (v.item() for v in torch.aminmax(images.detach()))
+        lo, hi = torch.stack(torch.aminmax(images.detach())).tolist()  # one device read
         # NaN fails both comparisons, so it is refused here too.
         if not (lo >= -RANGE_TOLERANCE and hi <= 1.0 + RANGE_TOLERANCE):
             hint = (

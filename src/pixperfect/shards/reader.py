@@ -192,17 +192,26 @@ def check_enough_shards(folder: str | Path, workers: int, world_size: int) -> di
 
 
 def preview(folder: str | Path, n: int = 8) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The first ``n`` samples of the shards (in manifest order; empty shards, e.g. of
-    unreadable photos, are passed over), stacked, with a caption per sample (the stored
+    """The first ``n`` readable samples of the shards (in manifest order; empty or damaged
+    shards and corrupt samples are passed over), stacked, with a caption per sample (the stored
     simulation parameters, described as the simulator would)."""
     from data_sim.simulator import describe
 
     manifest = read_manifest(folder)
-    pipeline = wds.DataPipeline(wds.SimpleShardList(manifest["urls"]), wds.tarfile_to_samples())
+    pipeline = wds.DataPipeline(
+        wds.SimpleShardList(manifest["urls"]),
+        wds.tarfile_to_samples(handler=SkipCounter()),  # a damaged shard is passed over too
+    )
     samples, captions = [], []
     for record in pipeline:
-        samples.append(decode_sample(record, manifest["kind"]))
-        meta = json.loads(record["params.json"])
+        try:
+            sample, meta = (
+                decode_sample(record, manifest["kind"]),
+                json.loads(record["params.json"]),
+            )
+        except (ValueError, KeyError, OSError):
+            continue  # corrupt: the training stream skips and counts it
+        samples.append(sample)
         origin = meta.get("origin", {})
         caption = f"{Path(str(origin.get('source', '?'))).name} crop {origin.get('crop_index')}"
         if "sim" in meta:

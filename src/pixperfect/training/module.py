@@ -142,7 +142,7 @@ class RefinerModule(L.LightningModule):
         start = time.perf_counter()
         if self._last_batch_end is not None:
             self.log("time/data_s", start - self._last_batch_end)
-        self._count_skipped(batch)
+        self._log_corrupt_skipped()
         batch = self.with_artifacts(to_float(batch))
         self.log("time/simulation_s", time.perf_counter() - start)
         step = self.global_step
@@ -255,13 +255,19 @@ class RefinerModule(L.LightningModule):
         self.log("d/logits_real", parts.real_logits.float().mean())
         self.log("d/logits_fake", parts.fake_logits.float().mean())
 
-    def _count_skipped(self, batch: dict) -> None:
-        """Shard batches carry their worker's running count of skipped corrupt data; the sum
-        over this rank's workers (and then over ranks) goes to TensorBoard."""
-        if "corrupt_skipped" not in batch:
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Shard batches carry their worker's id and running count of skipped corrupt data:
+        read here, on the host, before the batch goes to the device (read there, each value
+        would make the host wait for the GPU)."""
+        if isinstance(batch, dict) and "corrupt_skipped" in batch:
+            self._skipped[int(batch.pop("worker_id"))] = int(batch.pop("corrupt_skipped"))
+        return batch
+
+    def _log_corrupt_skipped(self) -> None:
+        """The sum over this rank's workers, then over ranks, on the steps that are logged
+        only: the sum over ranks is a collective."""
+        if not self._skipped or not self.trainer._logger_connector.should_update_logs:
             return
-        worker = int(batch.pop("worker_id"))
-        self._skipped[worker] = int(batch.pop("corrupt_skipped"))
         total = torch.tensor(float(sum(self._skipped.values())), device=self.device)
         self.log("data/corrupt_skipped", total, reduce_fx="sum", sync_dist=True)
 
