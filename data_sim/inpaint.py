@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 
-from data_sim.sampling import applied_indices, check_range
+from data_sim.sampling import applied_indices, check_range, hash32
 
 __all__ = [
     "ContentDiscontinuityConfig",
@@ -324,21 +324,6 @@ def sample_content_params(
     }
 
 
-_MASK32 = 0xFFFFFFFF
-
-
-def _hash32(x: torch.Tensor) -> torch.Tensor:
-    """Integer mixing of int64 values holding 32-bit words (multipliers < 2**31: no overflow).
-    Returns a new tensor; the steps after the first run in place (this is memory-bound)."""
-    x = x & _MASK32
-    x ^= x >> 16
-    x.mul_(0x7FEB352D).bitwise_and_(_MASK32)
-    x ^= x >> 15
-    x.mul_(0x2C1B3C6D).bitwise_and_(_MASK32)
-    x ^= x >> 16
-    return x
-
-
 def _hash_noise(seed: torch.Tensor, height: int, width: int, device: torch.device) -> torch.Tensor:
     """Standard-normal noise ``(B, 1, H, W)`` that is a pure function of (seed, y, x).
 
@@ -348,10 +333,10 @@ def _hash_noise(seed: torch.Tensor, height: int, width: int, device: torch.devic
     seed = seed.to(device=device, dtype=torch.int64).view(-1, 1, 1)
     ys = torch.arange(height, device=device, dtype=torch.int64).view(1, -1, 1)
     xs = torch.arange(width, device=device, dtype=torch.int64).view(1, 1, -1)
-    base = _hash32(_hash32(seed) + ys * 0x01000193) + xs * 0x27D4EB2F
+    base = hash32(hash32(seed) + ys * 0x01000193) + xs * 0x27D4EB2F
     base = base.mul_(2)
-    u1 = _hash32(base + 1).to(torch.float32).add_(0.5).div_(4294967296.0)  # (0, 1): log finite
-    u2 = _hash32(base.add_(2)).to(torch.float32).mul_(2.0 * math.pi / 4294967296.0)
+    u1 = hash32(base + 1).to(torch.float32).add_(0.5).div_(4294967296.0)  # (0, 1): log finite
+    u2 = hash32(base.add_(2)).to(torch.float32).mul_(2.0 * math.pi / 4294967296.0)
     z = u1.log_().mul_(-2.0).sqrt_().mul_(u2.cos_())  # Box-Muller
     return z.unsqueeze(1)
 

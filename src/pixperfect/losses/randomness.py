@@ -25,6 +25,8 @@ import math
 
 import torch
 
+from data_sim.sampling import hash32
+
 
 def rank_rows(local_batch: int, rank: int = 0, world: int = 1) -> slice:
     """The rows of a global batch of ``world * local_batch`` that belong to ``rank``."""
@@ -52,35 +54,20 @@ def sample_seeds(
     return seeds[rows]
 
 
-_MASK32 = 0xFFFFFFFF
-
-
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """Integer mixing (a 32-bit bijection) of int64 values holding 32-bit words, in place.
-    The multipliers are < 2**31, so no product overflows int64."""
-    x.bitwise_and_(_MASK32)
-    x ^= x >> 16
-    x.mul_(0x7FEB352D).bitwise_and_(_MASK32)
-    x ^= x >> 15
-    x.mul_(0x2C1B3C6D).bitwise_and_(_MASK32)
-    x ^= x >> 16
-    return x
-
-
 def hash_normal(seeds: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """(B, *shape) float32 standard-normal noise on ``seeds``' device: sample ``b`` is a pure
     function of ``seeds[b]`` (and the shape), whatever the other samples.
 
-    Element pairs ``i`` get two 32-bit words ``mix(mix(counter) ^ mix(seed))`` and one
+    Element pairs ``i`` get two 32-bit words ``hash32(hash32(counter) ^ hash32(seed))`` and one
     Box-Muller transform (cos and sin halves). About 10x the cost of ``torch.randn``, all in
     memory-bound elementwise kernels: well under a millisecond a draw on a GPU at 512 px.
     """
     batch, n = seeds.shape[0], math.prod(shape)
     pairs = (n + 1) // 2
     device = seeds.device
-    key = _mix32(seeds.to(torch.int64).clone()).view(batch, 1)
-    counter = _mix32(torch.arange(2 * pairs, device=device, dtype=torch.int64))
-    words = _mix32(counter.view(1, -1) ^ key)  # (B, 2 * pairs)
+    key = hash32(seeds.to(torch.int64)).view(batch, 1)
+    counter = hash32(torch.arange(2 * pairs, device=device, dtype=torch.int64))
+    words = hash32(counter.view(1, -1) ^ key)  # (B, 2 * pairs)
     u1 = words[:, :pairs].to(torch.float32).add_(0.5).div_(2.0**32)  # (0, 1]: log finite
     theta = words[:, pairs:].to(torch.float32).mul_(2 * math.pi / 2.0**32)
     radius = u1.log_().mul_(-2.0).sqrt_()
