@@ -84,6 +84,23 @@ def _check_models(cfg: DictConfig, report: Report) -> None:
     report.ok(text)
 
 
+def _describe_terms(cfg: DictConfig, report: Report) -> None:
+    """Which loss terms train, from which step: a warm-up or a zero weight is said here."""
+    starts: dict[int, list[str]] = {}
+    for name in ("l1", "mse", "lpips", "adversarial"):
+        for term in (name, f"tone_{name}"):
+            if cfg.loss[term] <= 0:
+                continue
+            start = cfg.loss.tone.warmup_steps if term.startswith("tone_") else 0
+            if term.endswith("adversarial"):
+                start = max(start, cfg.gan.warmup_steps)
+            starts.setdefault(start, []).append(f"{term} {cfg.loss[term]:g}")
+    text = "; ".join(f"from step {k}: {', '.join(v)}" for k, v in sorted(starts.items()))
+    vae = cfg.sim.texture.vae
+    codec = "off" if str(vae.kind).lower() == "none" else f"{vae.kind} {vae.variant}"
+    report.ok(f"loss terms {text}; EMA {cfg.optim.ema_decay:g}; VAE round trip {codec}")
+
+
 def _check_lpips(cfg: DictConfig, report: Report) -> None:
     from pixperfect.losses.lpips import lpips_files
 
@@ -273,6 +290,7 @@ def preflight(
         return report
     report.ok(f"config: valid (run {cfg.run.root}/{cfg.run.name}, {cfg.trainer.max_steps} steps)")
     _check_models(cfg, report)
+    _describe_terms(cfg, report)
     _check_lpips(cfg, report)
     _check_codec(cfg, report)
     _check_data(cfg, ranks, report)
