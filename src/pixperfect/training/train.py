@@ -257,6 +257,8 @@ class Preemption(Callback):
         """Rank 0: put the SLURM job back in the queue (``--requeue`` allows it)."""
         if array := os.environ.get("SLURM_ARRAY_JOB_ID"):
             job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        # Said before: SLURM may kill this process before scontrol's answer is read.
+        log.info("requeueing SLURM job %s at step %d", job, self.preempted_at)
         result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
         if result.returncode != 0:
             log.warning("scontrol requeue %s failed: %s", job, result.stderr.strip())
