@@ -378,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     project_log.setLevel(logging.INFO)
     # Lightning's advice about dataloader workers on a 2-core laptop is noise in the demo.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    # The module reads the shards' bookkeeping before the transfer (RefinerModule.
+    # on_before_batch_transfer), the data modules define no such hook: nothing is overridden.
+    warnings.filterwarnings("ignore", ".*overridden `on_before_batch_transfer`.*")
     # Checkpoints after the step are what we want: a resume continues from that state.
     warnings.filterwarnings("ignore", ".*no pre-optimization state was saved.*")
     args = build_parser().parse_args(argv)
