@@ -54,26 +54,53 @@ def test_the_reinhard_baseline_is_the_colour_prior():
     assert torch.equal(reinhard_transfer(image, mask), ring_colour_transfer(image, mask))
 
 
-@pytest.mark.parametrize("name", ["unet", "ffc"])
-def test_a_refiner_with_a_zero_head_returns_the_prior(name):
+def _gated(name: str, gate_logit: float | None) -> torch.nn.Module:
+    """A refiner with a zero correction head and its prior gate held at ``gate_logit``."""
     torch.manual_seed(0)
     kwargs = {"base_channels": 8, "depth": 2, "colour_prior": "reinhard"}
     if name == "ffc":
         kwargs["ffc_blocks"] = 1
     model = build_refiner(name, **kwargs)
     torch.nn.init.zeros_(model.head.weight)
+    if gate_logit is not None:
+        torch.nn.init.zeros_(model.gate.conv.weight)
+        torch.nn.init.constant_(model.gate.conv.bias, gate_logit)
+    return model
+
+
+@pytest.mark.parametrize("name", ["unet", "ffc"])
+def test_the_gate_chooses_per_pixel_between_the_prior_and_the_composite(name):
     image, mask = _two_tone()
+    prior = ring_colour_transfer(image, mask)
+    assert (prior - image).abs().max() > 0.1, "the prior moves the edit"
+    with torch.no_grad():
+        opened = _gated(name, 30.0)(image, mask)  # sigmoid(30) == 1 in float32
+        closed = _gated(name, -30.0)(image, mask)
+    torch.testing.assert_close(opened, prior, atol=1e-6, rtol=0)
+    # Closed: the composite within quantisation, where the prior would have moved it.
+    assert (closed - image).abs().max() < 0.5 / 255
+    model = _gated(name, None)
+    assert model.stem[0].in_channels == 7, "the network sees composite, mask and prior"
+    assert 0.9 < torch.sigmoid(model.gate.conv.bias).item() < 1, "it starts near the prior"
+
+
+def test_without_the_gate_the_prior_is_a_fixed_start():
+    torch.manual_seed(0)
+    model = build_refiner(
+        "unet", base_channels=8, depth=2, colour_prior="reinhard", prior_gate=False
+    )
+    torch.nn.init.zeros_(model.head.weight)
+    image, mask = _two_tone()
+    assert model.gate is None
     with torch.no_grad():
         assert torch.equal(model(image, mask), ring_colour_transfer(image, mask))
-    assert model.stem[0].in_channels == 7, "the network sees composite, mask and prior"
 
 
 def test_tiled_inference_takes_the_prior_from_the_whole_crop():
     """A tile deep inside a large edit has no surroundings of its own: the prior must come
     from the crop, so tiled and untiled refinement agree."""
     torch.manual_seed(0)
-    model = build_refiner("unet", base_channels=8, depth=2, colour_prior="reinhard")
-    torch.nn.init.zeros_(model.head.weight)
+    model = _gated("unet", 30.0)
     image = torch.rand(3, 300, 300) * 0.2 + 0.4
     mask = torch.zeros(1, 300, 300)
     mask[:, 40:260, 40:260] = 1

@@ -66,6 +66,9 @@ class ModelConfig:
     depth: int = 3  # down-samplings; the stride is 2**depth
     edit_margin: int = -1  # >= 0: corrections only within this many px of the mask
     colour_prior: str = "none"  # none | reinhard: start from ring colour transfer (README)
+    # With a prior: a learned per-pixel blend of composite and prior (false: the prior as a
+    # fixed start, as checkpoints from before the gate were trained).
+    prior_gate: bool = True
     ffc_blocks: int = 12  # ffc: Fourier-convolution residual blocks in the bottleneck
     global_ratio: float = 0.75  # ffc: share of channels in the global (spectral) branch
 

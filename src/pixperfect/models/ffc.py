@@ -28,6 +28,7 @@ from torch import nn
 
 from pixperfect.models.colour_prior import check_colour_prior
 from pixperfect.models.residual import (
+    PriorGate,
     apply_correction,
     check_size,
     input_channels,
@@ -138,10 +139,11 @@ class FFCRefiner(nn.Module):
         depth: int = 3,
         edit_margin: int = -1,
         colour_prior: str = "none",
+        prior_gate: bool = True,
         ffc_blocks: int = 12,
         global_ratio: float = 0.75,
     ) -> None:
-        """``edit_margin`` and ``colour_prior`` as in :class:`UNetRefiner`."""
+        """``edit_margin``, ``colour_prior`` and ``prior_gate`` as in :class:`UNetRefiner`."""
         check_colour_prior(colour_prior)
         super().__init__()
         self.colour_prior = colour_prior
@@ -167,6 +169,7 @@ class FFCRefiner(nn.Module):
             for i in reversed(range(depth))
         )
         self.head = near_zero_(nn.Conv2d(widths[0], 3, 3, padding=1))
+        self.gate = PriorGate(widths[0]) if prior_gate and colour_prior != "none" else None
 
     def forward(
         self, composite: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor | None = None
@@ -183,4 +186,6 @@ class FFCRefiner(nn.Module):
         x = self.bottleneck(x)
         for fuse in self.fuse:
             x = fuse(torch.cat([self.up(x), skips.pop()], dim=1))
+        if self.gate is not None:
+            base = self.gate(x, composite, base)
         return apply_correction(base, mask, self.head(x), self.edit_margin)

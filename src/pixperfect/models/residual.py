@@ -1,7 +1,8 @@
 """The contract every refiner shares, so all architectures behave the same to the trainer
 and to inference: the input-size check, the centred input (composite, mask and, with a
-colour prior, the prior's image), the near-zero output head, and the residual output on
-top of the prior (the composite when there is none) with optional edit-margin gating."""
+colour prior, the prior's image), the near-zero output head, the per-pixel gate between
+the composite and the prior, and the residual output on top of that start with optional
+edit-margin gating."""
 
 from __future__ import annotations
 
@@ -51,6 +52,29 @@ def near_zero_(head: nn.Conv2d) -> nn.Conv2d:
     nn.init.normal_(head.weight, std=1e-2)
     nn.init.zeros_(head.bias)
     return head
+
+
+GATE_OPEN = 3.0  # initial gate logit: start 95% of the way to the prior (what it learns from)
+
+
+class PriorGate(nn.Module):
+    """Per pixel, how far to move from the composite towards the colour prior:
+    ``start = composite + sigmoid(g) * (prior - composite)``. The prior is a guess from ring
+    statistics; where the rings differ in content rather than colour it is wrong, and the
+    network closes the gate there and keeps the composite. Starts open (``GATE_OPEN``), the
+    way the refiner learned before it had a gate, with weights near zero so it learns."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 1, 3, padding=1)
+        nn.init.normal_(self.conv.weight, std=1e-2)
+        nn.init.constant_(self.conv.bias, GATE_OPEN)
+
+    def forward(
+        self, features: torch.Tensor, composite: torch.Tensor, prior: torch.Tensor
+    ) -> torch.Tensor:
+        gate = torch.sigmoid(self.conv(features).float()).to(composite.dtype)
+        return composite + gate * (prior - composite)
 
 
 def apply_correction(

@@ -14,6 +14,7 @@ from torch import nn
 
 from pixperfect.models.colour_prior import check_colour_prior
 from pixperfect.models.residual import (
+    PriorGate,
     apply_correction,
     check_size,
     input_channels,
@@ -35,12 +36,16 @@ class UNetRefiner(nn.Module):
         depth: int = 3,
         edit_margin: int = -1,
         colour_prior: str = "none",
+        prior_gate: bool = True,
     ) -> None:
         """``edit_margin`` >= 0: the correction only reaches pixels within that many pixels of
         the edit mask (seams live there); the rest of the photo passes through exactly.
         ``colour_prior`` (:mod:`pixperfect.models.colour_prior`): "reinhard" feeds the
         network the ring colour transfer of the composite too and adds the correction to it,
-        so the refiner starts from that baseline instead of the raw composite."""
+        so the refiner starts from that baseline instead of the raw composite.
+        ``prior_gate`` (with a prior): a learned per-pixel blend between the composite and
+        the prior (:class:`~pixperfect.models.residual.PriorGate`) instead of the prior as
+        a fixed start, so the network can keep the composite where the prior is wrong."""
         check_colour_prior(colour_prior)
         super().__init__()
         self.colour_prior = colour_prior
@@ -59,6 +64,7 @@ class UNetRefiner(nn.Module):
             _conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth))
         )
         self.head = near_zero_(nn.Conv2d(widths[0], 3, 3, padding=1))
+        self.gate = PriorGate(widths[0]) if prior_gate and colour_prior != "none" else None
 
     def forward(
         self, composite: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor | None = None
@@ -74,4 +80,6 @@ class UNetRefiner(nn.Module):
         skips.pop()
         for fuse in self.fuse:
             x = fuse(torch.cat([self.up(x), skips.pop()], dim=1))
+        if self.gate is not None:
+            base = self.gate(x, composite, base)
         return apply_correction(base, mask, self.head(x), self.edit_margin)
