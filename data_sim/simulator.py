@@ -49,6 +49,14 @@ from data_sim.misalign import (
     mask_centre,
     sample_misalign_params,
 )
+from data_sim.mix import (
+    CLEAN,
+    NEARLY_RIGHT,
+    MixConfig,
+    sample_mix_params,
+    scale_edits_,
+    switch_off_families,
+)
 from data_sim.texture import TextureConfig, TextureFamily
 
 Params = dict[str, dict[str, torch.Tensor]]
@@ -62,11 +70,13 @@ class SimConfig:
     misalign: MisalignConfig = field(default_factory=MisalignConfig)
     colour: ColourShiftConfig = field(default_factory=ColourShiftConfig)
     texture: TextureConfig = field(default_factory=TextureConfig)
+    mix: MixConfig = field(default_factory=MixConfig)  # nearly-right and clean samples
 
     def validate(self) -> None:
         for section in (self.mask, self.boundary, self.content, self.misalign, self.colour):
             section.validate()
         self.texture.validate()
+        self.mix.validate()
 
 
 def check_images(images: torch.Tensor) -> None:
@@ -109,8 +119,9 @@ class ArtifactSimulator:
     """Composes the artifact families of :class:`SimConfig` on batches of clean images."""
 
     def __init__(self, cfg: SimConfig, ensure_artifact: bool = False) -> None:
-        """``ensure_artifact``: every sample gets at least one artifact family (evaluation
-        sets, where a clean sample has nothing to fix and an infinite PSNR)."""
+        """``ensure_artifact``: every sample gets at least one artifact family, at full
+        strength (evaluation sets, where a clean sample has nothing to fix and an infinite
+        PSNR): the training mix (``cfg.mix``) is not used."""
         cfg.validate()
         self.cfg = cfg
         self.ensure_artifact = ensure_artifact
@@ -131,6 +142,10 @@ class ArtifactSimulator:
         }
         if self.ensure_artifact:
             params["colour"]["applied"] = params["colour"]["applied"] | ~self.any_applied(params)
+        # Drawn last: a recipe without the mix draws every family as before it existed.
+        mix = MixConfig() if self.ensure_artifact else c.mix
+        params["mix"] = sample_mix_params(batch_size, mix, generator)
+        switch_off_families(params)
         return params
 
     @staticmethod
@@ -170,6 +185,8 @@ class ArtifactSimulator:
             edited = apply_misalignment(edited, params["misalign"], inplace=True)
             edited = apply_colour_shift(edited, params["colour"], inplace=True)
             edited = self.texture.inside(edited, params["texture"], inplace=True)
+            if "mix" in params:  # parameters stored before the mix existed have none
+                edited = scale_edits_(edited, target, params["mix"])
             # target + alpha * (edited - target), written into edited.
             composite = edited.sub_(target).mul_(alpha).add_(target)
         return {"target": target, "composite": composite, "mask": mask, "alpha": alpha}
@@ -232,4 +249,9 @@ def describe(params: Params, index: int) -> str:
                 )
             )
         )
+    mix = params.get("mix")
+    if mix is not None and int(mix["kind"][index]) == CLEAN:
+        return "clean (no artifact)"
+    if mix is not None and int(mix["kind"][index]) == NEARLY_RIGHT:
+        parts.append(f"nearly right x{float(mix['strength'][index]):.2f}")
     return ", ".join(parts)

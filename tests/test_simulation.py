@@ -145,3 +145,57 @@ def test_families_in_place_write_into_their_input_and_match_the_copying_path(pho
         result = apply(owned, inplace=True)
         assert result is owned, name
         assert torch.equal(result, copied), name
+
+
+def _mixed(clean_p: float = 0.0, nearly_right_p: float = 0.0, strength=(0.1, 0.35)) -> SimConfig:
+    from data_sim.mix import MixConfig
+
+    cfg = SimConfig()
+    cfg.mix = MixConfig(
+        nearly_right_p=nearly_right_p, nearly_right_strength=strength, clean_p=clean_p
+    )
+    return cfg
+
+
+def test_clean_samples_of_the_training_mix_are_the_photo_itself(photo):
+    out, params = ArtifactSimulator(_mixed(clean_p=1.0))(_batch(photo, 8), 3)
+    assert torch.equal(out["composite"], out["target"])
+    assert torch.equal(out["target"], _batch(photo, 8).clamp(0, 1)), "no grain, no JPEG"
+    assert all(describe(params, i) == "clean (no artifact)" for i in range(8))
+
+
+def test_nearly_right_samples_carry_a_faint_copy_of_the_drawn_edit(photo):
+    from data_sim.mix import NEARLY_RIGHT
+
+    sim = ArtifactSimulator(_mixed(nearly_right_p=1.0, strength=(0.2, 0.2)))
+    params = sim.sample_params(6, 64, 64, torch.Generator().manual_seed(5))
+    assert (params["mix"]["kind"] == NEARLY_RIGHT).all()
+    faint = sim.apply(_batch(photo), params)
+    assert "nearly right x0.20" in describe(params, 0)
+    params["mix"]["strength"].fill_(1.0)
+    full = sim.apply(_batch(photo), params)
+    assert torch.equal(faint["target"], full["target"])
+    diff_faint = faint["composite"] - faint["target"]
+    diff_full = full["composite"] - full["target"]
+    assert diff_full.abs().max() > 0.05
+    torch.testing.assert_close(diff_faint, 0.2 * diff_full, atol=1e-5, rtol=0)
+
+
+def test_the_mix_draws_its_stated_shares_and_evaluation_never_uses_it():
+    from data_sim.mix import CLEAN, NEARLY_RIGHT
+
+    cfg = _mixed(clean_p=0.1, nearly_right_p=0.3)
+    kind = ArtifactSimulator(cfg).sample_params(4000, 32, 32, torch.Generator().manual_seed(0))[
+        "mix"
+    ]["kind"]
+    assert abs((kind == CLEAN).float().mean().item() - 0.1) < 0.02
+    assert abs((kind == NEARLY_RIGHT).float().mean().item() - 0.3) < 0.03
+    evaluation = ArtifactSimulator(cfg, ensure_artifact=True)
+    params = evaluation.sample_params(500, 32, 32, torch.Generator().manual_seed(0))
+    assert (params["mix"]["strength"] == 1).all() and (params["mix"]["kind"] == 0).all()
+    assert ArtifactSimulator.any_applied(params).all()
+
+
+def test_shares_of_the_mix_that_add_up_to_more_than_everything_are_refused():
+    with pytest.raises(ValueError, match="sim.mix.nearly_right_p"):
+        _mixed(clean_p=0.6, nearly_right_p=0.6).validate()

@@ -1,0 +1,77 @@
+"""The training mix: how many edits are nearly right, and how many are not edited at all.
+
+A refiner trained only on visible seams learns to change every edit it sees, and harms the
+ones that were already (nearly) right. The mix puts both kinds in the training data:
+
+- ``nearly_right_p``: the edit's difference from the photo is scaled down by a per-sample
+  ``strength`` drawn from ``nearly_right_strength`` (e.g. 0.1-0.35 of the drawn artifact):
+  the same families, faint;
+- ``clean_p``: no artifact family at all: the composite is the photo (its own grain and JPEG
+  included), and the refiner must return it unchanged.
+
+Both are off by default (the default recipe is what evaluation scores); training configs set
+them. Evaluation (``ensure_artifact``) never uses the mix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from data_sim.sampling import bernoulli, check_range, uniform
+
+NORMAL, NEARLY_RIGHT, CLEAN = 0, 1, 2
+
+
+@dataclass
+class MixConfig:
+    nearly_right_p: float = 0.0  # share of samples with a faint version of their artifacts
+    nearly_right_strength: tuple[float, float] = (0.1, 0.35)  # of the drawn edit's difference
+    clean_p: float = 0.0  # share of samples with no artifact at all (taken first)
+
+    def validate(self, name: str = "sim.mix") -> None:
+        check_range(f"{name}.nearly_right_p", (self.nearly_right_p,) * 2, 0, 1)
+        check_range(f"{name}.clean_p", (self.clean_p,) * 2, 0, 1)
+        check_range(f"{name}.nearly_right_strength", self.nearly_right_strength, 0, 1)
+        if self.nearly_right_p + self.clean_p > 1:
+            raise ValueError(
+                f"{name}.nearly_right_p + {name}.clean_p = "
+                f"{self.nearly_right_p + self.clean_p:g} must be <= 1"
+            )
+
+
+def sample_mix_params(
+    batch_size: int, cfg: MixConfig, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Per sample: ``kind`` (NORMAL, NEARLY_RIGHT, CLEAN) and ``strength`` (1 unless
+    nearly right). Drawn after every family, so a recipe without the mix draws the same
+    families' parameters as before it existed."""
+    clean = bernoulli(generator, batch_size, cfg.clean_p)
+    # Among the rest, nearly right with the probability that makes its overall share p.
+    rest = 1 - cfg.clean_p
+    nearly = bernoulli(generator, batch_size, cfg.nearly_right_p / rest if rest > 0 else 0.0)
+    nearly &= ~clean
+    strength = uniform(generator, batch_size, *cfg.nearly_right_strength)
+    kind = torch.full((batch_size,), NORMAL, dtype=torch.int64)
+    kind[nearly] = NEARLY_RIGHT
+    kind[clean] = CLEAN
+    return {"kind": kind, "strength": torch.where(nearly, strength, torch.ones_like(strength))}
+
+
+def switch_off_families(params: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Clean samples: no family applies (in place on the drawn parameters)."""
+    clean = params["mix"]["kind"] == CLEAN
+    for family in params.values():
+        if "applied" in family:
+            family["applied"] = family["applied"] & ~clean
+
+
+def scale_edits_(
+    edited: torch.Tensor, target: torch.Tensor, params: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """``target + strength * (edited - target)`` per sample, in place on ``edited``."""
+    strength = params["strength"].to(edited.device, edited.dtype)
+    if bool((params["strength"] < 1).any()):  # the CPU copy: no device read
+        edited.sub_(target).mul_(strength.view(-1, 1, 1, 1)).add_(target)
+    return edited
