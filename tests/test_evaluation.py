@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +191,100 @@ def test_pooling_adds_a_refiner_pooled_row(trained_checkpoint, tmp_path):
     results = json.loads(out.read_text())
     assert list(results["methods"]) == ["identity", "refiner", "refiner_pooled"]
     assert results["pooling"] == 2
+
+
+def test_a_method_that_makes_one_of_four_samples_1_db_worse_has_a_harm_rate_of_25_percent():
+    from pixperfect.evaluation.breakdown import compare_to_identity, harm_rate
+
+    identity = [22.0, 27.0, 32.0, 38.0]
+    worse_once = [21.0, 27.5, 33.0, 38.0]  # -1 dB on the first sample, gains elsewhere
+    slightly_worse = [p - 0.4 for p in identity]  # within the 0.5 dB margin everywhere
+    assert harm_rate(worse_once, identity) == 25.0
+    assert harm_rate(slightly_worse, identity) == 0.0
+    result = compare_to_identity(
+        {"identity": identity, "a": worse_once, "b": slightly_worse}, identity
+    )
+    assert list(result["methods"]) == ["a", "b"]  # identity is not compared with itself
+    assert result["methods"]["a"]["harm_rate"] == 25.0
+    assert result["methods"]["a"]["band_psnr_gain"] == pytest.approx((-1 + 0.5 + 1 + 0) / 4)
+    assert result["methods"]["b"]["band_psnr_gain"] == pytest.approx(-0.4)
+
+
+def test_samples_are_bucketed_by_identity_band_psnr_with_a_perfect_band_in_the_top_bucket():
+    from pixperfect.evaluation.breakdown import (
+        BUCKET_EDGES_DB,
+        PSNR_CAP_DB,
+        bucket_index,
+        compare_to_identity,
+    )
+
+    assert BUCKET_EDGES_DB == (25.0, 30.0, 35.0)
+    identity = [24.9, 25.0, 29.99, 30.0, 36.0, float("inf")]
+    assert [bucket_index(p) for p in identity] == [0, 1, 1, 2, 3, 3]
+    method = [26.9, 24.0, 29.99, 31.0, 35.0, 60.0]
+    buckets = compare_to_identity({"m": method}, identity)["buckets"]
+    assert buckets["labels"] == ["< 25", "25-30", "30-35", ">= 35"]
+    assert buckets["samples"] == [1, 2, 1, 2]
+    gain = buckets["methods"]["m"]["gain_db"]
+    assert gain[:3] == pytest.approx([2.0, -0.5, 1.0])
+    assert gain[3] == pytest.approx((-1.0 + 60.0 - PSNR_CAP_DB) / 2)  # infinity clamped
+    assert buckets["methods"]["m"]["harm_rate"] == [0.0, 50.0, 0.0, 100.0]
+
+
+def test_an_empty_bucket_has_no_gain_rather_than_a_nan():
+    from pixperfect.evaluation.breakdown import compare_to_identity, format_buckets
+
+    buckets = compare_to_identity({"m": [20.0, 40.0]}, [20.0, float("inf")])["buckets"]
+    assert buckets["samples"] == [1, 0, 0, 1]
+    assert buckets["methods"]["m"]["gain_db"][1:3] == [None, None]
+    assert "nan" not in format_buckets(buckets).lower()
+    assert "| m | +0.00 | - | - | -60.00 |" in format_buckets(buckets, markdown=True)
+
+
+def test_evaluate_reports_harm_rate_band_sides_and_buckets_in_json_markdown_and_csv(
+    trained_checkpoint, tmp_path, capsys
+):
+    data = _triples_folder(tmp_path / "triples", stems=("a", "b", "c"))
+    out = tmp_path / "eval" / "results.json"
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    args = ["evaluate", "--config", str(demo), "eval.band_width=4"]
+    args += ["--dataset", str(data), "--ckpt", str(trained_checkpoint)]
+    args += ["--methods", "identity,laplacian,refiner", "--no-perceptual", "--out", str(out)]
+    assert main(args) == 0
+    results = json.loads(out.read_text())
+    assert results["band_width"] == 4
+    identity, refiner = results["methods"]["identity"], results["methods"]["refiner"]
+    for metric in ("inner_band_psnr", "outer_band_psnr", "inner_band_ciede2000"):
+        assert metric in results["metrics"] and np.isfinite(refiner[metric])
+    # the edit is a colour shift inside the mask: the composite is wrong inside only
+    assert identity["outer_band_psnr"] == 100.0 and identity["inner_band_psnr"] < 40
+    assert "harm_rate" not in identity and "band_psnr_gain" not in identity
+    per_sample = results["per_sample"]
+    harmed = [
+        s["scores"]["refiner"]["band_psnr"] < s["identity_band_psnr"] - 0.5 for s in per_sample
+    ]
+    assert refiner["harm_rate"] == pytest.approx(100 * sum(harmed) / 3)
+    gains = [s["scores"]["refiner"]["band_psnr"] - s["identity_band_psnr"] for s in per_sample]
+    assert refiner["band_psnr_gain"] == pytest.approx(sum(gains) / 3)
+    buckets = results["buckets"]
+    assert sum(buckets["samples"]) == 3 and list(buckets["methods"]) == ["laplacian", "refiner"]
+    assert len(buckets["methods"]["refiner"]["gain_db"]) == len(buckets["labels"]) == 4
+    markdown = (tmp_path / "eval" / "results.md").read_text()
+    assert "harm_rate ↓" in markdown and "band_psnr_gain ↑" in markdown
+    assert "| identity band PSNR | < 25 dB | 25-30 | 30-35 | >= 35 |" in markdown
+    assert "| samples |" in markdown and "| refiner | " in markdown.split("seam difficulty")[1]
+    header = (tmp_path / "eval" / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"inner_band_psnr", "outer_band_ciede2000", "band_psnr_gain", "harm_rate"} <= set(header)
+    console = capsys.readouterr().out
+    assert "harm_rate" in console and "identity band PSNR" in console and ">= 35" in console
+
+
+def test_evaluate_compares_with_identity_by_default_on_simulated_samples(tiny_config):
+    from pixperfect.evaluation.evaluate import evaluate, format_markdown, format_table
+
+    results = evaluate(tiny_config(), None, methods=["identity", "reinhard"], perceptual=False)
+    assert results["methods"]["reinhard"]["harm_rate"] in (0.0, 50.0, 100.0)  # 2 samples
+    assert sum(results["buckets"]["samples"]) == results["samples"] == 2
+    assert all(np.isfinite(s["identity_band_psnr"]) for s in results["per_sample"])
+    assert "identity band PSNR" in format_table(results)
+    assert "seam difficulty" in format_markdown(results)

@@ -82,3 +82,51 @@ def test_seam_metrics_report_every_metric_name():
     scores = metric.compute()
     assert set(scores) == set(METRIC_NAMES) >= {"band_ciede2000", "seam_grad"}
     assert all(torch.isfinite(v) for v in scores.values())
+
+
+def _inner_outer(pred, target, mask, band_width=2):
+    s = seam_scores(pred, target, mask, band_width=band_width)
+    return {k: float(v[0]) for k, v in s.items()}
+
+
+def test_inner_and_outer_bands_split_the_band_at_the_mask_boundary():
+    from pixperfect.metrics import inner_outer_bands
+
+    mask = _square_mask()
+    inner, outer = inner_outer_bands(mask, 2)
+    assert torch.equal(inner | outer, boundary_band(mask, 2))
+    assert not (inner & outer).any()
+    assert inner[0, 0, 8, 16] and inner[0, 0, 9, 16] and not inner[0, 0, 10, 16]
+    assert outer[0, 0, 7, 16] and outer[0, 0, 6, 16] and not outer[0, 0, 5, 16]
+
+
+def test_an_error_only_inside_the_mask_shows_in_the_inner_band_only():
+    target = torch.full((1, 3, 32, 32), 0.5)
+    mask = _square_mask()
+    pred = torch.where(mask > 0.5, target + 0.1, target)
+    s = _inner_outer(pred, target, mask)
+    assert abs(s["inner_band_psnr"] - 20.0) < 0.01  # 10 log10(1 / 0.01)
+    assert s["outer_band_psnr"] == 100.0  # no difference: the PSNR cap
+    assert s["inner_band_psnr"] < s["band_psnr"] < s["outer_band_psnr"]
+    assert s["inner_band_ciede2000"] > 1 and s["outer_band_ciede2000"] == 0
+    # the band mixes both halves (16² - 12² px inside, 20² - 16² outside): by pixel share
+    assert abs(s["band_ciede2000"] - s["inner_band_ciede2000"] * 112 / (112 + 144)) < 1e-3
+
+
+def test_an_error_only_outside_the_mask_shows_in_the_outer_band_only():
+    target = torch.full((1, 3, 32, 32), 0.5)
+    mask = _square_mask()
+    pred = torch.where(mask > 0.5, target, target - 0.1)
+    s = _inner_outer(pred, target, mask)
+    assert abs(s["outer_band_psnr"] - 20.0) < 0.01
+    assert s["inner_band_psnr"] == 100.0
+    assert s["outer_band_ciede2000"] > 1 and s["inner_band_ciede2000"] == 0
+
+
+def test_inner_and_outer_scores_are_perfect_for_a_side_without_pixels():
+    target, pred = torch.full((1, 3, 32, 32), 0.5), torch.full((1, 3, 32, 32), 0.6)
+    empty = _inner_outer(pred, target, torch.zeros(1, 1, 32, 32))
+    full = _inner_outer(pred, target, torch.ones(1, 1, 32, 32))
+    for s in (empty, full):  # no boundary: an empty band on both sides
+        assert s["inner_band_psnr"] == s["outer_band_psnr"] == 100.0
+        assert s["inner_band_ciede2000"] == s["outer_band_ciede2000"] == 0

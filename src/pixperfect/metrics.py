@@ -3,7 +3,13 @@ boundary, where seams live, plus two seam-specific band scores. A torchmetrics `
 so values sync across DDP ranks. None of them needs pretrained weights (the perceptual
 ones, LPIPS, FID and U-IDS/P-IDS, live in :mod:`pixperfect.evaluation.perceptual`).
 
-The band is every pixel within ``band_width`` px of the mask boundary, on both sides.
+The band is every pixel within ``band_width`` px of the mask boundary, on both sides. It
+splits into the *inner band* (inside the mask: the edit's own rim) and the *outer band*
+(outside it: the original photo next to the edit); ``inner_band_*`` / ``outer_band_*`` are
+the band's PSNR and CIEDE2000 on each side alone, to tell a refiner that fixes the edit's
+rim from one that repaints the photo around it. A side with no pixels (an empty or
+full-frame mask) scores as a perfect one: PSNR 100 dB (the cap of every PSNR here, MSE
+floored at 1e-10), CIEDE2000 0.
 
 - ``band_ciede2000``: mean CIEDE2000 colour difference (Sharma, Wu & Dalal 2005) between
   prediction and target over the band, from CIE Lab (sRGB, D65, via kornia). About 1 is
@@ -43,6 +49,10 @@ METRIC_NAMES = (
     "band_l1",
     "band_ciede2000",
     "seam_grad",
+    "inner_band_psnr",
+    "outer_band_psnr",
+    "inner_band_ciede2000",
+    "outer_band_ciede2000",
 )
 # Direction of each score, for tables: True where higher is better.
 HIGHER_IS_BETTER = {
@@ -54,6 +64,10 @@ HIGHER_IS_BETTER = {
     "band_l1": False,
     "band_ciede2000": False,
     "seam_grad": False,
+    "inner_band_psnr": True,
+    "outer_band_psnr": True,
+    "inner_band_ciede2000": False,
+    "outer_band_ciede2000": False,
 }
 
 
@@ -61,6 +75,13 @@ def boundary_band(mask: torch.Tensor, width: int) -> torch.Tensor:
     """Pixels within ``width`` of the mask boundary, on both sides (B, 1, H, W) bool."""
     inside = mask > 0.5
     return dilate(inside, width) & ~erode(inside, width)
+
+
+def inner_outer_bands(mask: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two halves of :func:`boundary_band` (B, 1, H, W) bool: (inside the mask within
+    ``width`` of its boundary, outside the mask within ``width`` of it)."""
+    inside = mask > 0.5
+    return inside & ~erode(inside, width), dilate(inside, width) & ~inside
 
 
 def _masked_mean(values: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
@@ -132,8 +153,11 @@ def error_gradient_sq(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (dx**2 + dy**2).mean(1, keepdim=True)
 
 
-def _region_ciede2000(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor):
-    """Per-image mean CIEDE2000 over ``region`` (B, 1, H, W), computed on its pixels only."""
+def _region_ciede2000(
+    pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor, *parts: torch.Tensor
+) -> list[torch.Tensor]:
+    """Per-image mean CIEDE2000 over ``region`` (B, 1, H, W), then over each of ``parts``
+    (subsets of ``region``), from one colour difference computed on ``region``'s pixels."""
     where = region[:, 0]
     image_index = torch.nonzero(where, as_tuple=True)[0]
 
@@ -141,10 +165,17 @@ def _region_ciede2000(pred: torch.Tensor, target: torch.Tensor, region: torch.Te
         return kornia.color.rgb_to_lab(x.permute(0, 2, 3, 1)[where].T[None, :, :, None])
 
     de = ciede2000(lab(pred), lab(target))[0, 0, :, 0]
-    total = torch.zeros(pred.shape[0], dtype=de.dtype, device=de.device)
-    total.index_add_(0, image_index, de)
-    count = torch.bincount(image_index, minlength=pred.shape[0]).clamp_min(1)
-    return total / count
+
+    def per_image(index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(pred.shape[0], dtype=de.dtype, device=de.device)
+        total.index_add_(0, index, values)
+        return total / torch.bincount(index, minlength=pred.shape[0]).clamp_min(1)
+
+    means = [per_image(image_index, de)]
+    for part in parts:
+        keep = part[:, 0][where]  # which of region's pixels (in the same order) are in part
+        means.append(per_image(image_index[keep], de[keep]))
+    return means
 
 
 def seam_scores(
@@ -154,10 +185,12 @@ def seam_scores(
     pred, target = pred.float().clamp(0, 1), target.float()
     everywhere = torch.ones_like(mask, dtype=torch.bool)
     band = boundary_band(mask, band_width)
+    inner, outer = inner_outer_bands(mask, band_width)
     sq, ab = (pred - target) ** 2, (pred - target).abs()
     _, ssim_map = structural_similarity_index_measure(
         pred, target, data_range=1.0, return_full_image=True, reduction="none"
     )
+    band_de, inner_de, outer_de = _region_ciede2000(pred, target.clamp(0, 1), band, inner, outer)
     return {
         "psnr": _psnr(_masked_mean(sq, everywhere)),
         "ssim": _masked_mean(ssim_map, everywhere),
@@ -165,8 +198,12 @@ def seam_scores(
         "band_psnr": _psnr(_masked_mean(sq, band)),
         "band_ssim": _masked_mean(ssim_map, band),
         "band_l1": _masked_mean(ab, band),
-        "band_ciede2000": _region_ciede2000(pred, target.clamp(0, 1), band),
+        "band_ciede2000": band_de,
         "seam_grad": _masked_mean(error_gradient_sq(pred, target), band).sqrt(),
+        "inner_band_psnr": _psnr(_masked_mean(sq, inner)),
+        "outer_band_psnr": _psnr(_masked_mean(sq, outer)),
+        "inner_band_ciede2000": inner_de,
+        "outer_band_ciede2000": outer_de,
     }
 
 

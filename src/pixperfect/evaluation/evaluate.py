@@ -19,14 +19,19 @@ Methods (``--methods`` picks a subset; all available ones by default):
 - ``refiner_pooled``: the refiner with test-time pooling over N jittered copies
   (``--pooling N``, N > 1).
 
-Metrics: the weight-free seam metrics of :mod:`pixperfect.metrics` (whole image and the
-boundary band) and, where their weights are staged locally, the perceptual ones of
-:mod:`pixperfect.evaluation.perceptual` (LPIPS, FID, U-IDS, P-IDS). Every score is a mean
-over samples. Outputs are scored as they are (no forced paste-back).
+Metrics: the weight-free seam metrics of :mod:`pixperfect.metrics` (whole image, the
+boundary band, and its inner and outer halves) and, where their weights are staged
+locally, the perceptual ones of :mod:`pixperfect.evaluation.perceptual` (LPIPS, FID,
+U-IDS, P-IDS). Every score is a mean over samples. Outputs are scored as they are (no
+forced paste-back). Each method but identity is also compared with identity sample by
+sample (:mod:`pixperfect.evaluation.breakdown`): its mean band-PSNR gain
+(``band_psnr_gain``), its ``harm_rate`` (% of samples it makes more than 0.5 dB worse in
+the band) and its gain per bucket of identity band PSNR (how bad the seam was).
 
-Reports (``--out results.json``): ``results.json`` (means, per-sample seam scores, what was
-left out and why), ``results.md`` and ``results.csv`` (methods x metrics), and
-``cases.png``: the worst and best cases by the refiner's band-PSNR gain over identity.
+Reports (``--out results.json``): ``results.json`` (means, the buckets, per-sample seam
+scores, what was left out and why), ``results.md`` (methods x metrics and the bucket
+table), ``results.csv`` (methods x metrics), and ``cases.png``: the worst and best cases
+by the refiner's band-PSNR gain over identity.
 """
 
 from __future__ import annotations
@@ -49,6 +54,12 @@ from pixperfect.data.crops import heldout_triples
 from pixperfect.data.datamodule import load_photos
 from pixperfect.data.photos import load_folder
 from pixperfect.evaluation.baselines import BASELINES
+from pixperfect.evaluation.breakdown import (
+    HARM_MARGIN_DB,
+    buckets_legend,
+    compare_to_identity,
+    format_buckets,
+)
 from pixperfect.evaluation.cases import CaseTracker, make_tiles, write_case_sheet
 from pixperfect.evaluation.dataset import load_triples
 from pixperfect.evaluation.perceptual import (
@@ -67,8 +78,26 @@ Method = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (composite, mas
 
 REFINER_METHODS = ("refiner", "refiner_raw", "refiner_pooled")
 ALL_METHODS = ("identity", *BASELINES, *REFINER_METHODS)
-BAND_METRICS = ("band_psnr", "band_ssim", "band_l1", "band_ciede2000", "seam_grad")
-DIRECTION = {**HIGHER_IS_BETTER, **PERCEPTUAL_HIGHER}
+# Against identity, sample by sample (pixperfect.evaluation.breakdown); not for identity.
+COMPARISON_METRICS = ("band_psnr_gain", "harm_rate")
+BAND_METRICS = (
+    "band_psnr",
+    "band_ssim",
+    "band_l1",
+    "band_ciede2000",
+    "seam_grad",
+    "inner_band_psnr",
+    "outer_band_psnr",
+    "inner_band_ciede2000",
+    "outer_band_ciede2000",
+    *COMPARISON_METRICS,
+)
+DIRECTION = {
+    **HIGHER_IS_BETTER,
+    **PERCEPTUAL_HIGHER,
+    "band_psnr_gain": True,
+    "harm_rate": False,
+}
 CASE_TILE = 128  # px, one tile of the cases sheet
 
 
@@ -220,14 +249,16 @@ def evaluate(
             name: {k: float(v[0]) for k, v in seam_scores(out, target, mask, e.band_width).items()}
             for name, out in outputs.items()
         }
-        per_sample.append({"name": sample["name"], "scores": scores})
+        if "identity" in scores:
+            reference = scores["identity"]["band_psnr"]
+        else:
+            reference = float(seam_scores(composite, target, mask, e.band_width)["band_psnr"][0])
+        per_sample.append(
+            {"name": sample["name"], "identity_band_psnr": reference, "scores": scores}
+        )
         if scorer is not None:
             scorer.update(outputs, target)
         if rank is not None:
-            if "identity" in scores:
-                reference = scores["identity"]["band_psnr"]
-            else:
-                reference = float(seam_scores(composite, target, mask, e.band_width)["band_psnr"])
             gain = scores[rank]["band_psnr"] - reference
             if tracker.wants(gain):
                 row = {"composite": composite[0], **{k: v[0] for k, v in outputs.items()}}
@@ -251,6 +282,14 @@ def evaluate(
         for name in chosen:
             means[name].update(extra.get(name, {}))
         metric_names += scorer.perceptual.names
+    comparison = compare_to_identity(
+        {name: [s["scores"][name]["band_psnr"] for s in per_sample] for name in chosen},
+        [s["identity_band_psnr"] for s in per_sample],
+    )
+    for name, scores in comparison["methods"].items():
+        means[name].update(scores)
+    if comparison["methods"]:
+        metric_names += COMPARISON_METRICS
     results = {
         "methods": means,
         "metrics": metric_names,
@@ -264,6 +303,8 @@ def evaluate(
         "seed": e.seed,
         "checkpoint": str(checkpoint) if checkpoint else None,
         "pooling": pooling if "refiner_pooled" in chosen else None,
+        "harm_margin_db": HARM_MARGIN_DB,
+        "buckets": comparison["buckets"],
         "per_sample": per_sample,
     }
     if tracker.k:
@@ -304,6 +345,10 @@ def _metrics(results: dict) -> list[str]:
 def _fmt(metric: str, value: float | None) -> str:
     if value is None:
         return "-"
+    if metric == "band_psnr_gain":
+        return f"{value:+.2f}"
+    if metric == "harm_rate":
+        return f"{value:.1f}%"
     if "psnr" in metric or metric in ("fid", "u_ids", "p_ids"):
         return f"{value:.2f}"
     if "ciede" in metric:
@@ -318,12 +363,22 @@ def _legend(results: dict) -> str:
         if source.get("kind") == "triples"
         else f"{results['samples']} samples from {results['photos']} held-out photos"
     )
-    return (
+    legend = (
         f"{what}; band metrics (band_*, seam_grad) are measured within "
         f"{results['band_width']} px of the mask boundary, either side, the others on the "
-        "whole image; ↑ higher is better, ↓ lower is better; PSNR in dB, CIEDE2000 in ΔE00 "
-        "units, seam_grad = RMS gradient of (output - target) in the band; U-IDS / P-IDS x100"
+        "whole image; inner_band_* / outer_band_*: the band's half inside / outside the mask "
+        "(the edit's rim / the photo around it); ↑ higher is better, ↓ lower is better; PSNR "
+        "in dB, CIEDE2000 in ΔE00 units, seam_grad = RMS gradient of (output - target) in "
+        "the band; U-IDS / P-IDS x100"
     )
+    if "harm_rate" in _metrics(results):
+        margin = results.get("harm_margin_db", HARM_MARGIN_DB)
+        legend += (
+            "; band_psnr_gain = mean band-PSNR gain over identity, sample by sample; "
+            f"harm_rate = % of samples whose band PSNR is more than {margin:g} dB below "
+            "identity's"
+        )
+    return legend
 
 
 def _arrow(results: dict, metric: str) -> str:
@@ -332,17 +387,21 @@ def _arrow(results: dict, metric: str) -> str:
 
 
 def format_table(results: dict) -> str:
-    """A fixed-width table: methods as rows, metrics as columns, band metrics marked."""
+    """Fixed-width tables: methods x metrics, then (when the results have them) the mean
+    band-PSNR gain over identity per identity band-PSNR bucket."""
     metrics = _metrics(results)
-    width = max(16, *(len(m) + 3 for m in metrics))
+    widths = {m: max(10, len(m) + 4) for m in metrics}
     header = f"{'method':<15}" + "".join(
-        f"{m + ' ' + _arrow(results, m):>{width}}" for m in metrics
+        f"{m + ' ' + _arrow(results, m):>{widths[m]}}" for m in metrics
     )
     lines = [header, "-" * len(header)]
     for name, scores in results["methods"].items():
-        cells = "".join(f"{_fmt(m, scores.get(m)):>{width}}" for m in metrics)
+        cells = "".join(f"{_fmt(m, scores.get(m)):>{widths[m]}}" for m in metrics)
         lines.append(f"{name:<15}{cells}")
     lines.append(f"({_legend(results)})")
+    buckets = results.get("buckets")
+    if buckets:
+        lines += ["", format_buckets(buckets), f"({buckets_legend(buckets)})"]
     return "\n".join(lines)
 
 
@@ -358,6 +417,10 @@ def format_markdown(results: dict) -> str:
     for name, scores in results["methods"].items():
         lines.append(f"| {name} | " + " | ".join(_fmt(m, scores.get(m)) for m in metrics) + " |")
     lines += ["", _legend(results) + "."]
+    buckets = results.get("buckets")
+    if buckets:
+        lines += ["", "### Gain over identity by seam difficulty", ""]
+        lines += [format_buckets(buckets, markdown=True), "", buckets_legend(buckets) + "."]
     if results.get("skipped"):
         lines += ["", "Left out:"] + [f"- {k}: {v}" for k, v in results["skipped"].items()]
     cases = results.get("cases")
@@ -379,6 +442,10 @@ def format_csv(results: dict) -> str:
     for m in metrics:
         direction = "higher" if _arrow(results, m) == "↑" else "lower"
         where = "band" if m in band else "whole image"
+        if m in COMPARISON_METRICS:
+            where += ", against identity sample by sample"
+        if m == "harm_rate":
+            where += f", % of samples more than {results.get('harm_margin_db', 0.5):g} dB worse"
         buffer.write(f"# {m}: {direction} is better; {where}\n")
     return buffer.getvalue()
 
