@@ -295,3 +295,125 @@ def test_tiles_cover_every_length_with_the_requested_overlap_on_the_stride_grid(
         assert starts[0] == 0 and starts[-1] + side == length
         assert all(b - a <= side - 32 for a, b in zip(starts, starts[1:], strict=False))
     assert tile_length(1424, 1024, 128, stride=8) == 776  # two balanced tiles, not 2 x 1024
+
+
+# -- what refine may change: the mask and a few px around it, nothing else by default --------
+
+DEFAULT_REACH = 3  # px past the mask that a default refine may change (spill + band + feather)
+
+
+def _distance(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance of every pixel to the nearest mask pixel (0 inside the mask)."""
+    import cv2
+
+    return cv2.distanceTransform((mask == 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+def _disk_and_box(h: int = 64, w: int = 80) -> np.ndarray:
+    """A round edit (diagonal distances) and a rectangular one, 255 = edited."""
+    yy, xx = np.mgrid[:h, :w]
+    mask = (yy - 24) ** 2 + (xx - 28) ** 2 <= 9**2
+    mask[44:54, 52:66] = True
+    return mask.astype(np.uint8) * 255
+
+
+def _changed(out: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    diff = out != pixels
+    return diff if diff.ndim == 2 else diff.any(axis=-1)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"tile_size": 32, "tile_overlap": 8},
+        {"pooling": 3},
+        {"pooling": 3, "pooling_mode": "select", "tile_size": 32, "tile_overlap": 8},
+    ],
+    ids=["plain", "tiled", "pooled", "tiled-pooled-select"],
+)
+@pytest.mark.parametrize(
+    "shape, dtype",
+    [
+        ((64, 80, 3), np.uint8),
+        ((64, 80, 3), np.uint16),
+        ((64, 80, 4), np.uint8),
+        ((64, 80, 4), np.uint16),
+        ((64, 80), np.uint8),
+        ((64, 80), np.uint16),
+    ],
+    ids=["rgb-8bit", "rgb-16bit", "rgba-8bit", "rgba-16bit", "grey-8bit", "grey-16bit"],
+)
+def test_by_default_refine_changes_only_the_mask_and_3_px_around_it(shape, dtype, options):
+    pixels = np.random.default_rng(10).integers(0, np.iinfo(dtype).max, shape, dtype, True)
+    mask = _disk_and_box()
+    refiner = Refiner(_model(), **options)
+    assert refiner.reach == DEFAULT_REACH
+    out = refiner(pixels, mask)
+    distance = _distance(mask)
+    far = distance > DEFAULT_REACH
+    assert np.array_equal(out[far], pixels[far]), "the photo outside the edit is untouched"
+    changed = _changed(out, pixels)
+    assert changed[mask > 0].mean() > 0.9, "the edit itself is refined"
+    assert changed[(distance > 0) & (distance <= DEFAULT_REACH)].any(), "and its seam band"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tensors_keep_their_exact_values_beyond_the_default_band(dtype):
+    image = torch.rand(2, 3, 64, 80, generator=torch.Generator().manual_seed(11), dtype=dtype)
+    mask_np = _disk_and_box()
+    mask = torch.from_numpy(mask_np > 0).float()[None, None].expand(2, 1, -1, -1)
+    out = Refiner(_model())(image, mask)
+    assert out.dtype == dtype
+    far = torch.from_numpy(_distance(mask_np) > DEFAULT_REACH)
+    assert torch.equal(out[..., far], image[..., far]), "no float32 round trip out there"
+    inside = torch.from_numpy(mask_np > 0)
+    assert (out[..., inside] != image[..., inside]).float().mean() > 0.9
+
+
+def test_a_32_bit_pil_image_keeps_out_of_range_pixels_beyond_the_band():
+    rng = np.random.default_rng(12)
+    pixels = rng.integers(0, 65535, (64, 80), dtype=np.int32)
+    pixels[0, :4] = [-5, 70000, 2**20, 65536]  # far from the edit, outside 16 bits
+    image = PILImage.fromarray(pixels)
+    assert image.mode == "I"
+    mask = _disk_and_box()
+    out = Refiner(_model())(image, PILImage.fromarray(mask))
+    assert out.mode == "I"
+    result, far = np.asarray(out), _distance(mask) > DEFAULT_REACH
+    assert np.array_equal(result[far], pixels[far])
+    assert (result[mask > 0] != pixels[mask > 0]).mean() > 0.9
+
+
+def test_spill_widens_what_refine_changes_by_that_many_px():
+    pixels = np.random.default_rng(13).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    mask, model = _disk_and_box(), _model()
+    refiner = Refiner(model, spill=6)
+    assert refiner.reach == 6 + DEFAULT_REACH
+    out = refiner(pixels, mask)
+    distance, changed = _distance(mask), _changed(out, pixels)
+    assert np.array_equal(out[distance > 9], pixels[distance > 9])
+    assert changed[(distance > DEFAULT_REACH) & (distance <= 9)].mean() > 0.5, "band grew"
+    # The spilled pixels are refined at full weight, like a band 6 px wider (two runs of
+    # the same network: CPU convolutions may differ in the last bit, so 1 level apart).
+    wider = Refiner(model, band=6 + 2)(pixels, mask)
+    assert np.abs(out.astype(int) - wider).max() <= 1
+
+
+def test_a_wider_band_and_feather_change_pixels_that_far_and_no_farther():
+    pixels = np.random.default_rng(14).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    mask = _disk_and_box()
+    refiner = Refiner(_model(), band=8, feather=4)
+    assert refiner.reach == 12
+    out = refiner(pixels, mask)
+    distance, changed = _distance(mask), _changed(out, pixels)
+    assert np.array_equal(out[distance >= 12], pixels[distance >= 12])
+    assert changed[(distance > DEFAULT_REACH) & (distance < 12)].mean() > 0.5
+    assert Refiner(_model(), paste="crop").reach is None  # the whole crop: no such bound
+
+
+def test_a_reach_past_the_margin_is_refused():
+    with pytest.raises(ValueError, match=r"spill \+ band \+ feather = 19"):
+        Refiner(_model(), margin=16, spill=16)
+    with pytest.raises(ValueError, match="spill=-1"):
+        Refiner(_model(), spill=-1)

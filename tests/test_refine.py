@@ -19,6 +19,37 @@ def _mask(h, w):
     return m
 
 
+DEFAULT_REACH = 3  # px past the mask that a default refine may change
+
+
+def _distance(mask):
+    """Euclidean distance of every pixel to the nearest mask pixel (0 inside the mask)."""
+    import cv2
+
+    return cv2.distanceTransform((mask == 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+def _changed(out, pixels):
+    diff = out != pixels
+    return diff if diff.ndim == 2 else diff.any(axis=-1)
+
+
+@pytest.fixture
+def loud_refiner(monkeypatch):
+    """``Refiner.from_checkpoint`` (what ``refine --ckpt`` loads) with a head loud enough
+    that every refined pixel changes: two training steps barely move the 8-bit values."""
+    load = Refiner.from_checkpoint.__func__
+
+    def loud(cls, *args, **kwargs):
+        refiner = load(cls, *args, **kwargs)
+        torch.manual_seed(0)
+        torch.nn.init.normal_(refiner.model.head.weight, std=0.1)
+        torch.nn.init.normal_(refiner.model.head.bias, std=0.05)
+        return refiner
+
+    monkeypatch.setattr(Refiner, "from_checkpoint", classmethod(loud))
+
+
 @pytest.mark.parametrize(
     "shape, dtype",
     [
@@ -56,6 +87,8 @@ def test_refine_keeps_size_mode_and_bit_depth(trained_checkpoint, tmp_path, shap
     assert result.shape == pixels.shape and result.dtype == pixels.dtype
     if shape[-1:] == (4,):
         assert np.array_equal(result[..., 3], pixels[..., 3]), "alpha is carried over"
+    far = _distance(_mask(*shape[:2])) > DEFAULT_REACH
+    assert np.array_equal(result[far], pixels[far]), "the photo outside the edit is untouched"
 
 
 def test_untrained_refiner_is_its_starting_point_through_padding(trained_checkpoint):
@@ -124,3 +157,53 @@ def test_edit_margin_keeps_the_background_exact(name, kwargs):
     far[9:23, 9:23] = False  # the mask grown by the 3 px margin
     assert torch.equal(out[..., far], image[..., far])
     assert not torch.equal(out[..., 9:23, 9:23], image[..., 9:23, 9:23])
+
+
+def test_refine_changes_the_edit_and_3_px_around_it_and_spill_widens_that(
+    trained_checkpoint, loud_refiner, tmp_path
+):
+    pixels = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    image = _write(tmp_path / "in.png", pixels)
+    mask = _mask(48, 64)
+    mask[30:36, 40:44] = 255  # a second, separate edit
+    _write(tmp_path / "mask.png", mask)
+    distance = _distance(mask)
+    args = ["refine", "--ckpt", str(trained_checkpoint), "--image", str(image)]
+    args += ["--mask", str(tmp_path / "mask.png")]
+
+    assert main([*args, "--out", str(tmp_path / "default.png")]) == 0
+    out = read_image(tmp_path / "default.png").pixels
+    far = distance > DEFAULT_REACH
+    assert np.array_equal(out[far], pixels[far]), "the photo outside the edit is untouched"
+    assert _changed(out, pixels)[mask > 0].mean() > 0.9, "the edit is refined"
+
+    assert main([*args, "--out", str(tmp_path / "spill.png"), "--spill", "5"]) == 0
+    spilled = read_image(tmp_path / "spill.png").pixels
+    reach = 5 + DEFAULT_REACH
+    assert np.array_equal(spilled[distance > reach], pixels[distance > reach])
+    grown = (distance > DEFAULT_REACH) & (distance <= reach)
+    assert _changed(spilled, pixels)[grown].mean() > 0.5, "--spill 5 refines 5 px more"
+
+
+def test_a_folder_run_changes_only_each_edit_and_3_px_around_it(
+    trained_checkpoint, loud_refiner, tmp_path
+):
+    images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
+    rng = np.random.default_rng(2)
+    inputs = {
+        "a.png": rng.integers(0, 255, (40, 56, 3), dtype=np.uint8),
+        "b.png": rng.integers(0, 65535, (44, 36), dtype=np.uint16),
+    }
+    for name, pixels in inputs.items():
+        _write(images / name, pixels)
+        _write(masks / name, _mask(*pixels.shape[:2]))
+    code = main(
+        ["refine", "--ckpt", str(trained_checkpoint), "--images", str(images),
+         "--masks", str(masks), "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    for name, pixels in inputs.items():
+        result, mask = read_image(out / name).pixels, _mask(*pixels.shape[:2])
+        far = _distance(mask) > DEFAULT_REACH
+        assert np.array_equal(result[far], pixels[far]), name
+        assert _changed(result, pixels)[mask > 0].mean() > 0.9, name

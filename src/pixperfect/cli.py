@@ -87,7 +87,7 @@ def _refine(args: argparse.Namespace) -> int:
         raise ValueError("--image needs --mask (the edit mask, same size, white = edited)")
     if not single and not args.masks:
         raise ValueError("--images needs --masks (the folder of edit masks)")
-    names = ("margin", "band", "feather", "tile_size", "tile_overlap", "pooling", "paste")
+    names = ("margin", "band", "feather", "spill", "tile_size", "tile_overlap", "pooling", "paste")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.ckpt:
         refiner = Refiner.from_checkpoint(args.ckpt, args.device, **options)
@@ -269,7 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--masks DIR --out DIR). In a folder, the mask of <stem>.<ext> is <stem>.<ext> or "
         "<stem>_mask.<ext> in --masks; outputs keep the image's file name. Masks: white = "
         "edited, binarised at half of full scale, same size as the image. A folder run "
-        "reports the files that failed at the end and exits 1 if any did.",
+        "reports the files that failed at the end and exits 1 if any did. What changes: the "
+        "edited pixels (the mask) and those within spill + band + feather px of it (3 px by "
+        "default); every other pixel is the input's, byte for byte. Wider --spill, --band or "
+        "--feather, or --paste crop, change pixels of the original photo outside the edit.",
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", help="training checkpoint (Lightning .ckpt)")
@@ -280,12 +283,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", help="folder of their masks (may be the --images folder)")
     p.add_argument("--out", required=True, help="output file (--image) or folder (--images)")
     p.add_argument("--margin", type=int, help="context px around the mask's box (default 64)")
-    p.add_argument("--band", type=int, help="px outside the mask that are pasted (default 16)")
-    p.add_argument("--feather", type=int, help="px of soft falloff after the band (default 8)")
+    p.add_argument("--band", type=int, help="px outside the mask pasted at full weight (default 2)")
+    p.add_argument("--feather", type=int, help="px of soft falloff after the band (default 1)")
+    p.add_argument(
+        "--spill",
+        type=int,
+        help="px past the mask that your editor's paste reached (a feathered or grown "
+        "paste-back): refined too, at full weight, before the band (default 0)",
+    )
     p.add_argument("--tile-size", type=int, help="larger crops are tiled (default 1024)")
     p.add_argument("--tile-overlap", type=int, help="px shared by tiles (default 128)")
     p.add_argument("--pooling", type=int, help="colour-jittered copies pooled (default 1: off)")
-    p.add_argument("--paste", choices=("band", "crop"), help="paste back the band or the crop")
+    p.add_argument(
+        "--paste",
+        choices=("band", "crop"),
+        help="paste back the band (default) or the whole crop (changes --margin px and more "
+        "around the mask's box)",
+    )
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_refine)
 

@@ -2,8 +2,9 @@
 
 The refiner only ever sees a crop around the mask's bounding box (plus a context margin), so
 the cost of refining follows the size of the edit, not the size of the photo. What it
-returns is pasted back only inside the mask grown by a band (seams live just outside the
-mask), with a soft feather; everything else keeps the input's exact pixels.
+returns is pasted back only inside the mask grown by a narrow band (a hard paste-back's
+seam lies within a few px outside the mask), with a soft feather; everything else keeps
+the input's exact pixels.
 """
 
 from __future__ import annotations

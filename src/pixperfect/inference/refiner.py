@@ -1,23 +1,35 @@
 """The ``Refiner``: a trained generator plus what it takes to apply it to a real edit.
 
+What a call may change (``paste="band"``, the default): the pixels of the edit mask and
+those within ``reach = spill + band + feather`` px of it (Euclidean distance to the nearest
+mask pixel); every pixel farther out is the input's, byte for byte. By default that is 3 px
+(``band=2`` at full weight, a ``feather=1`` px falloff, ``spill=0``): the width of the seam a
+hard paste-back leaves, on the photo's side. A photo's pixels outside the edit are not
+guessed at: the refiner cannot tell a pixel the editor's paste spilled onto from an
+original one, so it changes none of them unless told, with ``spill=PX`` when the editor
+feathered or dilated its paste PX px past the mask (those pixels are then refined at full
+weight, like the mask), or with a wider ``band``/``feather``. ``paste="crop"`` pastes the
+whole refined crop (``margin`` px and more around the mask's bounding box).
+
 ``Refiner.from_pretrained(folder)(image, mask)`` (or ``from_checkpoint(ckpt)``):
 
 1. **Crop.** Only the mask's bounding box grown by ``margin`` px (default 64) is refined,
    so the cost follows the size of the edit, not of the photo, and only that crop is ever
-   converted to float. 64 px = the paste-back band (16) and feather (8) plus the default
-   U-Net's receptive radius (38 px at depth 3: a 69 px field, measured by back-propagating
-   from one output pixel), so every pasted pixel sees the same neighbourhood as if the
-   whole photo had been refined. (The FFC model's receptive field is global: any crop is
-   an approximation there; raise ``margin`` for more context.) The crop is grown with real
+   converted to float. 64 px = the default U-Net's receptive radius (38 px at depth 3: a
+   69 px field, measured by back-propagating from one output pixel) plus room for a reach
+   of up to 26 px, so every pasted pixel sees the same neighbourhood as if the whole
+   photo had been refined. (The FFC model's receptive field is global: any crop is an
+   approximation there; raise ``margin`` for more context.) The crop is grown with real
    pixels to the network stride where the photo allows, and reflection-padded otherwise.
 2. **Tiles.** A crop larger than ``tile_size`` (default 1024) in either side is refined in
    overlapping tiles (``tile_overlap``, default 128 px, over three receptive radii)
    blended with smooth weights (:mod:`pixperfect.inference.tiling`), which bounds memory.
 3. **Pooling** (optional, ``pooling=N``; 1 = off): :mod:`pixperfect.inference.pooling`.
-4. **Paste back.** ``paste="band"`` (default): refined pixels inside the mask grown by
-   ``band`` px (default 16, where seams live), falling off along a cosine over ``feather``
-   px (default 8); every other pixel is the input's, byte for byte. ``paste="crop"``:
-   the whole refined crop.
+4. **Paste back.** ``paste="band"`` (default): the refined pixels at full weight inside
+   the mask grown by ``spill + band`` px, falling off along a cosine over the next
+   ``feather`` px, the input's exact pixels beyond (see above). The network always sees
+   the mask as given; ``spill`` only widens what is pasted. ``paste="crop"``: the whole
+   refined crop.
 
 Inputs and outputs: a PIL image (modes L, RGB, RGBA, I;16, I), a numpy array (H, W),
 (H, W, 3) or (H, W, 4) of uint8/uint16, an :class:`~pixperfect.imageio.Image`, or a float
@@ -59,8 +71,10 @@ from pixperfect.inference.tiling import pad_to_multiple, run_tiled
 from pixperfect.models.colour_prior import apply_colour_prior
 
 DEFAULT_MARGIN = 64
-DEFAULT_BAND = 16
-DEFAULT_FEATHER = 8
+# What refine may change by default: the mask and 3 px around it (module docstring).
+DEFAULT_BAND = 2
+DEFAULT_FEATHER = 1
+DEFAULT_SPILL = 0
 DEFAULT_TILE_SIZE = 1024
 DEFAULT_TILE_OVERLAP = 128
 PASTE_MODES = ("band", "crop")
@@ -85,10 +99,15 @@ def _pil_pixels(image: Any) -> np.ndarray:
     return pixels
 
 
-def _pil_like(pixels: np.ndarray, like: Any) -> Any:
+def _pil_like(pixels: np.ndarray, like: Any, given: np.ndarray) -> Any:
+    """``pixels`` (refined from ``given``, the 16-bit pixels of ``like``) as an image of
+    ``like``'s mode. Mode I (32-bit) pixels the refiner left alone keep their values, even
+    outside the 16-bit range it works in."""
     from PIL import Image as PILImage
 
-    return PILImage.fromarray(pixels.astype(np.int32) if like.mode == "I" else pixels)
+    if like.mode != "I":
+        return PILImage.fromarray(pixels)
+    return PILImage.fromarray(np.where(pixels == given, np.asarray(like), pixels).astype(np.int32))
 
 
 def _mask_pixels(mask: Any) -> np.ndarray | torch.Tensor:
@@ -100,8 +119,13 @@ def _mask_pixels(mask: Any) -> np.ndarray | torch.Tensor:
 
 
 class Refiner:
-    """A trained refiner, ready to apply: ``Refiner.from_pretrained(folder)(image, mask)``
-    (see the module docstring for what a call does and the options)."""
+    """A trained refiner, ready to apply: ``Refiner.from_pretrained(folder)(image, mask)``.
+
+    A call changes only the edit mask and the pixels within :attr:`reach` px of it
+    (``spill + band + feather``; 3 px by default); every other pixel of the photo comes
+    back byte for byte. ``spill``, ``band`` and ``feather`` widen that on request, and
+    ``paste="crop"`` pastes the whole refined crop. See the module docstring for the
+    steps and the other options."""
 
     def __init__(
         self,
@@ -112,6 +136,7 @@ class Refiner:
         margin: int = DEFAULT_MARGIN,
         band: int = DEFAULT_BAND,
         feather: int = DEFAULT_FEATHER,
+        spill: int = DEFAULT_SPILL,
         tile_size: int = DEFAULT_TILE_SIZE,
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
         pooling: int = 1,
@@ -125,14 +150,17 @@ class Refiner:
         self.stride = getattr(model, "stride", 1)
         self.weights = "given"  # which checkpoint weights: "ema" or "raw" when loaded
         self.provenance: dict = {}
-        if min(margin, band, feather) < 0:
-            raise ValueError(f"margin={margin}, band={band}, feather={feather} must be >= 0")
+        if min(margin, band, feather, spill) < 0:
+            raise ValueError(
+                f"margin={margin}, band={band}, feather={feather}, spill={spill} must be >= 0"
+            )
         if paste not in PASTE_MODES:
             raise ValueError(f"paste={paste!r} is not one of {', '.join(PASTE_MODES)}")
-        if paste == "band" and margin < band + feather:
+        if paste == "band" and margin < spill + band + feather:
             raise ValueError(
-                f"margin={margin} must be at least band + feather = {band + feather}: the "
-                "pasted band and its feather have to end inside the refined crop"
+                f"margin={margin} must be at least spill + band + feather = "
+                f"{spill + band + feather}: the pasted band and its feather have to end "
+                "inside the refined crop"
             )
         if tile_size < self.stride or not 0 <= tile_overlap <= tile_size // 2:
             raise ValueError(
@@ -145,8 +173,16 @@ class Refiner:
                 f"{', '.join(POOLING_MODES)}"
             )
         self.margin, self.band, self.feather, self.paste = margin, band, feather, paste
+        self.spill = spill
         self.tile_size, self.tile_overlap = tile_size, tile_overlap
         self.pooling, self.pooling_mode, self.seed = pooling, pooling_mode, seed
+
+    @property
+    def reach(self) -> int | None:
+        """How far past the edit mask (px, Euclidean, to the nearest mask pixel) a call may
+        change pixels: ``spill + band + feather`` (3 by default); farther pixels keep the
+        input's exact values. None with ``paste="crop"`` (the whole crop is pasted)."""
+        return None if self.paste == "crop" else self.spill + self.band + self.feather
 
     @classmethod
     def from_checkpoint(
@@ -205,7 +241,8 @@ class Refiner:
         if isinstance(image, np.ndarray):
             return self._refine_pixels(image, mask)
         if _is_pil(image):
-            return _pil_like(self._refine_pixels(_pil_pixels(image), mask), image)
+            given = _pil_pixels(image)
+            return _pil_like(self._refine_pixels(given, mask), image, given)
         raise TypeError(
             f"cannot refine a {type(image).__name__}: give a PIL image, a numpy array, a "
             "pixperfect Image or a float tensor (3, H, W)"
@@ -237,7 +274,8 @@ class Refiner:
     def _weights(self, mask: np.ndarray) -> torch.Tensor:
         if self.paste == "crop":
             return torch.ones(1, *mask.shape)
-        return torch.from_numpy(paste_weights(mask, self.band, self.feather))[None]
+        weights = paste_weights(mask, self.spill + self.band, self.feather)
+        return torch.from_numpy(weights)[None]
 
     def _refine_crop(
         self, image: torch.Tensor, mask: np.ndarray, weights: torch.Tensor
@@ -303,6 +341,9 @@ class Refiner:
         x = image[region].detach().to("cpu", torch.float32)
         weights = self._weights(m[box.slices])
         blended = torch.lerp(x, self._refine_crop(x, m[box.slices], weights), weights)
+        # The input's own values where nothing is pasted (exact for any dtype, not a
+        # float32 round trip of them).
+        pasted = (weights > 0).to(image.device)
         out = image.clone()
-        out[region] = blended.to(image.device, image.dtype)
+        out[region] = torch.where(pasted, blended.to(image.device, image.dtype), image[region])
         return out
