@@ -92,11 +92,15 @@ def test_refine_keeps_size_mode_and_bit_depth(trained_checkpoint, tmp_path, shap
 
 
 def test_untrained_refiner_is_its_starting_point_through_padding(trained_checkpoint):
-    """With a zero head the refiner returns what it starts from: the composite, or the
-    colour prior's image when the config sets one (the demo does), padding or not."""
+    """With a zero head (and the prior gate open) the refiner returns what it starts from:
+    the composite, or the colour prior's image when the config sets one (the demo does),
+    padding or not."""
     refiner = Refiner.from_checkpoint(trained_checkpoint)
     torch.nn.init.zeros_(refiner.model.head.weight)
     torch.nn.init.zeros_(refiner.model.head.bias)
+    if refiner.model.gate is not None:  # the prior gate wide open: the start is the prior
+        torch.nn.init.zeros_(refiner.model.gate.conv.weight)
+        torch.nn.init.constant_(refiner.model.gate.conv.bias, 30.0)
     image = torch.rand(3, 37, 53)
     mask = torch.zeros(1, 37, 53)
     mask[:, 10:20, 5:30] = 1
