@@ -80,16 +80,9 @@ REFINER_METHODS = ("refiner", "refiner_raw", "refiner_pooled")
 ALL_METHODS = ("identity", *BASELINES, *REFINER_METHODS)
 # Against identity, sample by sample (pixperfect.evaluation.breakdown); not for identity.
 COMPARISON_METRICS = ("band_psnr_gain", "harm_rate")
+WHOLE_IMAGE_METRICS = ("psnr", "ssim", "l1")
 BAND_METRICS = (
-    "band_psnr",
-    "band_ssim",
-    "band_l1",
-    "band_ciede2000",
-    "seam_grad",
-    "inner_band_psnr",
-    "outer_band_psnr",
-    "inner_band_ciede2000",
-    "outer_band_ciede2000",
+    *(m for m in METRIC_NAMES if m not in WHOLE_IMAGE_METRICS),
     *COMPARISON_METRICS,
 )
 DIRECTION = {
