@@ -6,7 +6,7 @@ PIX     := $(VENV)/bin/pixperfect
 STAMP   := $(VENV)/.installed-stamp
 DEMO    := runs/demo
 
-.PHONY: install demo test lint bench gpu-check clean-demo
+.PHONY: install demo test lint bench gpu-check reference generalisation clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,16 @@ bench: $(STAMP)
 # table (on a CPU: the same rows at a tiny scale, GPU rows skipped). Options: --help.
 gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py
+
+# The shipped reference refiner (weights/pixperfect-ffc-cpu-v1): shards of the 315 photos
+# of ../shared/data/photos/train, about 85 min of training on the CPU, the Kodak table,
+# the export with its provenance. Resumable: run it again after an interruption.
+reference: $(STAMP)
+	$(PY) scripts/reference_model.py
+
+# The shipped refiner on artifacts and photos it did not train on, as one table.
+generalisation: $(STAMP)
+	$(PY) benchmarks/generalisation.py
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -53,7 +53,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     results = evaluate(
         cfg,
-        args.ckpt,
+        args.ckpt or args.model,
         images=args.images,
         device=args.device,
         examples_dir=examples,
@@ -65,6 +65,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         inception_weights=args.inception_weights,
         cases_path=report_paths(args.out)["cases"] if args.out else None,
         cases=args.cases,
+        pretrained=args.pretrained,
     )
     for message in results["skipped"].values():
         print(f"note: {message}", file=sys.stderr)
@@ -91,8 +92,11 @@ def _refine(args: argparse.Namespace) -> int:
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.ckpt:
         refiner = Refiner.from_checkpoint(args.ckpt, args.device, **options)
-    else:
+    else:  # --model, or the shipped reference refiner when neither is given
         refiner = Refiner.from_pretrained(args.model, args.device, **options)
+        if args.model is None:
+            name = refiner.provenance.get("name", "the reference refiner")
+            print(f"model: {name} (shipped default; --model DIR or --ckpt CKPT for another)")
     if single:
         print(f"refined: {refine_file(refiner, args.image, args.mask, args.out)}")
         return 0
@@ -208,7 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
         "recipe from held-out photos (--images DIR or the config's data.holdout).",
     )
     _add_config_args(p)
-    p.add_argument("--ckpt", help="training checkpoint; without it the refiner is not scored")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--ckpt", help="training checkpoint; without it (or --model) the refiner is not scored"
+    )
+    source.add_argument("--model", help="export folder (`pixperfect export`) scored as refiner")
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="also score the shipped reference refiner (method 'pretrained')",
+    )
     p.add_argument(
         "--dataset",
         metavar="DIR",
@@ -224,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         metavar="M1,M2",
         help="comma-separated subset of: identity, reinhard, poisson, laplacian, refiner, "
-        "refiner_raw, refiner_pooled (default: every available one)",
+        "refiner_raw, refiner_pooled, pretrained (default: every available one but "
+        "pretrained)",
     )
     p.add_argument(
         "--pooling",
@@ -274,9 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
         "default); every other pixel is the input's, byte for byte. Wider --spill, --band or "
         "--feather, or --paste crop, change pixels of the original photo outside the edit.",
     )
-    source = p.add_mutually_exclusive_group(required=True)
+    source = p.add_mutually_exclusive_group()
     source.add_argument("--ckpt", help="training checkpoint (Lightning .ckpt)")
-    source.add_argument("--model", help="folder written by `pixperfect export`")
+    source.add_argument(
+        "--model",
+        help="folder written by `pixperfect export` (default: the shipped reference refiner, "
+        "weights/pixperfect-ffc-cpu-v1, or $PIXPERFECT_MODEL)",
+    )
     p.add_argument("--image", help="the editor's output (any size, grey/RGB/RGBA, 8/16 bit)")
     p.add_argument("--mask", help="edit mask of --image, same size; white = edited")
     p.add_argument("--images", help="folder of edited images")

@@ -14,10 +14,13 @@ Methods (``--methods`` picks a subset; all available ones by default):
 - ``identity``: the composite as the editor hands it over;
 - ``reinhard``, ``poisson``, ``laplacian``: classical fixes, see
   :mod:`pixperfect.evaluation.baselines`;
-- ``refiner``: the checkpoint's generator, its EMA weights when it kept them;
+- ``refiner``: the checkpoint's generator, its EMA weights when it kept them (``--ckpt``),
+  or an export folder's model (``--model DIR``);
 - ``refiner_raw``: the non-EMA weights, when the checkpoint has both;
 - ``refiner_pooled``: the refiner with test-time pooling over N jittered copies
-  (``--pooling N``, N > 1).
+  (``--pooling N``, N > 1);
+- ``pretrained``: the shipped reference refiner (``Refiner.from_pretrained()``), only when
+  asked for (``--pretrained`` or by name): to see a model you trained beside it.
 
 Metrics: the weight-free seam metrics of :mod:`pixperfect.metrics` (whole image, the
 boundary band, and its inner and outer halves) and, where their weights are staged
@@ -77,7 +80,8 @@ log = logging.getLogger(__name__)
 Method = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (composite, mask) -> image
 
 REFINER_METHODS = ("refiner", "refiner_raw", "refiner_pooled")
-ALL_METHODS = ("identity", *BASELINES, *REFINER_METHODS)
+PRETRAINED = "pretrained"  # the shipped reference refiner; never among the defaults
+ALL_METHODS = ("identity", *BASELINES, *REFINER_METHODS, PRETRAINED)
 # Against identity, sample by sample (pixperfect.evaluation.breakdown); not for identity.
 COMPARISON_METRICS = ("band_psnr_gain", "harm_rate")
 WHOLE_IMAGE_METRICS = ("psnr", "ssim", "l1")
@@ -99,7 +103,10 @@ def _identity(composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _load_refiners(checkpoint: str | Path, device: str) -> tuple[Refiner, Refiner | None]:
-    """(the refiner ``refine`` uses, its non-EMA twin when the checkpoint holds both)."""
+    """(the refiner ``refine`` uses, its non-EMA twin when the checkpoint holds both).
+    ``checkpoint``: a training checkpoint, or an export folder (one set of weights)."""
+    if Path(checkpoint).is_dir():
+        return Refiner.from_pretrained(checkpoint, device), None
     refiner = Refiner.from_checkpoint(checkpoint, device)
     if refiner.weights != "ema":
         return refiner, None  # the refiner already is the raw generator
@@ -120,13 +127,17 @@ def build_methods(
     device: str = "cpu",
     pooling: int = 1,
     seed: int = 0,
+    pretrained: bool = False,
 ) -> dict[str, Method]:
     """The methods to compare, in table order. ``names`` None: every available one; a name
     that is asked for but cannot be had (no checkpoint, no EMA, no pooling) is an error."""
     unknown = [n for n in names or [] if n not in ALL_METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
-    wanted = list(ALL_METHODS) if names is None else [n for n in ALL_METHODS if n in names]
+    defaults = [n for n in ALL_METHODS if n != PRETRAINED]
+    wanted = defaults if names is None else [n for n in ALL_METHODS if n in names]
+    if pretrained and PRETRAINED not in wanted:
+        wanted.append(PRETRAINED)
     explicit = names is not None
     methods: dict[str, Method] = {}
     refiner = raw = None
@@ -137,9 +148,11 @@ def build_methods(
             methods[name] = _identity
         elif name in BASELINES:
             methods[name] = BASELINES[name]
+        elif name == PRETRAINED:
+            methods[name] = Refiner.from_pretrained(None, device)
         elif refiner is None:
             if explicit:
-                raise ValueError(f"method {name!r} needs a checkpoint: pass --ckpt CKPT")
+                raise ValueError(f"method {name!r} needs a model: pass --ckpt CKPT or --model DIR")
         elif name == "refiner":
             methods[name] = refiner
         elif name == "refiner_raw":
@@ -209,6 +222,7 @@ def evaluate(
     inception_weights: str | Path | None = None,
     cases_path: str | Path | None = None,
     cases: int = 4,
+    pretrained: bool = False,
 ) -> dict:
     """Score each method on the evaluation triples (module docstring); returns the results
     dict that :func:`write_results` and the ``format_*`` functions take.
@@ -221,7 +235,7 @@ def evaluate(
     """
     e = cfg.eval
     triples, source = _samples(cfg, images, dataset)
-    chosen = build_methods(methods, checkpoint, device, pooling, e.seed)
+    chosen = build_methods(methods, checkpoint, device, pooling, e.seed, pretrained)
     skipped: dict[str, str] = {}
     scorer = None
     if perceptual:

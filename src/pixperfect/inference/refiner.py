@@ -67,6 +67,7 @@ from pixperfect.inference.export import (
     model_section,
 )
 from pixperfect.inference.pooling import POOLING_MODES, pool_refinements
+from pixperfect.inference.pretrained import default_model_dir
 from pixperfect.inference.tiling import pad_to_multiple, run_tiled
 from pixperfect.models.colour_prior import apply_colour_prior
 
@@ -207,10 +208,17 @@ class Refiner:
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, device: str | torch.device = "cpu", **options: Any
+        cls,
+        directory: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        **options: Any,
     ) -> Refiner:
         """From a folder written by ``pixperfect export`` (model.safetensors, config.yaml);
-        a folder without them is refused naming the missing file and the export command."""
+        a folder without them is refused naming the missing file and the export command.
+        ``directory`` None: the shipped reference refiner
+        (:func:`pixperfect.inference.pretrained.default_model_dir`)."""
+        if directory is None:
+            directory = default_model_dir()
         model, config, provenance = load_export(directory)
         refiner = cls(model, config, device, **options)
         refiner.weights = provenance.get("weights", "unknown")

@@ -1,0 +1,172 @@
+"""Train, score and export the shipped reference refiner: ``make reference``.
+
+    .venv/bin/python scripts/reference_model.py [--out runs/reference]
+        [--weights weights/pixperfect-ffc-cpu-v1] [--photos ../shared/data/photos/train]
+        [--kodak ../shared/data/photos/kodak] [--crops-per-image 16] [key=value ...]
+
+Four steps, each resumable (rerun the same command after an interruption):
+
+1. **Shards**: ``pixperfect shards build`` of the training photos with
+   ``configs/reference_cpu.yaml``'s recipe (default artifacts, TAEF2 round trip, training
+   mix); complete shards are kept.
+2. **Train**: ``pixperfect train --config configs/reference_cpu.yaml``; an interrupted run
+   resumes from its last checkpoint. Every attempt's wall time is added to
+   ``OUT/timing.json``, so the reported training time covers all of them.
+3. **Kodak**: ``pixperfect evaluate`` on the 24 Kodak photos x 8 draws (the config's
+   recipe with the codec), identity, the classical baselines and the refiner (EMA),
+   without LPIPS/FID (no backbone weights on the CPU machine). Reused while newer than the
+   checkpoint.
+4. **Export**: ``pixperfect export`` into ``--weights`` with the provenance: the recipe
+   hash, the training photos' collections with sources and licences, the Kodak table with
+   the acceptance check, the timings and these commands.
+
+``key=value`` overrides go to every step (e.g. ``trainer.max_steps=200`` for a short try,
+with ``--out`` and ``--weights`` elsewhere). Set ``OMP_NUM_THREADS`` to share the CPU
+with another job (PyTorch otherwise takes every core and two such jobs contend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "photos"
+CONFIG = ROOT / "configs" / "reference_cpu.yaml"
+PIXPERFECT = [sys.executable, "-m", "pixperfect.cli"]
+METHODS = "identity,reinhard,poisson,laplacian,refiner"
+
+
+def run_logged(command: list[str], log: Path) -> float:
+    """Run ``command`` with its output appended to ``log``; wall seconds. Exits on failure
+    with the log's tail."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        out.write(f"\n$ {shlex.join(command)}\n")
+        out.flush()
+        start = time.perf_counter()
+        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        seconds = time.perf_counter() - start
+    if code != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
+        sys.exit(f"command failed ({code}): {shlex.join(command)}\n--- {log} (tail) ---\n{tail}")
+    return seconds
+
+
+class Ledger:
+    """``OUT/timing.json``: the wall seconds of every attempt of every step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.is_file() else {}
+
+    def add(self, step: str, **entry: object) -> None:
+        self.data.setdefault(step, []).append(entry)
+        self.path.write_text(json.dumps(self.data, indent=2) + "\n")
+
+    def total_s(self, step: str) -> float:
+        return sum(float(e["wall_s"]) for e in self.data.get(step, []))
+
+
+def checkpoint_step(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", 0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "reference")
+    parser.add_argument("--weights", type=Path, default=None, help="export folder")
+    parser.add_argument("--photos", type=Path, default=SHARED / "train")
+    parser.add_argument("--kodak", type=Path, default=SHARED / "kodak")
+    parser.add_argument("--crops-per-image", type=int, default=16)
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+
+    from pixperfect.config import load_config
+    from pixperfect.inference.export import evaluation_summary, export_checkpoint
+    from pixperfect.inference.pretrained import DEFAULT_MODEL
+
+    for folder in (args.photos, args.kodak):
+        if not folder.is_dir():
+            sys.exit(f"photo folder {folder} does not exist (../shared/data/photos is expected)")
+    out = args.out.resolve()
+    weights = (args.weights or ROOT / "weights" / DEFAULT_MODEL).resolve()
+    overrides = [
+        f"data.shards={out / 'shards'}",
+        f"run.root={out / 'runs'}",
+        *args.overrides,
+    ]
+    cfg = load_config(CONFIG, overrides)  # a wrong key is refused here, before any work
+    run_dir = Path(cfg.run.root) / cfg.run.name
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ledger = Ledger(out / "timing.json")
+    base = ["--config", str(CONFIG)]
+
+    shards = [*PIXPERFECT, "shards", "build", "--images", str(args.photos), *base,
+              "--out", str(out / "shards"), "--crops-per-image", str(args.crops_per_image),
+              "--shard-size", "100", *overrides]  # fmt: skip
+    print(f"1/4 shards: building (resumable; log {out / 'shards.log'})", flush=True)
+    seconds = run_logged(shards, out / "shards.log")
+    ledger.add("shards", wall_s=round(seconds, 1))
+    print(f"    ready in {seconds / 60:.1f} min", flush=True)
+
+    train = [*PIXPERFECT, "train", *base, *overrides]
+    start_step = checkpoint_step(ckpt)
+    if start_step >= cfg.trainer.max_steps:
+        print(f"2/4 train: done already (step {start_step})", flush=True)
+    else:
+        print(f"2/4 train: from step {start_step} to {cfg.trainer.max_steps} "
+              f"(log {out / 'train.log'})", flush=True)  # fmt: skip
+        seconds = run_logged(train, out / "train.log")
+        ledger.add("train", wall_s=round(seconds, 1), from_step=start_step,
+                   to_step=checkpoint_step(ckpt))  # fmt: skip
+        print(f"    {seconds / 60:.1f} min", flush=True)
+
+    results_path = out / "eval" / "kodak.json"
+    evaluate = [*PIXPERFECT, "evaluate", *base, "--ckpt", str(ckpt), "--images",
+                str(args.kodak), "--methods", METHODS, "--no-perceptual",
+                "--out", str(results_path), *overrides]  # fmt: skip
+    fresh = results_path.is_file() and results_path.stat().st_mtime > ckpt.stat().st_mtime
+    if fresh:
+        print(f"3/4 Kodak: reusing {results_path}", flush=True)
+    else:
+        print(f"3/4 Kodak: evaluating (log {out / 'eval.log'})", flush=True)
+        seconds = run_logged(evaluate, out / "eval.log")
+        ledger.add("evaluate", wall_s=round(seconds, 1))
+    results = json.loads(results_path.read_text())
+
+    def shown(command: list[str]) -> str:
+        return shlex.join(["pixperfect", *command[len(PIXPERFECT) :]])
+
+    extra = {
+        "training": {
+            "command": "make reference  (scripts/reference_model.py)",
+            "train_command": shown(train),
+            "steps": checkpoint_step(ckpt),
+            "train_wall_min": round(ledger.total_s("train") / 60, 1),
+            "attempts": len(ledger.data.get("train", [])),
+            "machine": "2-core CPU, no GPU",
+        },
+        "shards": {
+            "command": shown(shards),
+            "build_wall_min": round(ledger.total_s("shards") / 60, 1),
+        },
+    }
+    summary = evaluation_summary(results, command=shown(evaluate))
+    export_checkpoint(ckpt, weights, name=weights.name, evaluation=summary, extra=extra)
+    print(f"4/4 exported: {weights}", flush=True)
+    print((weights / "README.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
