@@ -208,6 +208,26 @@ class ArtifactSimulator:
         return self.apply(images, params, mask), params
 
 
+FAMILIES = ("colour", "texture", "codec", "content", "misalign")
+
+
+def family_names(params: Params, index: int) -> list[str]:
+    """The artifact families applied to sample ``index``, in :data:`FAMILIES` order
+    (``codec``: the latent round trip of the texture family); empty for a clean sample."""
+    mix = params.get("mix")
+    if mix is not None and int(mix["kind"][index]) == CLEAN:
+        return []
+    texture = params["texture"]
+    applied = {
+        "colour": bool(params["colour"]["applied"][index]),
+        "texture": bool(texture["applied"][index]),
+        "codec": bool(texture["applied"][index]) and bool(texture["vae"][index]),
+        "content": bool(params["content"]["applied"][index]),
+        "misalign": bool(params["misalign"]["applied"][index]),
+    }
+    return [name for name in FAMILIES if applied[name]]
+
+
 def describe(params: Params, index: int) -> str:
     """One line naming the families applied to sample ``index`` and their key values."""
     parts = []

@@ -288,3 +288,45 @@ def test_evaluate_compares_with_identity_by_default_on_simulated_samples(tiny_co
     assert all(np.isfinite(s["identity_band_psnr"]) for s in results["per_sample"])
     assert "identity band PSNR" in format_table(results)
     assert "seam difficulty" in format_markdown(results)
+
+
+def test_simulated_evaluation_splits_the_gain_by_artifact_family(tiny_config):
+    from data_sim.simulator import FAMILIES
+    from pixperfect.evaluation.evaluate import evaluate, format_markdown, format_table
+
+    cfg = tiny_config("eval.samples_per_image=4")
+    results = evaluate(cfg, None, methods=["identity", "reinhard"], perceptual=False)
+    families = results["families"]
+    per_sample = results["per_sample"]
+    assert all(s["families"] and set(s["families"]) <= set(FAMILIES) for s in per_sample)
+    for name, count, gain in zip(
+        families["names"], families["samples"], families["methods"]["reinhard"]["gain_db"],
+        strict=True,
+    ):  # fmt: skip
+        members = [s for s in per_sample if name in s["families"]]
+        assert count == len(members) > 0
+        expected = np.mean(
+            [s["scores"]["reinhard"]["band_psnr"] - s["identity_band_psnr"] for s in members]
+        )
+        assert gain == pytest.approx(expected, abs=1e-9)
+    assert "artifact family" in format_table(results)
+    assert "by artifact family" in format_markdown(results)
+
+
+def test_a_clean_sample_has_no_family_and_a_codec_one_has_texture_too():
+    import torch
+
+    from data_sim.simulator import family_names
+
+    params = {
+        "colour": {"applied": torch.tensor([True, False])},
+        "texture": {"applied": torch.tensor([True, True]), "vae": torch.tensor([True, False])},
+        "content": {"applied": torch.tensor([False, True])},
+        "misalign": {"applied": torch.tensor([False, False])},
+    }
+    assert family_names(params, 0) == ["colour", "texture", "codec"]
+    assert family_names(params, 1) == ["texture", "content"]
+    from data_sim.mix import CLEAN
+
+    params["mix"] = {"kind": torch.tensor([CLEAN, 0])}
+    assert family_names(params, 0) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from data_sim.simulator import ArtifactSimulator
+from data_sim.simulator import ArtifactSimulator, family_names
 
 
 def resize_min_side(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -61,7 +61,8 @@ def heldout_triples(
 
     With ``crop_size`` each sample is a random crop (equal sizes, batchable); without it
     each is the whole photo, fitted within ``max_size``. Every sample carries at least one
-    artifact: a clean sample has nothing to fix.
+    artifact: a clean sample has nothing to fix. ``families``: the applied artifact
+    families joined by ``+`` (:func:`data_sim.simulator.family_names`).
     """
     simulator = ArtifactSimulator(simulator.cfg, ensure_artifact=True)
     generator = torch.Generator().manual_seed(seed)
@@ -75,7 +76,10 @@ def heldout_triples(
             )
         else:
             clean = image[None].expand(per_image, -1, -1, -1).contiguous()
-        batch, _ = simulator(clean, generator)
+        batch, params = simulator(clean, generator)
         for i in range(per_image):
-            samples.append({"name": f"{name}#{i}", **{k: v[i] for k, v in batch.items()}})
+            families = "+".join(family_names(params, i))  # a string: batches collate it
+            samples.append(
+                {"name": f"{name}#{i}", "families": families, **{k: v[i] for k, v in batch.items()}}
+            )
     return samples

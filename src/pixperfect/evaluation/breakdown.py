@@ -116,21 +116,21 @@ def format_buckets(buckets: Mapping, markdown: bool = False) -> str:
     """The bucket table: methods as rows, identity band-PSNR buckets as columns, mean
     band-PSNR gain over identity in the cells (dB, signed); a first row gives the count."""
     labels = [f"{label} dB" if i == 0 else label for i, label in enumerate(buckets["labels"])]
+    return _format_grid("identity band PSNR", labels, buckets, markdown)
 
+
+def _format_grid(title: str, labels: list[str], table: Mapping, markdown: bool) -> str:
     def cell(value: float | None) -> str:
         return "-" if value is None else f"{value:+.2f}"
 
-    rows = [("samples", [str(n) for n in buckets["samples"]])]
-    rows += [(name, [cell(v) for v in b["gain_db"]]) for name, b in buckets["methods"].items()]
+    rows = [("samples", [str(n) for n in table["samples"]])]
+    rows += [(name, [cell(v) for v in b["gain_db"]]) for name, b in table["methods"].items()]
     if markdown:
-        lines = [
-            "| identity band PSNR | " + " | ".join(labels) + " |",
-            "|---|" + "---:|" * len(labels),
-        ]
+        lines = [f"| {title} | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
         lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]
         return "\n".join(lines)
     width = max(10, *(len(label) + 2 for label in labels))
-    header = f"{'identity band PSNR':<20}" + "".join(f"{label:>{width}}" for label in labels)
+    header = f"{title:<20}" + "".join(f"{label:>{width}}" for label in labels)
     lines = [header, "-" * len(header)]
     lines += [f"{name:<20}" + "".join(f"{c:>{width}}" for c in cells) for name, cells in rows]
     return "\n".join(lines)
@@ -143,3 +143,39 @@ def buckets_legend(buckets: Mapping) -> str:
         f"difference in the top one); PSNR clamped at {buckets['psnr_cap_db']:g} dB for the "
         "gains; '-': no sample in the bucket"
     )
+
+
+def compare_by_family(
+    band_psnr: Mapping[str, Sequence[float]],
+    identity_psnr: Sequence[float],
+    families: Sequence[Sequence[str]],
+    margin: float = HARM_MARGIN_DB,
+) -> dict:
+    """Like :func:`compare_to_identity`, split by artifact family instead of difficulty: a
+    sample counts in every family applied to it (``families[i]``: its names), so the
+    columns overlap. Returns ``names``, ``samples`` per family and, per method, the mean
+    gain and harm rate per family (None for a family no sample has)."""
+    names = sorted({f for fs in families for f in fs}, key=_family_order)
+    members = [[i for i, fs in enumerate(families) if name in fs] for name in names]
+    methods = {}
+    for method, scores in band_psnr.items():
+        if method == "identity":
+            continue
+        g = gains(scores, identity_psnr)
+        methods[method] = {
+            "gain_db": [_mean([g[i] for i in idx]) for idx in members],
+            "harm_rate": [_harm([g[i] for i in idx], margin) for idx in members],
+        }
+    return {"names": names, "samples": [len(idx) for idx in members], "methods": methods}
+
+
+def _family_order(name: str) -> tuple[int, str]:
+    from data_sim.simulator import FAMILIES
+
+    return (FAMILIES.index(name) if name in FAMILIES else len(FAMILIES), name)
+
+
+def format_families(table: Mapping, markdown: bool = False) -> str:
+    """The family table: methods as rows, artifact families as columns, mean band-PSNR
+    gain over identity (dB) in the cells; a first row gives the count."""
+    return _format_grid("artifact family", table["names"], table, markdown)

@@ -60,8 +60,10 @@ from pixperfect.evaluation.baselines import BASELINES
 from pixperfect.evaluation.breakdown import (
     HARM_MARGIN_DB,
     buckets_legend,
+    compare_by_family,
     compare_to_identity,
     format_buckets,
+    format_families,
 )
 from pixperfect.evaluation.cases import CaseTracker, make_tiles, write_case_sheet
 from pixperfect.evaluation.dataset import load_triples
@@ -77,6 +79,10 @@ from pixperfect.inference import Refiner
 from pixperfect.metrics import HIGHER_IS_BETTER, METRIC_NAMES, seam_scores
 
 log = logging.getLogger(__name__)
+FAMILIES_LEGEND = (
+    "mean band-PSNR gain over identity (dB) on the samples with each artifact family "
+    "(a sample with several counts in each; codec: the latent round trip of texture)"
+)
 Method = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (composite, mask) -> image
 
 REFINER_METHODS = ("refiner", "refiner_raw", "refiner_pooled")
@@ -261,7 +267,12 @@ def evaluate(
         else:
             reference = float(seam_scores(composite, target, mask, e.band_width)["band_psnr"][0])
         per_sample.append(
-            {"name": sample["name"], "identity_band_psnr": reference, "scores": scores}
+            {
+                "name": sample["name"],
+                "families": sample["families"].split("+") if sample.get("families") else [],
+                "identity_band_psnr": reference,
+                "scores": scores,
+            }
         )
         if scorer is not None:
             scorer.update(outputs, target)
@@ -295,6 +306,13 @@ def evaluate(
     )
     for name, scores in comparison["methods"].items():
         means[name].update(scores)
+    families = None
+    if source.get("kind") == "simulated":  # real triples carry no family labels
+        families = compare_by_family(
+            {name: [s["scores"][name]["band_psnr"] for s in per_sample] for name in chosen},
+            [s["identity_band_psnr"] for s in per_sample],
+            [s["families"] for s in per_sample],
+        )
     if comparison["methods"]:
         metric_names += COMPARISON_METRICS
     results = {
@@ -312,6 +330,7 @@ def evaluate(
         "pooling": pooling if "refiner_pooled" in chosen else None,
         "harm_margin_db": HARM_MARGIN_DB,
         "buckets": comparison["buckets"],
+        "families": families,
         "per_sample": per_sample,
     }
     if tracker.k:
@@ -409,6 +428,9 @@ def format_table(results: dict) -> str:
     buckets = results.get("buckets")
     if buckets:
         lines += ["", format_buckets(buckets), f"({buckets_legend(buckets)})"]
+    families = results.get("families")
+    if families and families["methods"]:
+        lines += ["", format_families(families), f"({FAMILIES_LEGEND})"]
     return "\n".join(lines)
 
 
@@ -428,6 +450,10 @@ def format_markdown(results: dict) -> str:
     if buckets:
         lines += ["", "### Gain over identity by seam difficulty", ""]
         lines += [format_buckets(buckets, markdown=True), "", buckets_legend(buckets) + "."]
+    families = results.get("families")
+    if families and families["methods"]:
+        lines += ["", "### Gain over identity by artifact family", ""]
+        lines += [format_families(families, markdown=True), "", FAMILIES_LEGEND + "."]
     if results.get("skipped"):
         lines += ["", "Left out:"] + [f"- {k}: {v}" for k, v in results["skipped"].items()]
     cases = results.get("cases")
