@@ -15,7 +15,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-from pixperfect.evaluation.breakdown import compare_to_identity
+from pixperfect.evaluation.breakdown import compare_by_family, compare_to_identity
 
 SPEC = importlib.util.spec_from_file_location(
     "ablation_losses", ROOT / "benchmarks" / "ablation_losses.py"
@@ -92,8 +92,14 @@ def fake_results(offset: float, seed: int = 0) -> dict:
                     ("refiner", reinhard + offset + 0.1 * i),
                 )
             }
+            families = [("colour",), ("texture", "codec"), ("colour", "content")][i % 3]
             per_sample.append(
-                {"name": f"{photo}#{i}", "identity_band_psnr": identity, "scores": scores}
+                {
+                    "name": f"{photo}#{i}",
+                    "families": list(families),
+                    "identity_band_psnr": identity,
+                    "scores": scores,
+                }
             )
     names = ("identity", "reinhard", "refiner")
     means = {
@@ -109,6 +115,11 @@ def fake_results(offset: float, seed: int = 0) -> dict:
     )
     for name, scores in comparison["methods"].items():
         means[name].update(scores)
+    families = compare_by_family(
+        {n: [s["scores"][n]["band_psnr"] for s in per_sample] for n in names},
+        [s["identity_band_psnr"] for s in per_sample],
+        [s["families"] for s in per_sample],
+    )
     return json.loads(
         json.dumps(
             {
@@ -119,6 +130,7 @@ def fake_results(offset: float, seed: int = 0) -> dict:
                 "band_width": 8,
                 "harm_margin_db": 0.5,
                 "buckets": comparison["buckets"],
+                "families": families,
                 "per_sample": per_sample,
             }
         )
@@ -136,9 +148,11 @@ def test_report_has_every_arm_and_the_harm_rate(tmp_path):
     assert "band CIEDE2000" in header and "seam_grad" in header and "band PSNR" in header
     for arm in arms:
         rows = [line for line in report.splitlines() if line.startswith(f"| {arm.label} |")]
-        # the main table and both bucket tables; (b) and (c) also against (a)
-        assert len(rows) == (3 if arm.key == "a" else 4), arm.label
-    assert "LPIPS is off in every arm" in report and "Per-family" in report
+        # the main table, both bucket and both family tables; (b) and (c) also against (a)
+        assert len(rows) == (5 if arm.key == "a" else 6), arm.label
+    assert "LPIPS is off in every arm" in report and "Per-family" not in report
+    assert "| family | colour | texture | codec | content |" in report
+    assert summary["families"]["samples"] == [9, 3, 3, 3]  # 3 photos x i % 3 over 4 draws
     assert "Identity is the same in every evaluation" in report
     versus = summary["versus_a"]
     assert versus["b"]["mean_db"] == pytest.approx(-0.5)
@@ -200,6 +214,7 @@ def test_script_end_to_end_tiny(tmp_path):
     assert "harm rate" in report.splitlines()[0]
     for arm in ablation.ARMS.values():
         assert f"| {arm.label} | 3 |" in report
+    assert "by artifact family" in report and "Per-family" not in report
     summary = json.loads((out / "ablation.json").read_text())
     arms = [r for r in summary["rows"] if r["kind"] == "arm"]
     assert [r["arm"] for r in arms] == ["a", "b", "c"]
