@@ -73,8 +73,8 @@ class Ledger:
         return sum(float(e["wall_s"]) for e in self.data.get(step, []))
 
 
-def checkpoint_step(path: Path) -> int:
-    if not path.is_file():
+def checkpoint_step(path: Path | None) -> int:
+    if path is None or not path.is_file():
         return 0
     import torch
 
@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from pixperfect.config import load_config
     from pixperfect.inference.export import evaluation_summary, export_checkpoint
     from pixperfect.inference.pretrained import DEFAULT_MODEL
+    from pixperfect.training.train import resume_checkpoint
 
     for folder in (args.photos, args.kodak):
         if not folder.is_dir():
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    ready in {seconds / 60:.1f} min", flush=True)
 
     train = [*PIXPERFECT, "train", *base, *overrides]
-    start_step = checkpoint_step(ckpt)
+    start_step = checkpoint_step(resume_checkpoint(run_dir))  # what train resumes from
     if start_step >= cfg.trainer.max_steps:
         print(f"2/4 train: done already (step {start_step})", flush=True)
     else:
