@@ -31,20 +31,24 @@ demo: $(STAMP)
 	$(PIX) preflight --config configs/demo.yaml
 	$(PIX) train --config configs/demo.yaml
 	$(PIX) evaluate --config configs/demo.yaml --ckpt $(DEMO)/checkpoints/last.ckpt \
-		--out $(DEMO)/eval.json --save-examples 2
+		--pretrained --out $(DEMO)/eval.json --save-examples 2
 	$(PIX) export $(DEMO)/checkpoints/last.ckpt $(DEMO)/release
 	$(PIX) refine --model $(DEMO)/release \
 		--image $(DEMO)/examples/chelsea_0_composite.png \
 		--mask $(DEMO)/examples/chelsea_0_mask.png --out $(DEMO)/examples/chelsea_0_refined.png
+	$(PIX) refine --image $(DEMO)/examples/chelsea_0_composite.png \
+		--mask $(DEMO)/examples/chelsea_0_mask.png --out $(DEMO)/examples/chelsea_0_reference.png
 	@echo
 	@echo "demo finished: everything is under $(DEMO)/"
 	@echo "  shards       $(DEMO)/shards/         (artifact shards + manifest.json)"
 	@echo "  checkpoints  $(DEMO)/checkpoints/   (resume: run make demo again with more steps)"
 	@echo "  sheet        $(DEMO)/contact_sheet.png"
-	@echo "  metrics      $(DEMO)/eval.json, eval.md, eval.csv (methods x metrics)"
+	@echo "  metrics      $(DEMO)/eval.json, eval.md, eval.csv (methods x metrics; refiner:"
+	@echo "               the demo's model, pretrained: the shipped reference refiner)"
 	@echo "  cases        $(DEMO)/cases.png      (worst and best cases, side by side)"
 	@echo "  release      $(DEMO)/release/        (model.safetensors + config.yaml: refine --model)"
-	@echo "  examples     $(DEMO)/examples/       (composite, mask, target, refined)"
+	@echo "  examples     $(DEMO)/examples/       (composite, mask, target, refined by each model;"
+	@echo "               chelsea_0_reference.png: refine without --model, the shipped refiner)"
 	@echo "  tensorboard  $(VENV)/bin/tensorboard --logdir $(DEMO)/tb"
 
 # Speed and size benchmarks: each prints a table (minutes on a 2-core CPU).

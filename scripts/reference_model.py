@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -37,7 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "photos"
-CONFIG = ROOT / "configs" / "reference_cpu.yaml"
+CONFIG = Path("configs") / "reference_cpu.yaml"  # relative: the script works in ROOT
 PIXPERFECT = [sys.executable, "-m", "pixperfect.cli"]
 METHODS = "identity,reinhard,poisson,laplacian,refiner"
 
@@ -56,6 +57,11 @@ def run_logged(command: list[str], log: Path) -> float:
         tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
         sys.exit(f"command failed ({code}): {shlex.join(command)}\n--- {log} (tail) ---\n{tail}")
     return seconds
+
+
+def relative(path: Path) -> Path:
+    """``path`` relative to the repository root (``../shared/...`` beside it)."""
+    return Path(os.path.relpath(path, ROOT))
 
 
 class Ledger:
@@ -99,13 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     for folder in (args.photos, args.kodak):
         if not folder.is_dir():
             sys.exit(f"photo folder {folder} does not exist (../shared/data/photos is expected)")
-    out = args.out.resolve()
-    weights = (args.weights or ROOT / "weights" / DEFAULT_MODEL).resolve()
+    # Paths relative to the repository where they can be (every command runs there), so
+    # the provenance of committed weights names no machine's folders.
+    out = relative(args.out.resolve())
+    weights = relative((args.weights or ROOT / "weights" / DEFAULT_MODEL).resolve())
+    args.photos, args.kodak = relative(args.photos.resolve()), relative(args.kodak.resolve())
     overrides = [
         f"data.shards={out / 'shards'}",
         f"run.root={out / 'runs'}",
         *args.overrides,
     ]
+    os.chdir(ROOT)
     cfg = load_config(CONFIG, overrides)  # a wrong key is refused here, before any work
     run_dir = Path(cfg.run.root) / cfg.run.name
     ckpt = run_dir / "checkpoints" / "last.ckpt"
