@@ -77,12 +77,11 @@ import argparse
 import json
 import math
 import os
-import shlex
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pixperfect import logged
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "photos"
@@ -182,18 +181,7 @@ def arm_config(arm: Arm, args: argparse.Namespace):
 
 
 def run_logged(command: list[str], log: Path) -> float:
-    """Run ``command`` with its output appended to ``log``; wall seconds. Exits on failure."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as out:
-        out.write(f"\n$ {shlex.join(command)}\n")
-        out.flush()
-        start = time.perf_counter()
-        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        seconds = time.perf_counter() - start
-    if code != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
-        sys.exit(f"command failed ({code}): {shlex.join(command)}\n--- {log} (tail) ---\n{tail}")
-    return seconds
+    return logged.run_logged(command, log, ROOT)
 
 
 def build_shards(args: argparse.Namespace) -> dict:

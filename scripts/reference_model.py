@@ -31,10 +31,10 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from pixperfect import logged
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "photos"
@@ -44,19 +44,7 @@ METHODS = "identity,reinhard,poisson,laplacian,refiner"
 
 
 def run_logged(command: list[str], log: Path) -> float:
-    """Run ``command`` with its output appended to ``log``; wall seconds. Exits on failure
-    with the log's tail."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as out:
-        out.write(f"\n$ {shlex.join(command)}\n")
-        out.flush()
-        start = time.perf_counter()
-        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        seconds = time.perf_counter() - start
-    if code != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
-        sys.exit(f"command failed ({code}): {shlex.join(command)}\n--- {log} (tail) ---\n{tail}")
-    return seconds
+    return logged.run_logged(command, log, ROOT)
 
 
 def relative(path: Path) -> Path:
