@@ -300,19 +300,14 @@ def evaluate(
         for name in chosen:
             means[name].update(extra.get(name, {}))
         metric_names += scorer.perceptual.names
-    comparison = compare_to_identity(
-        {name: [s["scores"][name]["band_psnr"] for s in per_sample] for name in chosen},
-        [s["identity_band_psnr"] for s in per_sample],
-    )
+    band_psnr = {name: [s["scores"][name]["band_psnr"] for s in per_sample] for name in chosen}
+    identity_psnr = [s["identity_band_psnr"] for s in per_sample]
+    comparison = compare_to_identity(band_psnr, identity_psnr)
     for name, scores in comparison["methods"].items():
         means[name].update(scores)
     families = None
     if source.get("kind") == "simulated":  # real triples carry no family labels
-        families = compare_by_family(
-            {name: [s["scores"][name]["band_psnr"] for s in per_sample] for name in chosen},
-            [s["identity_band_psnr"] for s in per_sample],
-            [s["families"] for s in per_sample],
-        )
+        families = compare_by_family(band_psnr, identity_psnr, [s["families"] for s in per_sample])
     if comparison["methods"]:
         metric_names += COMPARISON_METRICS
     results = {
