@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = ROOT.parent / "shared" / "data" / "photos" / "kodak"
 CONFIG = ROOT / "configs" / "reference_cpu.yaml"
-METHODS = "identity,reinhard,poisson,laplacian,refiner"
+METHODS = "identity,reinhard,seam_affine,poisson,laplacian,refiner"
 UNLIKE = ("camera", "moon", "brick", "grass", "gravel", "cell", "coins",
           "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel")  # fmt: skip
 ONLY = "sim.colour.p={c} sim.texture.p={t} sim.content.p={s} sim.misalign.p={s}"
@@ -143,8 +143,10 @@ def untouched_edits(model: Path, photos: Path, draws: int, seed: int = 2024) -> 
 
 
 def row(name: str, overrides: str, results: dict) -> dict:
+    from pixperfect.evaluation.acceptance import CLASSICAL
+
     means = results["methods"]
-    baselines = {k: means[k]["band_psnr"] for k in ("reinhard", "poisson", "laplacian")}
+    baselines = {k: means[k]["band_psnr"] for k in CLASSICAL if k in means}
     best = max(baselines, key=baselines.get)
     gains = [g for g in results["buckets"]["methods"]["refiner"]["gain_db"] if g is not None]
     return {

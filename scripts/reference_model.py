@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "photos"
 CONFIG = Path("configs") / "reference_cpu.yaml"  # relative: the script works in ROOT
 PIXPERFECT = [sys.executable, "-m", "pixperfect.cli"]
-METHODS = "identity,reinhard,poisson,laplacian,refiner"
+METHODS = "identity,reinhard,seam_affine,poisson,laplacian,refiner"
 
 
 def run_logged(command: list[str], log: Path) -> float:
@@ -63,8 +63,15 @@ class Ledger:
         self.data.setdefault(step, []).append(entry)
         self.path.write_text(json.dumps(self.data, indent=2) + "\n")
 
-    def total_s(self, step: str) -> float:
-        return sum(float(e["wall_s"]) for e in self.data.get(step, []))
+    def entries(self, step: str, run: str | None = None) -> list[dict]:
+        """The attempts of ``step``; with ``run``, only that training run's (entries written
+        before runs were named belong to the first reference run, ffc_cpu_v1)."""
+        return [
+            e for e in self.data.get(step, []) if run is None or e.get("run", "ffc_cpu_v1") == run
+        ]
+
+    def total_s(self, step: str, run: str | None = None) -> float:
+        return sum(float(e["wall_s"]) for e in self.entries(step, run))
 
 
 def checkpoint_step(path: Path | None) -> int:
@@ -126,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"2/4 train: from step {start_step} to {cfg.trainer.max_steps} "
               f"(log {out / 'train.log'})", flush=True)  # fmt: skip
         seconds = run_logged(train, out / "train.log")
-        ledger.add("train", wall_s=round(seconds, 1), from_step=start_step,
+        ledger.add("train", run=cfg.run.name, wall_s=round(seconds, 1), from_step=start_step,
                    to_step=checkpoint_step(ckpt))  # fmt: skip
         print(f"    {seconds / 60:.1f} min", flush=True)
 
@@ -151,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             "command": "make reference  (scripts/reference_model.py)",
             "train_command": shown(train),
             "steps": checkpoint_step(ckpt),
-            "train_wall_min": round(ledger.total_s("train") / 60, 1),
-            "attempts": len(ledger.data.get("train", [])),
+            "train_wall_min": round(ledger.total_s("train", cfg.run.name) / 60, 1),
+            "attempts": len(ledger.entries("train", cfg.run.name)),
             "machine": "2-core CPU, no GPU",
         },
         "shards": {

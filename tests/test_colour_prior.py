@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from pixperfect.config import ConfigError, load_config
-from pixperfect.evaluation.baselines import reinhard_transfer
+from pixperfect.evaluation.baselines import BASELINES, reinhard_transfer
 from pixperfect.inference import Refiner
 from pixperfect.models import build_refiner
-from pixperfect.models.colour_prior import ring_colour_transfer
+from pixperfect.models.colour_prior import ring_colour_transfer, seam_affine_transfer
 
 
 def _two_tone(batch: int = 2, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,3 +114,81 @@ def test_tiled_inference_takes_the_prior_from_the_whole_crop():
 def test_an_unknown_colour_prior_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match="model.colour_prior"):
         load_config(None, ["model.colour_prior=histogram"])
+
+
+def _smooth_photo(batch: int = 2, size: int = 96) -> torch.Tensor:
+    """Smooth colour gradients: a photo whose content continues across any seam."""
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    base = torch.stack([0.3 + 0.4 * xx, 0.6 - 0.3 * yy, 0.4 + 0.2 * xx * yy])
+    return base.expand(batch, 3, size, size).clone()
+
+
+def _box(batch: int = 2, size: int = 96) -> torch.Tensor:
+    mask = torch.zeros(batch, 1, size, size)
+    mask[:, :, 24:72, 20:76] = 1
+    return mask
+
+
+def _rgb_error(a: torch.Tensor, b: torch.Tensor, region: torch.Tensor) -> float:
+    return float((a - b).abs().mean(1, keepdim=True)[region].mean())
+
+
+def test_the_seam_affine_prior_undoes_an_affine_colour_shift_of_the_edit():
+    photo, mask = _smooth_photo(), _box()
+    inside = mask > 0.5
+    shift = torch.tensor([[1.1, 0.05, 0.0], [0.0, 0.9, 0.05], [0.05, 0.0, 1.05]])
+    shifted = (torch.einsum("ij,bjhw->bihw", shift, photo) + 0.04).clamp(0, 1)
+    composite = torch.where(inside, shifted, photo)
+    out = seam_affine_transfer(composite, mask)
+    before, after = _rgb_error(composite, photo, inside), _rgb_error(out, photo, inside)
+    assert after < 0.25 * before, (before, after)
+    assert torch.equal(out[~inside.expand_as(out)], composite[~inside.expand_as(out)])
+
+
+def test_the_seam_affine_prior_leaves_an_edit_without_a_colour_shift_almost_alone():
+    photo, mask = _smooth_photo(), _box()
+    out = seam_affine_transfer(photo, mask)
+    assert (out - photo).abs().max() < 2 / 255
+
+
+def test_the_seam_affine_prior_pairs_like_with_like_where_reinhard_mixes_contents():
+    """Sky above a roof line, an unshifted edit across the line: the two rings hold sky and
+    roof in other proportions, so Reinhard moves the edit; the seam pairs sky with sky and
+    roof with roof, and the fit barely moves it."""
+    image = torch.empty(1, 3, 96, 96)
+    image[:] = torch.tensor([0.55, 0.7, 0.9]).view(1, 3, 1, 1)  # sky
+    image[..., 62:, :] = torch.tensor([0.35, 0.2, 0.15]).view(1, 3, 1, 1)  # roof
+    mask = torch.zeros(1, 1, 96, 96)
+    mask[..., 20:70, 24:72] = 1
+    inside = mask > 0.5
+    reinhard = _rgb_error(ring_colour_transfer(image, mask), image, inside)
+    seam = _rgb_error(seam_affine_transfer(image, mask), image, inside)
+    assert reinhard > 0.015 and seam < 0.2 * reinhard, (reinhard, seam)
+
+
+def test_the_seam_affine_prior_is_per_image_and_passes_empty_and_full_masks():
+    photo, mask = _smooth_photo(), _box()
+    composite = torch.where(mask > 0.5, photo * 0.8, photo)
+    composite[1] = torch.where(mask[1] > 0.5, photo[1] * 1.2, photo[1]).clamp(0, 1)
+    together = seam_affine_transfer(composite, mask)
+    alone = torch.cat([seam_affine_transfer(composite[i : i + 1], mask[i : i + 1]) for i in (0, 1)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+    for fill in (0.0, 1.0):
+        assert torch.equal(seam_affine_transfer(photo, torch.full_like(mask, fill)), photo)
+
+
+def test_the_seam_affine_baseline_is_the_colour_prior_of_that_name():
+    photo, mask = _smooth_photo(), _box()
+    composite = torch.where(mask > 0.5, photo * 0.8, photo)
+    assert torch.equal(
+        BASELINES["seam_affine"](composite, mask), seam_affine_transfer(composite, mask)
+    )
+    model = build_refiner("unet", base_channels=8, depth=2, colour_prior="seam_affine")
+    torch.nn.init.zeros_(model.head.weight)
+    torch.nn.init.zeros_(model.gate.conv.weight)
+    torch.nn.init.constant_(model.gate.conv.bias, 30.0)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(composite, mask), seam_affine_transfer(composite, mask), atol=1e-6, rtol=0
+        )

@@ -136,7 +136,7 @@ def test_evaluate_on_a_triples_folder_writes_tables_json_and_a_cases_sheet(
         ]
     )
     assert code == 0
-    rows = ["identity", "reinhard", "poisson", "laplacian", "refiner", "refiner_raw"]
+    rows = ["identity", "reinhard", "seam_affine", "poisson", "laplacian", "refiner", "refiner_raw"]
     results = json.loads(out.read_text())
     assert list(results["methods"]) == rows
     assert results["samples"] == 2 and results["dataset"]["kind"] == "triples"

@@ -61,11 +61,13 @@ def test_untrained_refiner_is_near_identity_but_not_exactly(name):
     assert 0 < correction.abs().max() < 0.05
 
 
-def _change_from_one_corner(name: str) -> torch.Tensor:
+def _change_from_one_corner(name: str, **kwargs) -> torch.Tensor:
     """|output change| per pixel when only the top-left input pixel changes (float64, so a
     small but real global effect stands far above rounding)."""
     torch.manual_seed(0)
-    model = build_refiner(name, **TINY[name]).double()
+    model = build_refiner(name, **{**TINY[name], **kwargs}).double()
+    if getattr(model, "context", None) is not None:  # give the zero-started branch weights
+        torch.nn.init.normal_(model.context.mlp[-1].weight, std=0.1)
     composite, mask = _inputs(64, 64, dtype=torch.float64)
     poked = composite.clone()
     poked[..., 0, 0] = 1 - poked[..., 0, 0]
@@ -83,6 +85,18 @@ def test_ffc_sees_the_whole_image_and_the_unet_does_not():
     unet = _change_from_one_corner("unet")
     assert unet[0, 0] > 0  # local effect present ...
     assert unet[-1, -1] == 0 and unet[32, 32] == 0  # ... but a bounded receptive field
+
+
+def test_the_unet_global_branch_sees_the_whole_image_and_starts_as_a_no_op():
+    unet = _change_from_one_corner("unet", global_context=True)
+    assert unet[-1, -1] > 1e-12 and unet[32, 32] > 1e-12 and unet.min() > 1e-13
+    torch.manual_seed(0)
+    plain = build_refiner("unet", **TINY["unet"])
+    torch.manual_seed(0)
+    branched = build_refiner("unet", **TINY["unet"], global_context=True)
+    composite, mask = _inputs(32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(branched(composite, mask), plain(composite, mask))
 
 
 def test_ffc_runs_under_bf16_autocast():

@@ -65,10 +65,15 @@ class ModelConfig:
     base_channels: int | None = None
     depth: int = 3  # down-samplings; the stride is 2**depth
     edit_margin: int = -1  # >= 0: corrections only within this many px of the mask
-    colour_prior: str = "none"  # none | reinhard: start from ring colour transfer (README)
+    # none | reinhard (ring colour transfer) | seam_affine (affine colour map fitted across
+    # the seam): the network's start (pixperfect.models.colour_prior)
+    colour_prior: str = "none"
     # With a prior: a learned per-pixel blend of composite and prior (false: the prior as a
     # fixed start, as checkpoints from before the gate were trained).
     prior_gate: bool = True
+    # unet: a global branch at the bottleneck (pooled features inside and outside the edit,
+    # added back everywhere), so every pixel sees the statistics of the whole crop
+    global_context: bool = False
     ffc_blocks: int = 12  # ffc: Fourier-convolution residual blocks in the bottleneck
     global_ratio: float = 0.75  # ffc: share of channels in the global (spectral) branch
 

@@ -19,7 +19,7 @@ GAIN_OVER_BASELINE_DB = 1.0
 CIEDE_RATIO = 0.75
 BUCKET_LOSS_DB = 0.1
 HARM_RATE_PCT = 5.0
-CLASSICAL = ("reinhard", "poisson", "laplacian")
+CLASSICAL = ("reinhard", "seam_affine", "poisson", "laplacian")
 
 
 def check_acceptance(results: Mapping, method: str = "refiner") -> list[dict]:

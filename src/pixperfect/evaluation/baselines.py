@@ -13,6 +13,14 @@ which leaves no surroundings to match) returns the composite unchanged.
     masked region. The std ratio is clamped to [1/2, 2] so a flat ring cannot blow up the
     edit. Fixes global colour/tone shifts; not spatially varying ones, not texture.
 
+``seam_affine``
+    One affine colour map per image (3x4, in RGB) fitted across the seam: at each seam
+    pixel the local mean colour of the inner ring is paired with that of the outer ring
+    next to it, and a ridge regression towards no change fits the map between the pairs
+    (:func:`pixperfect.models.colour_prior.seam_affine_transfer`, also the refiners'
+    ``colour_prior: seam_affine``). Like-with-like pairs make it robust where the two rings
+    hold different content, which is where Reinhard goes wrong.
+
 ``poisson``
     Poisson image editing (Pérez et al. 2003) with OpenCV's ``cv2.seamlessClone``
     (NORMAL_CLONE): the guidance field is the edit's own gradients, the boundary values
@@ -55,7 +63,12 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from pixperfect.models.colour_prior import MAX_RATIO, RING_PX, ring_colour_transfer
+from pixperfect.models.colour_prior import (
+    MAX_RATIO,
+    RING_PX,
+    ring_colour_transfer,
+    seam_affine_transfer,
+)
 from pixperfect.morphology import dilate
 
 Baseline = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -203,6 +216,7 @@ def _laplacian(image: torch.Tensor, mask: torch.Tensor, levels: int) -> torch.Te
 
 BASELINES: dict[str, Baseline] = {
     "reinhard": reinhard_transfer,
+    "seam_affine": seam_affine_transfer,
     "poisson": poisson_blend,
     "laplacian": laplacian_blend,
 }

@@ -10,6 +10,7 @@ it barely did.)
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pixperfect.models.colour_prior import check_colour_prior
@@ -27,6 +28,29 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.SiLU())
 
 
+class GlobalContext(nn.Module):
+    """The statistics of the whole crop at every pixel: the bottleneck features averaged
+    inside the edit, outside it and over everything go through a small MLP whose output is
+    added back at every position. A U-Net's convolutions see a few dozen pixels; a colour
+    shift is a property of the whole edit compared with its surroundings. The last layer
+    starts at zero, so the branch starts as a no-op."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(3 * channels, channels), nn.SiLU(), nn.Linear(channels, channels)
+        )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = F.adaptive_avg_pool2d(mask.to(x.dtype), x.shape[-2:])
+        inside = (x * m).sum((2, 3)) / m.sum((2, 3)).clamp_min(1e-3)
+        outside = (x * (1 - m)).sum((2, 3)) / (1 - m).sum((2, 3)).clamp_min(1e-3)
+        pooled = torch.cat([inside, outside, x.mean((2, 3))], dim=1)
+        return x + self.mlp(pooled)[..., None, None]
+
+
 class UNetRefiner(nn.Module):
     """Residual U-Net; input sides must be multiples of :attr:`stride`."""
 
@@ -37,6 +61,7 @@ class UNetRefiner(nn.Module):
         edit_margin: int = -1,
         colour_prior: str = "none",
         prior_gate: bool = True,
+        global_context: bool = False,
     ) -> None:
         """``edit_margin`` >= 0: the correction only reaches pixels within that many pixels of
         the edit mask (seams live there); the rest of the photo passes through exactly.
@@ -45,7 +70,8 @@ class UNetRefiner(nn.Module):
         so the refiner starts from that baseline instead of the raw composite.
         ``prior_gate`` (with a prior): a learned per-pixel blend between the composite and
         the prior (:class:`~pixperfect.models.residual.PriorGate`) instead of the prior as
-        a fixed start, so the network can keep the composite where the prior is wrong."""
+        a fixed start, so the network can keep the composite where the prior is wrong.
+        ``global_context``: a :class:`GlobalContext` branch at the bottleneck."""
         check_colour_prior(colour_prior)
         super().__init__()
         self.colour_prior = colour_prior
@@ -65,6 +91,7 @@ class UNetRefiner(nn.Module):
         )
         self.head = near_zero_(nn.Conv2d(widths[0], 3, 3, padding=1))
         self.gate = PriorGate(widths[0]) if prior_gate and colour_prior != "none" else None
+        self.context = GlobalContext(widths[-1]) if global_context else None
 
     def forward(
         self, composite: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor | None = None
@@ -78,6 +105,8 @@ class UNetRefiner(nn.Module):
             x = down(x)
             skips.append(x)
         skips.pop()
+        if self.context is not None:
+            x = self.context(x, mask)
         for fuse in self.fuse:
             x = fuse(torch.cat([self.up(x), skips.pop()], dim=1))
         if self.gate is not None:
