@@ -192,3 +192,22 @@ def test_the_seam_affine_baseline_is_the_colour_prior_of_that_name():
         torch.testing.assert_close(
             model(composite, mask), seam_affine_transfer(composite, mask), atol=1e-6, rtol=0
         )
+
+
+def test_the_colour_head_starts_as_a_no_op_and_moves_only_the_edit():
+    photo, mask = _smooth_photo(), _box()
+    composite = torch.where(mask > 0.5, photo * 0.8, photo)
+    torch.manual_seed(0)
+    plain = build_refiner("unet", base_channels=8, depth=2, colour_prior="seam_affine")
+    torch.manual_seed(0)
+    headed = build_refiner(
+        "unet", base_channels=8, depth=2, colour_prior="seam_affine", colour_head=True
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(headed(composite, mask), plain(composite, mask))
+        torch.nn.init.constant_(headed.colour.mlp[-1].bias, 0.0)
+        headed.colour.mlp[-1].bias[9:] = 0.1  # offset row of the 4x3 map: +0.1 everywhere
+        moved = headed(composite, mask) - plain(composite, mask)
+    inside = (mask > 0.5).expand_as(moved)
+    torch.testing.assert_close(moved[inside], torch.full_like(moved[inside], 0.1))
+    assert torch.equal(moved[~inside], torch.zeros_like(moved[~inside]))

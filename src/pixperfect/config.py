@@ -74,6 +74,9 @@ class ModelConfig:
     # unet: a global branch at the bottleneck (pooled features inside and outside the edit,
     # added back everywhere), so every pixel sees the statistics of the whole crop
     global_context: bool = False
+    # unet: a learned per-image 3x4 colour map on top of the start image, from the pooled
+    # bottleneck features (pixperfect.models.unet.ColourHead)
+    colour_head: bool = False
     ffc_blocks: int = 12  # ffc: Fourier-convolution residual blocks in the bottleneck
     global_ratio: float = 0.75  # ffc: share of channels in the global (spectral) branch
 

@@ -44,11 +44,36 @@ class GlobalContext(nn.Module):
         nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = F.adaptive_avg_pool2d(mask.to(x.dtype), x.shape[-2:])
-        inside = (x * m).sum((2, 3)) / m.sum((2, 3)).clamp_min(1e-3)
-        outside = (x * (1 - m)).sum((2, 3)) / (1 - m).sum((2, 3)).clamp_min(1e-3)
-        pooled = torch.cat([inside, outside, x.mean((2, 3))], dim=1)
-        return x + self.mlp(pooled)[..., None, None]
+        return x + self.mlp(_pooled(x, mask))[..., None, None]
+
+
+def _pooled(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, 3C): features averaged inside the edit, outside it and over the whole crop."""
+    m = F.adaptive_avg_pool2d(mask.to(x.dtype), x.shape[-2:])
+    inside = (x * m).sum((2, 3)) / m.sum((2, 3)).clamp_min(1e-3)
+    outside = (x * (1 - m)).sum((2, 3)) / (1 - m).sum((2, 3)).clamp_min(1e-3)
+    return torch.cat([inside, outside, x.mean((2, 3))], dim=1)
+
+
+class ColourHead(nn.Module):
+    """A learned change of the edit's colour map: from the pooled bottleneck features, one
+    3x4 affine map per image (``x -> x + D x + d``) applied to the start image inside the
+    mask. A colour shift is a few numbers for the whole edit; a per-pixel head has to learn
+    them pixel by pixel from a loss that texture and content dominate. Starts at zero."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(3 * channels, channels), nn.SiLU(), nn.Linear(channels, 12)
+        )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        coef = self.mlp(_pooled(x, mask)).float().view(-1, 4, 3)
+        ones = torch.ones_like(start[:, :1])
+        delta = torch.einsum("bkc,bkhw->bchw", coef, torch.cat([start.float(), ones], 1))
+        return start + (mask > 0.5).to(start.dtype) * delta.to(start.dtype)
 
 
 class UNetRefiner(nn.Module):
@@ -62,6 +87,7 @@ class UNetRefiner(nn.Module):
         colour_prior: str = "none",
         prior_gate: bool = True,
         global_context: bool = False,
+        colour_head: bool = False,
     ) -> None:
         """``edit_margin`` >= 0: the correction only reaches pixels within that many pixels of
         the edit mask (seams live there); the rest of the photo passes through exactly.
@@ -71,7 +97,8 @@ class UNetRefiner(nn.Module):
         ``prior_gate`` (with a prior): a learned per-pixel blend between the composite and
         the prior (:class:`~pixperfect.models.residual.PriorGate`) instead of the prior as
         a fixed start, so the network can keep the composite where the prior is wrong.
-        ``global_context``: a :class:`GlobalContext` branch at the bottleneck."""
+        ``global_context``: a :class:`GlobalContext` branch at the bottleneck.
+        ``colour_head``: a :class:`ColourHead` that changes the start's colour map."""
         check_colour_prior(colour_prior)
         super().__init__()
         self.colour_prior = colour_prior
@@ -92,6 +119,7 @@ class UNetRefiner(nn.Module):
         self.head = near_zero_(nn.Conv2d(widths[0], 3, 3, padding=1))
         self.gate = PriorGate(widths[0]) if prior_gate and colour_prior != "none" else None
         self.context = GlobalContext(widths[-1]) if global_context else None
+        self.colour = ColourHead(widths[-1]) if colour_head else None
 
     def forward(
         self, composite: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor | None = None
@@ -107,8 +135,11 @@ class UNetRefiner(nn.Module):
         skips.pop()
         if self.context is not None:
             x = self.context(x, mask)
+        bottleneck = x
         for fuse in self.fuse:
             x = fuse(torch.cat([self.up(x), skips.pop()], dim=1))
         if self.gate is not None:
             base = self.gate(x, composite, base)
+        if self.colour is not None:
+            base = self.colour(bottleneck, mask, base)
         return apply_correction(base, mask, self.head(x), self.edit_margin)
