@@ -63,8 +63,8 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py
 
-# The shipped reference refiner (weights/pixperfect-ffc-cpu-v1): shards of the 315 photos
-# of ../shared/data/photos/train, about 85 min of training on the CPU, the Kodak table,
+# The shipped reference refiner (weights/pixperfect-unet-cpu-v2): shards of the 315 photos
+# of ../shared/data/photos/train, about 72 min of training on the CPU, the Kodak table,
 # the export with its provenance. Resumable: run it again after an interruption.
 reference: $(STAMP)
 	$(PY) scripts/reference_model.py

@@ -1,7 +1,7 @@
 """Train, score and export the shipped reference refiner: ``make reference``.
 
     .venv/bin/python scripts/reference_model.py [--out runs/reference]
-        [--weights weights/pixperfect-ffc-cpu-v1] [--photos ../shared/data/photos/train]
+        [--weights weights/pixperfect-unet-cpu-v2] [--photos ../shared/data/photos/train]
         [--kodak ../shared/data/photos/kodak] [--crops-per-image 16] [key=value ...]
 
 Four steps, each resumable (rerun the same command after an interruption):

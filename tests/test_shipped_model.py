@@ -1,4 +1,4 @@
-"""The committed reference refiner (weights/pixperfect-ffc-cpu-v1): small, documented,
+"""The committed reference refiner (weights/pixperfect-unet-cpu-v2): small, documented,
 the default of ``refine`` and ``Refiner.from_pretrained()``, and safe outside the edit."""
 
 from __future__ import annotations

@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--model",
         help="folder written by `pixperfect export` (default: the shipped reference refiner, "
-        "weights/pixperfect-ffc-cpu-v1, or $PIXPERFECT_MODEL)",
+        "weights/pixperfect-unet-cpu-v2, or $PIXPERFECT_MODEL)",
     )
     p.add_argument("--image", help="the editor's output (any size, grey/RGB/RGBA, 8/16 bit)")
     p.add_argument("--mask", help="edit mask of --image, same size; white = edited")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DEFAULT_MODEL = "pixperfect-ffc-cpu-v1"
+DEFAULT_MODEL = "pixperfect-unet-cpu-v2"
 MODEL_ENV = "PIXPERFECT_MODEL"
 # src/pixperfect/inference/pretrained.py -> the repository root
 SOURCE_ROOT = Path(__file__).resolve().parents[3]
