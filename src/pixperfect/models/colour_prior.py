@@ -31,6 +31,14 @@ RING_PX = 8  # width of the inner and outer rings whose statistics are matched
 MAX_RATIO = 2.0  # clamp of the std ratio
 
 
+def _check_shapes(composite: torch.Tensor, mask: torch.Tensor) -> None:
+    if composite.ndim != 4 or composite.shape[1] != 3 or mask.shape[1:2] != (1,):
+        raise ValueError(
+            f"expected (B, 3, H, W) images and (B, 1, H, W) masks, got {tuple(composite.shape)} "
+            f"and {tuple(mask.shape)}"
+        )
+
+
 def _masked_stats(lab: torch.Tensor, region: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Per image and channel mean and std of ``lab`` over a bool region, and its count."""
     w = region.to(lab.dtype)
@@ -46,11 +54,7 @@ def ring_colour_transfer(
     """(B, 3, H, W) ``composite`` in [0, 1] with Reinhard transfer inside ``mask``
     ((B, 1, H, W), edited where > 0.5); outside the mask, and for images whose mask is
     empty or leaves no surroundings, the composite is returned unchanged (bit-exact)."""
-    if composite.ndim != 4 or composite.shape[1] != 3 or mask.shape[1:2] != (1,):
-        raise ValueError(
-            f"expected (B, 3, H, W) images and (B, 1, H, W) masks, got {tuple(composite.shape)} "
-            f"and {tuple(mask.shape)}"
-        )
+    _check_shapes(composite, mask)
     with torch.autocast(composite.device.type, enabled=False):
         x = composite.float()
         inside = mask > 0.5
@@ -96,11 +100,7 @@ def seam_affine_transfer(
 
     Outside the mask, and where the mask leaves no seam, the composite is returned
     unchanged (bit-exact). Batched tensor arithmetic in float32 on the input's device."""
-    if composite.ndim != 4 or composite.shape[1] != 3 or mask.shape[1:2] != (1,):
-        raise ValueError(
-            f"expected (B, 3, H, W) images and (B, 1, H, W) masks, got {tuple(composite.shape)} "
-            f"and {tuple(mask.shape)}"
-        )
+    _check_shapes(composite, mask)
     with torch.autocast(composite.device.type, enabled=False):
         x = composite.float()
         inside = mask > 0.5
