@@ -77,6 +77,13 @@ def _smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return kornia.filters.gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="constant")
 
 
+def apply_colour_map(coef: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """``image`` (B, 3, H, W) through one affine colour map per image: ``coef`` (B, 4, 3)
+    holds the 3x3 matrix (transposed: row k is input channel k) and the offset as row 3."""
+    ones = torch.ones_like(image[:, :1])
+    return torch.einsum("bkc,bkhw->bchw", coef, torch.cat([image, ones], 1))
+
+
 def seam_affine_transfer(
     composite: torch.Tensor,
     mask: torch.Tensor,
@@ -124,7 +131,7 @@ def seam_affine_transfer(
         reg = torch.diag(torch.tensor(ridge, device=x.device)).expand(b, 4, 4)
         identity = torch.eye(4, 3, device=x.device).expand(b, 4, 3)
         coef = torch.linalg.solve(gram + reg, cross + reg @ identity)  # (B, 4, 3)
-        moved = torch.einsum("bkc,bkhw->bchw", coef, torch.cat([x, ones], 1)).clamp(0, 1)
+        moved = apply_colour_map(coef, x).clamp(0, 1)
         usable = weight.sum(-1).view(b, 1, 1, 1) > 0
         return torch.where(inside & usable, moved, x).to(composite.dtype)
 

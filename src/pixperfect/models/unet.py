@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixperfect.models.colour_prior import check_colour_prior
+from pixperfect.models.colour_prior import apply_colour_map, check_colour_prior
 from pixperfect.models.residual import (
     PriorGate,
     apply_correction,
@@ -28,6 +28,23 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.SiLU())
 
 
+def _pooled(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, 3C): features averaged inside the edit, outside it and over the whole crop."""
+    m = F.adaptive_avg_pool2d(mask.to(x.dtype), x.shape[-2:])
+    inside = (x * m).sum((2, 3)) / m.sum((2, 3)).clamp_min(1e-3)
+    outside = (x * (1 - m)).sum((2, 3)) / (1 - m).sum((2, 3)).clamp_min(1e-3)
+    return torch.cat([inside, outside, x.mean((2, 3))], dim=1)
+
+
+def _pooled_mlp(channels: int, out: int) -> nn.Sequential:
+    """MLP from :func:`_pooled` statistics to ``out`` numbers, its last layer zero so the
+    branch it feeds starts as a no-op."""
+    mlp = nn.Sequential(nn.Linear(3 * channels, channels), nn.SiLU(), nn.Linear(channels, out))
+    nn.init.zeros_(mlp[-1].weight)
+    nn.init.zeros_(mlp[-1].bias)
+    return mlp
+
+
 class GlobalContext(nn.Module):
     """The statistics of the whole crop at every pixel: the bottleneck features averaged
     inside the edit, outside it and over everything go through a small MLP whose output is
@@ -37,22 +54,10 @@ class GlobalContext(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(3 * channels, channels), nn.SiLU(), nn.Linear(channels, channels)
-        )
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        self.mlp = _pooled_mlp(channels, channels)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return x + self.mlp(_pooled(x, mask))[..., None, None]
-
-
-def _pooled(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, 3C): features averaged inside the edit, outside it and over the whole crop."""
-    m = F.adaptive_avg_pool2d(mask.to(x.dtype), x.shape[-2:])
-    inside = (x * m).sum((2, 3)) / m.sum((2, 3)).clamp_min(1e-3)
-    outside = (x * (1 - m)).sum((2, 3)) / (1 - m).sum((2, 3)).clamp_min(1e-3)
-    return torch.cat([inside, outside, x.mean((2, 3))], dim=1)
 
 
 class ColourHead(nn.Module):
@@ -63,16 +68,11 @@ class ColourHead(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(3 * channels, channels), nn.SiLU(), nn.Linear(channels, 12)
-        )
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        self.mlp = _pooled_mlp(channels, 12)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         coef = self.mlp(_pooled(x, mask)).float().view(-1, 4, 3)
-        ones = torch.ones_like(start[:, :1])
-        delta = torch.einsum("bkc,bkhw->bchw", coef, torch.cat([start.float(), ones], 1))
+        delta = apply_colour_map(coef, start.float())
         return start + (mask > 0.5).to(start.dtype) * delta.to(start.dtype)
 
 
