@@ -146,7 +146,7 @@ def _check_data(cfg: DictConfig, ranks: int, report: Report) -> None:
     if d.source != "shards":
         return
     try:
-        manifest = check_enough_shards(d.shards, d.num_workers, ranks)
+        manifest = check_enough_shards(d.shards, d.num_workers, ranks, d.batch_size, d.resample)
     except FileNotFoundError as e:
         report.problem(f"training shards missing: {e}", _build_hint(cfg))
         return

@@ -1,13 +1,21 @@
 """Streaming shards into training without DDP hangs or dead workers.
 
-- Every (rank, worker) yields exactly ``batches_per_worker`` batches per virtual epoch: the
-  shards are resampled with replacement (an endless stream) and capped with
-  ``with_epoch``, so every rank steps the same number of times. Without resampling, shards
-  are split explicitly by rank, then by worker, and the cap is what an even split gives.
+Every rank steps the same number of times (uneven batch counts are the classic DDP hang):
+every (rank, worker) "slot" yields exactly ``batches_per_worker`` batches per epoch.
+
+- ``resample=true``: shards are drawn with replacement (an endless stream, one seed per
+  slot) and capped with ``with_epoch``.
+- ``resample=false``: one epoch reads the samples in manifest order (shard by shard), and
+  slot ``s = rank * workers + worker`` reads the contiguous range ``[s * P, (s + 1) * P)``
+  with ``P = batch_size * floor(N / (slots * batch_size))``: each of those samples exactly
+  once. The last ``N - slots * P`` samples in manifest order (fewer than one batch per slot)
+  are dropped, because every slot must yield the same number of full batches
+  (:func:`epoch_plan`). A slot whose range lost samples to damage reads its range again
+  until its batches are full.
 - A corrupt sample or an unreadable/truncated shard is skipped, counted and logged
   (rate-limited), never fatal. Each batch carries its worker's running count
-  (``corrupt_skipped``) and id (``worker_id``); the training module sums them for
-  TensorBoard.
+  (``corrupt_skipped``) and id (``worker_id``); the training module sums them over the
+  workers of every rank for TensorBoard.
 """
 
 from __future__ import annotations
@@ -69,17 +77,54 @@ class WorkerSeed:
         return derive_seed(self.seed, self.rank, _worker()[0])
 
 
-class SplitByRank:
-    """Explicit node splitter: shard ``i`` goes to rank ``i % world_size`` (no reliance on
-    torch.distributed being initialised in the worker)."""
+def epoch_plan(counts: list[int], slots: int, batch_size: int) -> list[list[tuple[int, int, int]]]:
+    """Each slot's share of one epoch without resampling, as ``(shard index, first, stop)``
+    sample ranges inside shards: slot ``s`` gets the samples ``[s * P, (s + 1) * P)`` of the
+    manifest order, ``P = batch_size * floor(N / (slots * batch_size))``; the rest are
+    dropped (see the module docstring)."""
+    per_slot = batch_size * (sum(counts) // (slots * batch_size))
+    plan: list[list[tuple[int, int, int]]] = []
+    for slot in range(slots):
+        lo, hi = slot * per_slot, (slot + 1) * per_slot
+        ranges, offset = [], 0
+        for shard, count in enumerate(counts):
+            first, stop = max(lo, offset) - offset, min(hi, offset + count) - offset
+            if first < stop:
+                ranges.append((shard, first, stop))
+            offset += count
+        plan.append(ranges)
+    return plan
 
-    def __init__(self, rank: int, world_size: int) -> None:
-        self.rank, self.world_size = rank, world_size
 
-    def __call__(self, src):
-        for i, item in enumerate(src):
-            if i % self.world_size == self.rank:
-                yield item
+class SlotSamples:
+    """The records of this (rank, worker) slot's ranges of :func:`epoch_plan`, once per
+    iteration; a pass that reads nothing at all is an error (else the rank would run dry
+    and the other ranks wait for it for ever)."""
+
+    def __init__(
+        self, urls: list[str], plan: list[list[tuple[int, int, int]]], rank: int, handler
+    ) -> None:
+        self.urls, self.plan, self.rank, self.handler = urls, plan, rank, handler
+
+    def __call__(self):
+        worker, workers = _worker()
+        ranges = self.plan[self.rank * workers + worker]
+        read = 0
+        for shard, first, stop in ranges:
+            records = wds.tarfile_to_samples(handler=self.handler)([{"url": self.urls[shard]}])
+            for index, record in enumerate(records):
+                if index >= stop:
+                    break
+                if index >= first:
+                    read += 1
+                    yield record
+        if not read and ranges:
+            names = ", ".join(self.urls[shard] for shard, _, _ in ranges)
+            raise RuntimeError(
+                f"rank {self.rank} worker {worker}: no sample of its share could be read "
+                f"from {names} (see the warnings above); `pixperfect shards verify` names "
+                "the damage"
+            )
 
 
 class Decode:
@@ -106,8 +151,8 @@ class AttachMeta:
 def batches_per_worker(
     manifest: dict, batch_size: int, workers: int, world_size: int, resample: bool, epoch: int
 ) -> int:
-    """The per-worker cap: from ``epoch`` samples per rank when resampling, else what an
-    even split of the shards' samples allows."""
+    """The per-worker cap: from ``epoch`` samples per rank when resampling, else the full
+    batches of one slot's share (:func:`epoch_plan`)."""
     workers = max(1, workers)
     if resample:
         return max(1, epoch // (batch_size * workers))
@@ -133,17 +178,18 @@ def training_stream(
     manifest = read_manifest(folder)
     counter = SkipCounter()
     if resample:
-        shards = [
+        records = [
             wds.ResampledShards(
                 manifest["urls"], seed=seed, worker_seed=WorkerSeed(seed, rank), deterministic=True
-            )
+            ),
+            wds.tarfile_to_samples(handler=counter),
         ]
     else:
-        shards = [wds.SimpleShardList(manifest["urls"]), SplitByRank(rank, world_size)]
-        shards.append(wds.split_by_worker)
+        counts = [s["samples"] for s in manifest["shards"]]
+        plan = epoch_plan(counts, world_size * max(1, workers), batch_size)
+        records = [SlotSamples(manifest["urls"], plan, rank, counter)]
     stages = [
-        *shards,
-        wds.tarfile_to_samples(handler=counter),
+        *records,
         *([wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 64))] * (shuffle_buffer > 1)),
         # uint8 until the training step: a quarter of the bytes through worker queues and
         # to the device (pixperfect.shards.format.to_float).
@@ -152,8 +198,8 @@ def training_stream(
         wds.map(AttachMeta(counter, rank)),
     ]
     cap = batches_per_worker(manifest, batch_size, workers, world_size, resample, epoch_samples)
-    # with_epoch cuts the endless resampled stream; without resampling it also repeats a
-    # worker's shards when an uneven split leaves it short, so no rank ever runs dry first.
+    # with_epoch cuts the endless resampled stream; without resampling it also reads a
+    # slot's share again when damage left it short, so no rank ever runs dry first.
     return wds.DataPipeline(*stages).with_epoch(nbatches=cap)
 
 
@@ -177,8 +223,15 @@ def shards_needed(workers: int, world_size: int) -> int:
     return max(1, workers) * world_size
 
 
-def check_enough_shards(folder: str | Path, workers: int, world_size: int) -> dict:
-    """Refuse before launch when some worker would get no shard of its own."""
+def check_enough_shards(
+    folder: str | Path,
+    workers: int,
+    world_size: int,
+    batch_size: int = 1,
+    resample: bool = True,
+) -> dict:
+    """Refuse before launch when some worker would get no shard of its own, or (without
+    resampling) no full batch of its share of the samples."""
     manifest = read_manifest(folder)
     need = shards_needed(workers, world_size)
     if manifest["num_shards"] < need:
@@ -187,6 +240,13 @@ def check_enough_shards(folder: str | Path, workers: int, world_size: int) -> di
             f"{max(1, workers)} worker(s) need at least {need}: rebuild with a smaller "
             f"--shard-size (now {math.ceil(manifest['num_samples'] / manifest['num_shards'])}) "
             "or lower data.num_workers"
+        )
+    if not resample and manifest["num_samples"] < need * batch_size:
+        raise ValueError(
+            f"{folder} has {manifest['num_samples']} sample(s) but {world_size} rank(s) x "
+            f"{max(1, workers)} worker(s) x data.batch_size={batch_size} need at least "
+            f"{need * batch_size} with data.resample=false: build more crops, lower "
+            "data.num_workers or data.batch_size, or set data.resample=true"
         )
     return manifest
 
