@@ -134,8 +134,7 @@ class RefinerModule(L.LightningModule):
         return float(self.trainer.strategy.reduce(bad, reduce_op="sum")) == 0
 
     def _skip(self, what: str) -> None:
-        self.skipped_steps += 1
-        self.log("train/skipped_steps", self.skipped_steps.float())
+        self.skipped_steps += 1  # logged at the end of every batch (on_train_batch_end)
         self.print(f"step {self.global_step}: non-finite {what} loss, step skipped")
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
@@ -274,6 +273,8 @@ class RefinerModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if getattr(self, "_stepped", False):
             self.update_ema()
+        # Every batch, so the curve exists (flat at 0) before anything goes wrong.
+        self.log("train/skipped_steps", self.skipped_steps.float())
         self._last_batch_end = time.perf_counter()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
