@@ -1,14 +1,17 @@
 """slurm/train.sbatch on a real two-node SLURM cluster: DDP over gloo across the two "nodes",
-preempted with SIGUSR1, requeued, resumed with a continuous step count (``-m slurm``)."""
+preempted with SIGUSR1, requeued, resumed with a continuous step count; a rank killed or
+stopped fails the job instead of hanging it, and the same command resumes (``-m slurm``)."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
 
+import procs
 import pytest
 import torch
 from assets import TAESD_DIR, require
@@ -230,3 +233,120 @@ def test_paper_recipe_trains_every_term_on_two_nodes_and_resumes_after_preemptio
     assert any(k.startswith("generator_ema.") for k in final["state_dict"])
     assert final["discriminator_steps"] == PAPER_STEPS - 2
     assert final["hyper_parameters"]["config"]["trainer"]["precision"] == "bf16-mixed"
+
+
+DEAD_RANK_STEPS = 80  # the killed job gets to step 10-15; the resubmitted one finishes
+
+
+def _rank_process(job: str, rank: int, checkpoint: Path, log_path: Path) -> int:
+    """Once ``checkpoint`` exists (every rank is stepping): the pid of the job's training
+    process of global rank ``rank`` (SLURM_PROCID), found by its environment."""
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists():
+        state = _record(job)["JobState"]
+        assert state in {"PENDING", "RUNNING"}, f"{state}\n{_read(log_path)}"
+        assert time.monotonic() < deadline, f"no {checkpoint.name} in 240 s\n{_read(log_path)}"
+        time.sleep(0.2)
+    found = [
+        pid
+        for pid in procs.processes(SLURM_JOB_ID=job, SLURM_PROCID=str(rank))
+        if "train" in procs.cmdline(pid) and any("pixperfect" in a for a in procs.cmdline(pid))
+    ]
+    assert len(found) == 1, [procs.cmdline(p) for p in found]
+    return found[0]
+
+
+def _submit_dead_rank_run(runs: Path, log_path: Path, *overrides: str) -> str:
+    return submit(
+        TRAIN,
+        "--config",
+        ROOT / "configs" / "demo.yaml",
+        *TINY,
+        f"run.root={runs}",
+        "run.name=slurm",
+        "trainer.strategy=ddp",
+        f"trainer.max_steps={DEAD_RANK_STEPS}",
+        "trainer.ckpt_every_n_steps=10",
+        *overrides,
+        options=["--nodes=2", "--ntasks-per-node=1", f"--output={log_path}"],
+        cwd=runs.parent,
+    )
+
+
+def test_a_killed_rank_fails_the_job_at_once_and_the_same_command_resumes_from_the_newest(
+    slurm_cluster, tmp_path
+):
+    runs, directory = tmp_path / "runs", tmp_path / "runs" / "slurm"
+    first_log, second_log = tmp_path / "killed.log", tmp_path / "resumed.log"
+    job = _submit_dead_rank_run(runs, first_log)
+    try:
+        rank1 = _rank_process(job, 1, directory / "checkpoints" / "step=10.ckpt", first_log)
+        assert procs.environ(rank1)["SLURMD_NODENAME"] == "n2"
+        os.kill(rank1, signal.SIGKILL)
+        killed = time.monotonic()
+        state = wait_for(job, timeout=60, poll=0.2)
+        elapsed = time.monotonic() - killed
+    finally:
+        subprocess.run(["scancel", job], capture_output=True, timeout=30)
+    log = _read(first_log)
+    # Ended, failed, at once: rank 0's next collective saw the connection reset, srun saw a
+    # task killed (--kill-on-bad-exit ends the others). Measured: FAILED 0.8 s after the kill.
+    assert state == "FAILED" and elapsed < 30, f"{state} after {elapsed:.1f} s\n{log[-6000:]}"
+    assert _record(job)["ExitCode"] != "0:0"
+    assert "srun: error: n2: task 1: Killed" in log, log[-6000:]
+    assert re.search(r"train: exit status [1-9]", log), log[-6000:]
+
+    # The same command again resumes from the newest periodic checkpoint (none is damaged:
+    # saves are atomic), on both ranks, and the step count goes on from it.
+    newest = max(
+        (directory / "checkpoints").glob("step=*.ckpt"),
+        key=lambda p: int(re.fullmatch(r"step=(\d+)\.ckpt", p.name).group(1)),
+    )
+    step = torch.load(newest, weights_only=False)["global_step"]
+    assert 10 <= step < DEAD_RANK_STEPS
+    again = _submit_dead_rank_run(runs, second_log)
+    try:
+        state = wait_for(again, timeout=300)
+    finally:
+        subprocess.run(["scancel", again], capture_output=True, timeout=30)
+    log = _read(second_log)
+    assert state == "COMPLETED", log[-6000:]
+    for rank in (0, 1):
+        assert f"rank {rank} resuming from {newest}" in log, log[-6000:]
+    final = torch.load(directory / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["global_step"] == DEAD_RANK_STEPS
+    files = sorted((directory / "tb").glob("events.out.tfevents.*"), key=os.path.getmtime)
+    assert len(files) == 2
+    first, second = map(_logged_steps, files)
+    assert first[:step] == list(range(step)) and second == list(range(step, DEAD_RANK_STEPS))
+
+
+def test_a_stopped_rank_fails_the_job_after_ddp_timeout_s_instead_of_hanging_it(
+    slurm_cluster, tmp_path
+):
+    timeout_s = 15
+    runs, log_path = tmp_path / "runs", tmp_path / "stopped.log"
+    job = _submit_dead_rank_run(
+        runs, log_path, "trainer.max_steps=100000", f"trainer.ddp_timeout_s={timeout_s}"
+    )
+    rank1 = None
+    try:
+        rank1 = _rank_process(job, 1, runs / "slurm" / "checkpoints" / "step=10.ckpt", log_path)
+        os.kill(rank1, signal.SIGSTOP)  # alive, sockets open, never answers
+        stopped = time.monotonic()
+        state = wait_for(job, timeout=timeout_s + 90, poll=0.2)
+        elapsed = time.monotonic() - stopped
+        left = procs.state(rank1)  # before the clean-up below
+    finally:
+        subprocess.run(["scancel", job], capture_output=True, timeout=30)
+        if rank1 is not None and procs.state(rank1) == "T":
+            os.kill(rank1, signal.SIGKILL)
+    log = _read(log_path)
+    # Rank 0 left its collective after the timeout and exited 1; srun (--kill-on-bad-exit)
+    # then ended the stopped task. Measured: FAILED 16.6 s after the stop. Without
+    # --kill-on-bad-exit srun waited for the stopped task: still RUNNING 90 s later.
+    assert state == "FAILED", f"{state}\n{log[-6000:]}"
+    assert elapsed < timeout_s + 60, f"{elapsed:.1f} s\n{log[-6000:]}"
+    assert f"Timed out waiting {timeout_s * 1000}ms" in log, log[-6000:]
+    assert "srun: error: n1: task 0: Exited with exit code 1" in log, log[-6000:]
+    assert left in (None, "Z"), left  # SLURM ended the stopped process too

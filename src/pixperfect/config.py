@@ -144,6 +144,13 @@ class TrainerConfig:
     devices: int = 1
     num_nodes: int = 1
     strategy: str = "auto"
+    # DDP (strategy ddp, or auto with more than one process): how long a rank waits in a
+    # collective (gradient all-reduce, barrier, broadcast) for a peer before it raises and
+    # the job ends. A rank that dies outright is seen at once (its sockets close); this bounds
+    # a rank that hangs or is stopped. It must outlast the longest legitimate wait: the ranks
+    # waiting while rank 0 writes a checkpoint to a slow shared file system, or validates, or
+    # a slow first step. 30 min (Lightning's own default) is safe for the paper's recipe.
+    ddp_timeout_s: int = 1800
     precision: str = "32-true"
     log_every_n_steps: int = 10
     val_every_n_steps: int = 250
@@ -267,6 +274,7 @@ def validate(cfg: DictConfig) -> None:
         "eval.samples_per_image",
         "data.val_samples_per_image",
         "data.epoch_samples",
+        "trainer.ddp_timeout_s",
     ]
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:

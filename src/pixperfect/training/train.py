@@ -7,8 +7,15 @@ runs/<run.name>/
   hpc_ckpt_N.ckpt        preemption checkpoints (SIGUSR1; Lightning's name and place)
   tb/                    TensorBoard logs
 
-A launch resumes from the newest of these checkpoints (:func:`resume_checkpoint`), so a
-rerun, a requeued SLURM job or a crashed one continues the step count.
+A launch resumes from the newest of these checkpoints that loads (:func:`resume_checkpoint`),
+so a rerun, a requeued SLURM job or a crashed one continues the step count. Every checkpoint
+is written atomically (temp file, fsync, rename: training/checkpoints.py), so a kill during a
+save leaves the previous one intact; a damaged one (from elsewhere) is skipped with a warning.
+
+A rank that dies ends the job instead of hanging it: its peers' next collective fails at once
+(gloo: the connection is reset) or, for a rank that hangs or is stopped, after
+``trainer.ddp_timeout_s`` (:func:`ddp_strategy`); the rank that fails exits non-zero, and
+Lightning (DDP children without SLURM) or srun (``--kill-on-bad-exit``) ends the others.
 
 Preemption (:class:`Preemption`): on SIGUSR1 (SLURM: ``#SBATCH --signal=USR1@120`` before the
 time limit; slurm/train.sbatch) all ranks save ``hpc_ckpt_N.ckpt`` together at the end of the
@@ -29,6 +36,7 @@ import signal
 import subprocess
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -41,6 +49,11 @@ from data_sim.simulator import describe
 from pixperfect.config import to_yaml
 from pixperfect.data.datamodule import build_datamodule
 from pixperfect.sheets import contact_sheet, simulate_sheet
+from pixperfect.training.checkpoints import (
+    AtomicCheckpointIO,
+    checkpoint_problem,
+    remove_partial_saves,
+)
 from pixperfect.training.module import RefinerModule
 
 log = logging.getLogger(__name__)
@@ -113,12 +126,18 @@ def _warn_on_config_change(saved: Path, cfg: DictConfig) -> None:
 def resume_checkpoint(directory: Path) -> Path | None:
     """The checkpoint a launch of the run in ``directory`` resumes from: the newest (by
     modification time) of Lightning's preemption checkpoints ``hpc_ckpt_N.ckpt``,
-    ``checkpoints/last.ckpt`` and the periodic ``checkpoints/step=N.ckpt``; None for a new run.
+    ``checkpoints/last.ckpt`` and the periodic ``checkpoints/step=N.ckpt`` that loads
+    (:func:`~pixperfect.training.checkpoints.checkpoint_problem`); None for a new run.
+
+    A checkpoint that does not load is skipped with a warning naming it and why, and the next
+    newest is tried; when none loads the run starts from step 0, with a warning. Temp files
+    of saves in progress or killed (``.<name>.<pid>.tmp``) match none of the names.
 
     Every rank calls this before ``fit`` and must get the same answer: no rank writes a
     checkpoint before all ranks have joined the process group inside ``fit``, so they all see
     the same files (on a shared file system), and the choice is deterministic (ties: the
-    preemption checkpoint, then last.ckpt, then the file name)."""
+    preemption checkpoint, then last.ckpt, then the file name). :class:`ResumeAgreement`
+    checks it once the ranks have met."""
     checkpoints = directory / "checkpoints"
     candidates = [
         *((0, p) for p in checkpoints.glob("step=*.ckpt")),
@@ -130,7 +149,40 @@ def resume_checkpoint(directory: Path) -> Path | None:
         kind, path = item
         return path.stat().st_mtime_ns, kind, path.name
 
-    return max(candidates, key=key)[1] if candidates else None
+    skipped = []
+    for _, path in sorted(candidates, key=key, reverse=True):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        log.warning("skipping checkpoint %s: %s", path, problem)
+        skipped.append(path.name)
+    if skipped:
+        log.warning(
+            "no loadable checkpoint in %s (skipped %s): starting from step 0",
+            directory,
+            ", ".join(skipped),
+        )
+    return None
+
+
+class ResumeAgreement(Callback):
+    """Once the ranks have met (``setup``, inside ``fit``, before the checkpoint is restored):
+    fail on every rank, together, if they did not all pick the same checkpoint to resume
+    from (:func:`resume_checkpoint` ran on each rank alone; they could differ only where
+    the ranks do not see the same files)."""
+
+    def __init__(self, resume: Path | None) -> None:
+        self.resume = str(resume)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or trainer.world_size < 2:
+            return
+        chosen = trainer.strategy.broadcast(self.resume, src=0)
+        if not trainer.strategy.reduce_boolean_decision(chosen == self.resume, all=True):
+            raise RuntimeError(
+                f"rank {trainer.global_rank} would resume from {self.resume}, rank 0 from "
+                f"{chosen} (or another rank differs): the ranks must see the same run folder"
+            )
 
 
 def cluster_plugins() -> list:
@@ -174,7 +226,24 @@ def device_plan(t: DictConfig) -> tuple[object, object]:
 
     devices = [torch.device("cuda", i) for i in bound_devices(tasks, visible)]
     log.info("GPUs bound to tasks (%d visible per task): local ranks use %s", visible, devices)
-    return 1, DDPStrategy(parallel_devices=devices)
+    return 1, DDPStrategy(parallel_devices=devices, timeout=timedelta(seconds=t.ddp_timeout_s))
+
+
+def ddp_strategy(t: DictConfig, devices: object, strategy: object) -> object:
+    """``strategy``, or a DDPStrategy with ``trainer.ddp_timeout_s`` as its collective timeout
+    where the run is DDP: strategy ``ddp``, or ``auto`` with more than one process (devices
+    x nodes; Lightning resolves that to ddp). ``device_plan``'s DDPStrategy (GPU binding) has
+    it already; other strategies are left to Lightning (its default: 30 min)."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    if isinstance(strategy, DDPStrategy):
+        return strategy  # device_plan's, built with the timeout
+    many = t.num_nodes > 1 or (isinstance(devices, int) and devices > 1)
+    if str(strategy) == "ddp" or (
+        str(strategy) == "auto" and many and str(t.accelerator) in ("auto", "cpu", "gpu", "cuda")
+    ):
+        return DDPStrategy(timeout=timedelta(seconds=t.ddp_timeout_s))
+    return strategy
 
 
 def next_hpc_path(directory: Path) -> Path:
@@ -267,7 +336,9 @@ class Preemption(Callback):
         return True
 
 
-def build_trainer(cfg: DictConfig, directory: Path) -> L.Trainer:
+def build_trainer(cfg: DictConfig, directory: Path, resume: Path | None = None) -> L.Trainer:
+    """The Trainer of a launch; ``resume`` is the checkpoint it will resume from (checked to
+    be the same on every rank: :class:`ResumeAgreement`)."""
     t = cfg.trainer
     checkpoints = directory / "checkpoints"
     devices, strategy = device_plan(t)
@@ -277,9 +348,9 @@ def build_trainer(cfg: DictConfig, directory: Path) -> L.Trainer:
         accelerator=t.accelerator,
         devices=devices,
         num_nodes=t.num_nodes,
-        strategy=strategy,
+        strategy=ddp_strategy(t, devices, strategy),
         precision=t.precision,
-        plugins=cluster_plugins(),
+        plugins=[*cluster_plugins(), AtomicCheckpointIO()],
         logger=TensorBoardLogger(str(directory), name="tb", version=""),
         callbacks=[
             ModelCheckpoint(
@@ -292,6 +363,7 @@ def build_trainer(cfg: DictConfig, directory: Path) -> L.Trainer:
             Preemption(directory),
             ContactSheet(directory / "contact_sheet.png"),
             LearningRateMonitor(logging_interval="step"),
+            ResumeAgreement(resume),
         ],
         log_every_n_steps=t.log_every_n_steps,
         val_check_interval=t.val_every_n_steps,
@@ -310,18 +382,38 @@ def train(cfg: DictConfig) -> Path:
 
         t = cfg.trainer
         devices = t.devices if isinstance(t.devices, int) and t.devices > 0 else 1
-        check_enough_shards(cfg.data.shards, cfg.data.num_workers, devices * t.num_nodes)
+        d = cfg.data
+        check_enough_shards(
+            d.shards, d.num_workers, devices * t.num_nodes, d.batch_size, d.resample
+        )
     directory = run_dir(cfg)
     directory.mkdir(parents=True, exist_ok=True)
 
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     module = RefinerModule(OmegaConf.to_container(cfg, resolve=True))
-    trainer = build_trainer(cfg, directory)  # knows this process's rank (SLURM, DDP children)
+    resume = resume_checkpoint(directory)
+    trainer = build_trainer(cfg, directory, resume)  # knows its rank (SLURM, DDP children)
     if trainer.is_global_zero:  # one writer; the other ranks never read config.yaml
         _warn_on_config_change(directory / "config.yaml", cfg)
         (directory / "config.yaml").write_text(to_yaml(cfg))
-    resume = resume_checkpoint(directory)
+        remove_partial_saves(directory, directory / "checkpoints")
     if resume:
         log.info("rank %d resuming from %s", trainer.global_rank, resume)
-    trainer.fit(module, datamodule=build_datamodule(cfg), ckpt_path=resume)
+    try:
+        trainer.fit(module, datamodule=build_datamodule(cfg), ckpt_path=resume)
+    except BaseException:
+        end_local_ranks(trainer)
+        raise
     return directory
+
+
+def end_local_ranks(trainer: L.Trainer) -> None:
+    """After a failed fit in the process that started the other ranks (DDP without SLURM):
+    SIGKILL those still running. Lightning leaves them on an exception (it kills them only on
+    Ctrl-C), and a rank that is stopped or hung would outlive the command; under SLURM srun
+    ends the tasks (``--kill-on-bad-exit``)."""
+    for proc in getattr(trainer.strategy.launcher, "procs", None) or []:
+        if proc.poll() is None:
+            log.warning("killing rank process %d: this launch failed", proc.pid)
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,117 @@
+"""Checkpoints that survive a kill: atomic saves, and a resume that skips damaged files.
+
+Saving (:class:`AtomicCheckpointIO`, a Lightning CheckpointIO plugin, so it covers every
+save the Trainer makes: ModelCheckpoint's ``step=N.ckpt``, ``last.ckpt`` and the preemption
+``hpc_ckpt_N.ckpt``): the checkpoint is written to ``.<name>.<pid>.tmp`` in the same folder,
+flushed and fsynced, then renamed over the real name (``os.replace``, atomic on one file
+system) and the folder is fsynced. A kill during a save leaves the previous file under the
+real name, complete, and at worst a temp file that no resume glob matches
+(:data:`PARTIAL_GLOB`; the next launch removes it: :func:`remove_partial_saves`).
+Lightning's own save writes to a temp file in the system temp folder and *moves* it, which
+across file systems (a shared run folder) is a copy into the real name: not atomic.
+
+Loading (:func:`checkpoint_problem`): a ``torch.save`` file is a zip archive. A cheap but
+real check opens it, verifies every member's CRC (``testzip``: catches truncation and
+corruption), then loads it memory-mapped on the CPU (no tensor data read) and checks it holds
+``state_dict`` and ``global_step``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from lightning.pytorch.plugins import TorchCheckpointIO
+
+log = logging.getLogger(__name__)
+
+PARTIAL_GLOB = ".*.tmp"  # temp names of saves in progress (or killed); see _temp_path
+REQUIRED_KEYS = ("state_dict", "global_step")
+
+
+def _temp_path(path: Path) -> Path:
+    # Hidden, and ends in .tmp: matches none of step=*.ckpt, last.ckpt, hpc_ckpt_*.ckpt.
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some file systems do not open folders; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temp file beside the target, fsync, ``os.replace``: a checkpoint
+    under a real name is always complete. Remote (fsspec URL) paths go to Lightning's save."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_path(path)
+        try:
+            with open(tmp, "wb") as f:
+                self.write(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+
+    def write(self, checkpoint: dict[str, Any], file: IO[bytes]) -> None:
+        """Serialise ``checkpoint`` into the open temp file (a hook for tests)."""
+        torch.save(checkpoint, file)
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be resumed from, or None if it loads and holds a training state."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            return f"corrupt archive member {bad} (CRC mismatch)"
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        return f"not a complete checkpoint archive ({type(e).__name__}: {e})"
+    try:
+        checkpoint = torch.load(path, mmap=True, map_location="cpu", weights_only=False)
+    except Exception as e:  # any failure to load is the answer
+        return f"does not load ({type(e).__name__}: {e})"
+    if not isinstance(checkpoint, dict):
+        return f"holds a {type(checkpoint).__name__}, not a training checkpoint"
+    missing = [k for k in REQUIRED_KEYS if k not in checkpoint]
+    del checkpoint
+    return f"has no {', '.join(missing)}" if missing else None
+
+
+def remove_partial_saves(*directories: Path) -> list[Path]:
+    """Delete temp files of saves that were killed (one writer: call on global rank 0 before
+    training starts); returns them."""
+    removed = []
+    for directory in directories:
+        for tmp in sorted(directory.glob(PARTIAL_GLOB)):
+            if tmp.is_file() and tmp.name.endswith(".tmp") and ".ckpt." in tmp.name:
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    if removed:
+        log.warning(
+            "removed %d partial checkpoint save(s) of a killed launch: %s",
+            len(removed),
+            ", ".join(map(str, removed)),
+        )
+    return removed
