@@ -7,7 +7,7 @@ pixperfect refine   --ckpt CKPT|--model DIR --images DIR --masks DIR --out DIR
 pixperfect export   CKPT OUT [--raw]   (model.safetensors + config.yaml for --model)
 pixperfect simulate --images DIR --n 16 --out sheet.png [key=value ...]
 pixperfect shards build  --images DIR|LIST.txt|skimage --out OUT [--kind artifact|clean] ...
-pixperfect shards verify OUT
+pixperfect shards verify OUT|MANIFEST_URL|SHARD_PATTERN [--no-decode]
 pixperfect preflight --config configs/paper.yaml --nodes 2 --gpus-per-node 8 [key=value ...]
 pixperfect config   --config configs/demo.yaml [key=value ...]   (print the resolved config)
 """
@@ -134,10 +134,10 @@ def _simulate(args: argparse.Namespace) -> None:
         print(f"  {caption}")
 
 
-def _shards_build(args: argparse.Namespace) -> None:
+def _shards_build(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from pixperfect.shards.build import BuildSpec, build, resolve_device
+    from pixperfect.shards.build import BuildSpec, DiskFullError, build, resolve_device
     from pixperfect.shards.sources import resolve_sources
 
     device = resolve_device(args.device)  # refuse cuda without CUDA before reading photos
@@ -154,7 +154,11 @@ def _shards_build(args: argparse.Namespace) -> None:
         sim=OmegaConf.to_container(cfg.sim, resolve=True) if args.kind == "artifact" else {},
         device=device,
     )
-    summary = build(spec, args.out, args.workers, args.task_index, args.num_tasks)
+    try:
+        summary = build(spec, args.out, args.workers, args.task_index, args.num_tasks)
+    except DiskFullError as e:  # the message says how much room and that a rerun resumes
+        print(f"pixperfect {args.command}: error: {e}", file=sys.stderr)
+        return 1
     seconds, samples = summary["seconds"], summary["samples"]
     rate = f"{samples / seconds:.1f} samples/s" if samples and seconds > 0 else "no samples"
     print(
@@ -166,6 +170,7 @@ def _shards_build(args: argparse.Namespace) -> None:
         print(f"manifest: {summary['manifest']}")
     else:
         print("manifest: not yet (other tasks still have shards to build)")
+    return 0
 
 
 def _shards_verify(args: argparse.Namespace) -> int:
@@ -364,7 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-tasks", type=int, help="default: SLURM_ARRAY_TASK_COUNT or 1")
     p.set_defaults(func=_shards_build)
     p = shards.add_parser("verify", help="check every shard against manifest.json")
-    p.add_argument("out", help="shard folder")
+    p.add_argument(
+        "out",
+        help="shard folder, manifest URL (https://.../manifest.json, s3://, file://, pipe:) "
+        "or shard URL pattern (https://.../shard-{000000..000009}.tar: decoded and counted, "
+        "no checksums)",
+    )
     p.add_argument("--no-decode", action="store_true", help="checksums only, skip decoding")
     p.set_defaults(func=_shards_verify)
 

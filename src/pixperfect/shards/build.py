@@ -7,9 +7,17 @@ array task, and always comes out byte-identical. That gives:
 
 - resume: a shard is complete when its sidecar ``shard-NNNNNN.json`` exists and the tar has
   the recorded size; everything else is rebuilt;
-- crash safety: a shard is written as ``shard-NNNNNN.tar.partial`` and renamed when closed,
-  so a killed build never leaves a truncated file under the shard name (webdataset's
-  ``ShardWriter`` writes straight to the final name, hence ``TarWriter`` per shard here);
+- crash safety: a shard is written as ``shard-NNNNNN.tar.partial``, fsynced and renamed
+  when closed, so a killed build never leaves a truncated file under the shard name
+  (webdataset's ``ShardWriter`` writes straight to the final name, hence ``TarWriter`` per
+  shard here); then its sidecar, the completeness marker, and at the end the manifest, each
+  to a ``.partial`` name, fsynced and renamed. A failed write removes its ``.partial`` file
+  (and a shard whose sidecar could not be written loses its tar too); a rerun removes those a
+  killed build left;
+- a full disk (ENOSPC, or EDQUOT) stops the build with :class:`DiskFullError`, which names
+  the folder, the space the shards still to build need (estimated from the shards written so
+  far, else from the one being written) and the space free; rerunning the same command
+  after freeing space resumes it, to the same bytes;
 - SLURM arrays: task ``i`` of ``T`` builds shards ``i, i + T, ...``; whichever task finds
   every shard complete writes ``manifest.json``.
 
@@ -34,11 +42,13 @@ same bytes as before the option existed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -66,6 +76,12 @@ PLAN = "plan.json"
 SMALL_IMAGES = ("upscale", "skip")
 SIM_BATCH = 16  # samples simulated together; part of the recipe (noise draws depend on it)
 DEVICES = ("auto", "cpu", "cuda")
+FULL = (errno.ENOSPC, errno.EDQUOT)  # the errors that mean "no room": a rerun resumes
+
+
+class DiskFullError(OSError):
+    """The output folder ran out of space (or quota) while building; the message names the
+    folder, the space still needed and the space free, and says that a rerun resumes."""
 
 
 def shard_name(index: int) -> str:
@@ -203,10 +219,50 @@ def shard_is_complete(out: Path, index: int) -> bool:
         return False
 
 
+def _note_full(error: BaseException, file: str, size: int = 0, samples: int = 0) -> None:
+    """Tag a no-space error with what was being written (kept when it crosses processes), for
+    :func:`_disk_full_message`; the first tag wins."""
+    if isinstance(error, OSError) and error.errno in FULL and not hasattr(error, "full_at"):
+        error.full_at = {"file": file, "bytes": size, "samples": samples}
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames in ``folder`` durable (best effort where directories cannot be synced)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno in FULL:
+            raise
+    finally:
+        os.close(fd)
+
+
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """``text`` to ``path`` whole or not at all: a ``.partial`` file of this process, fsynced,
+    renamed over ``path``; on any failure the ``.partial`` file is removed."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")  # tasks may race on a manifest
+    try:
+        with open(tmp, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        _note_full(e, path.name)
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _remove_leftovers(out: Path, indices) -> None:
+    """``.partial`` files of these shards (tar and sidecar) that a killed build left behind."""
+    for i in indices:
+        for leftover in out.glob(shard_name(i).removesuffix(".tar") + ".*partial"):
+            leftover.unlink(missing_ok=True)
 
 
 def _crops(spec: BuildSpec, samples: list[tuple[int, int]]):
@@ -244,16 +300,52 @@ def _cat_params(parts: list[dict]) -> dict:
 
 
 def build_shard(spec: BuildSpec, index: int, out: Path) -> dict:
-    """Write shard ``index`` (tmp name, then rename) and its sidecar; return the sidecar.
-    Artifacts are simulated on ``spec.device`` (deterministically, see the module doc)."""
+    """Write shard ``index`` (``.partial`` name, fsync, rename), then its sidecar the same way;
+    return the sidecar. On failure neither is left: no ``.partial`` file, and no tar without
+    its sidecar (a no-space error is tagged with the bytes and samples written, see
+    :func:`_note_full`). Artifacts are simulated on ``spec.device`` (deterministically, see
+    the module doc)."""
     with deterministic(spec.device if spec.kind == "artifact" else "cpu"):
         return _build_shard(spec, index, out)
 
 
 def _build_shard(spec: BuildSpec, index: int, out: Path) -> dict:
+    partial, tar = out / (shard_name(index) + ".partial"), out / shard_name(index)
+    progress = {"samples": 0, "renamed": False}
+    try:
+        count, skipped = _write_tar(spec, index, partial, progress)
+        digest = hashlib.sha256(partial.read_bytes()).hexdigest()
+        _sidecar(out, index).unlink(missing_ok=True)  # an old one never vouches for a new tar
+        os.replace(partial, tar)
+        progress["renamed"] = True
+        _fsync_dir(out)
+    except BaseException as e:
+        size = partial.stat().st_size if partial.exists() else 0
+        _note_full(e, shard_name(index), size, progress["samples"])
+        partial.unlink(missing_ok=True)
+        if progress["renamed"]:
+            tar.unlink(missing_ok=True)
+        raise
+    record = {
+        "name": shard_name(index),
+        "samples": count,
+        "bytes": tar.stat().st_size,
+        "sha256": digest,
+        "skipped": skipped,
+    }
+    try:
+        _atomic_write(_sidecar(out, index), json.dumps(record, indent=1, sort_keys=True))
+    except BaseException:
+        tar.unlink(missing_ok=True)  # no sidecar, no shard: its room is freed, a rerun rebuilds it
+        raise
+    return record
+
+
+def _write_tar(spec: BuildSpec, index: int, partial: Path, progress: dict) -> tuple[int, list]:
+    """The shard's samples into ``partial``, fsynced; (samples written, skip lines).
+    ``progress["samples"]`` counts the samples written so far."""
     simulator = ArtifactSimulator(sim_from_dict(spec.sim)) if spec.kind == "artifact" else None
     device = torch.device(spec.device)
-    partial = out / (shard_name(index) + ".partial")
     skipped: list[str] = []
     count = 0
     with open(partial, "wb") as stream:
@@ -286,31 +378,30 @@ def _build_shard(spec: BuildSpec, index: int, out: Path) -> dict:
                 sample = {k: v[i] for k, v in batch.items()}
                 writer.write(encode_sample(key, sample, meta, spec.kind, spec.image_format))
                 count += 1
+                progress["samples"] = count
             pending.clear()
 
-        for key, crop, info in _crops(spec, spec.shard_samples(index)):
-            if crop is None:
-                skipped.append(f"{key}: {info}")
-                continue
-            origin, generator = info
-            pending.append((key, crop, origin, generator))
-            if len(pending) == SIM_BATCH:
-                flush()
-        flush()
-        writer.close()
+        try:
+            for key, crop, info in _crops(spec, spec.shard_samples(index)):
+                if crop is None:
+                    skipped.append(f"{key}: {info}")
+                    continue
+                origin, generator = info
+                pending.append((key, crop, origin, generator))
+                if len(pending) == SIM_BATCH:
+                    flush()
+            flush()
+            writer.close()
+        except BaseException:
+            # The file is dropped: mark tarfile's stream closed, or collecting it would write
+            # its buffer to the closed file and print an "Exception ignored" traceback.
+            writer.tarstream.closed = True
+            if hasattr(writer.tarstream.fileobj, "closed"):
+                writer.tarstream.fileobj.closed = True
+            raise
         stream.flush()
         os.fsync(stream.fileno())
-    digest = hashlib.sha256(partial.read_bytes()).hexdigest()
-    os.replace(partial, out / shard_name(index))
-    record = {
-        "name": shard_name(index),
-        "samples": count,
-        "bytes": (out / shard_name(index)).stat().st_size,
-        "sha256": digest,
-        "skipped": skipped,
-    }
-    _atomic_write(_sidecar(out, index), json.dumps(record, indent=1, sort_keys=True))
-    return record
+    return count, skipped
 
 
 def _worker_init() -> None:
@@ -404,18 +495,82 @@ def build(
     shards) and seconds (wall time of building, for samples/s).
 
     ``device`` (auto, cpu or cuda) overrides ``spec.device``; either is resolved here
-    (:func:`resolve_device`), so ``spec.device="auto"`` works too."""
+    (:func:`resolve_device`), so ``spec.device="auto"`` works too.
+
+    Raises :class:`DiskFullError` when the folder runs out of space (or quota), in this
+    process or a worker's, after the workers stopped and their ``.partial`` files are gone:
+    complete shards are kept, and the same call after freeing space resumes."""
     spec = replace(spec, device=resolve_device(spec.device if device is None else device))
     spec.validate()
-    sim_device = spec.device if spec.kind == "artifact" else "cpu"
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     task_index, num_tasks = _task_from_env(task_index, num_tasks)
-    _check_plan(spec, out)
     mine = range(task_index, spec.num_shards, num_tasks)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return _build(spec, out, workers, task_index, num_tasks, mine, progress)
+    except OSError as e:
+        if e.errno not in FULL:
+            raise
+        _remove_leftovers(out, (i for i in mine if not shard_is_complete(out, i)))
+        raise DiskFullError(_disk_full_message(spec, out, mine, num_tasks, e)) from e
+
+
+def _human(size: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def _disk_full_message(
+    spec: BuildSpec, out: Path, mine: range, num_tasks: int, error: OSError
+) -> str:
+    """One line: the folder, what failed, the room the shards still to build need (bytes per
+    sample of the complete shards, else of the shard that failed, else uncompressed) and the
+    room free, and that a rerun resumes."""
+    at = getattr(error, "full_at", {})
+    left = [i for i in mine if not shard_is_complete(out, i)]
+    complete = [i for i in range(spec.num_shards) if shard_is_complete(out, i)]
+    done = [json.loads(_sidecar(out, i).read_text()) for i in complete]
+    if sum(r["samples"] for r in done):
+        per_sample = sum(r["bytes"] for r in done) / sum(r["samples"] for r in done)
+    elif at.get("samples"):
+        per_sample = at["bytes"] / at["samples"]
+    else:  # nothing written yet: uncompressed 8-bit planes (target, composite, mask, alpha)
+        per_sample = spec.size**2 * (3 if spec.kind == "clean" else 8) + 4096
+    need = per_sample * sum(len(spec.shard_samples(i)) for i in left)
+    need += 4096 * (len(left) + 1) + 256 * spec.num_shards  # sidecars and the manifest
+    existing = next(p for p in (out, *out.parents) if p.exists())  # mkdir may have failed
+    free = shutil.disk_usage(existing).free
+    what = at.get("file") or (Path(error.filename).name if error.filename else "a file")
+    mine_note = " of this task" if num_tasks > 1 else ""
+    todo = (
+        f"the {len(left)} shard(s){mine_note} still to build need about {_human(need)}"
+        if left
+        else f"every shard{mine_note} is complete, the manifest needs about {_human(need)}"
+    )
+    more = f"free at least {_human(need - free)} more" if need > free else "free more space"
+    return (
+        f"{out}: {os.strerror(error.errno).lower()} while writing {what}: {todo}, "
+        f"{_human(free)} is free there; {more}, then rerun the same command: it keeps the "
+        f"{len(done)} complete shard(s) and resumes the build"
+    )
+
+
+def _build(
+    spec: BuildSpec,
+    out: Path,
+    workers: int,
+    task_index: int,
+    num_tasks: int,
+    mine: range,
+    progress: bool,
+) -> dict:
+    sim_device = spec.device if spec.kind == "artifact" else "cpu"
+    _check_plan(spec, out)
     todo = [i for i in mine if not shard_is_complete(out, i)]
-    for i in todo:  # leftovers of a killed run of this task
-        (out / (shard_name(i) + ".partial")).unlink(missing_ok=True)
+    _remove_leftovers(out, todo)  # of a killed run of this task
     planned = sum(len(spec.shard_samples(i)) for i in todo)
     task = f" {task_index + 1}/{num_tasks}" if num_tasks > 1 else ""
     bar = tqdm(
@@ -442,6 +597,8 @@ def build(
                         records.append(future.result())
                         bar.update(len(spec.shard_samples(futures[future])))
                 except BaseException:
+                    # Queued shards are dropped; running ones end (on a full disk, at their
+                    # next write) and remove their .partial files before the pool is gone.
                     pool.shutdown(cancel_futures=True)
                     raise
     seconds = time.perf_counter() - start

@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
+import time
 from pathlib import Path
 
 import torch
@@ -30,36 +32,78 @@ import webdataset as wds
 from torch.utils.data import get_worker_info
 
 from data_sim.sampling import derive_seed
-from pixperfect.shards.build import MANIFEST
 from pixperfect.shards.format import decode_sample
+from pixperfect.shards.locations import require_counts, resolve
 
 log = logging.getLogger(__name__)
 META_KEYS = ("corrupt_skipped", "worker_id")
+MAX_FAILED_READS = 20  # failed reads in a row, no sample between, before the source is dead
+MAX_FAILING_S = 300.0  # ... or seconds of failed reads in a row (each may wait for a timeout)
 
 
 def read_manifest(folder: str | Path) -> dict:
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: build the shards with `pixperfect shards build --out {folder}` "
-            "(an interrupted build writes the manifest when rerun to completion)"
-        )
-    manifest = json.loads(path.read_text())
-    manifest["urls"] = [str(Path(folder) / s["name"]) for s in manifest["shards"]]
-    return manifest
+    """The manifest of ``data.shards`` with ``urls`` (one per shard) and ``location`` added:
+    a local folder, a manifest URL or a shard URL pattern (for a pattern without manifest,
+    ``num_samples`` and the shards' counts are ``None``); see
+    :mod:`pixperfect.shards.locations`."""
+    return resolve(folder)
+
+
+class ShardReadError(RuntimeError):
+    """Reading shards failed too many times in a row: the source is gone, not one shard."""
 
 
 class SkipCounter:
-    """A webdataset error handler: count, log the first few and then every 100th, go on."""
+    """A webdataset error handler: count, log the first few and then every 100th, go on.
 
-    def __init__(self) -> None:
+    In a pipeline with a :class:`ReadProgress` stage (which resets the streak on every
+    sample read), ``limit`` failures in a row with no sample read in between, or failures
+    in a row for ``seconds`` (when each waits for a timeout), raise :class:`ShardReadError`
+    naming the last URL and error, so a server gone for good stops the stream instead of
+    spinning. Without that stage failures are only counted."""
+
+    def __init__(self, limit: int = MAX_FAILED_READS, seconds: float = MAX_FAILING_S) -> None:
         self.count = 0
+        self.streak = 0
+        self.limit, self.seconds = limit, seconds
+        self.watched = False  # set by ReadProgress: only then is a streak meaningful
+        self._since = 0.0
 
     def __call__(self, exn: BaseException) -> bool:
         self.count += 1
+        self.streak += 1
         if self.count <= 5 or self.count % 100 == 0:
             log.warning("skipped corrupt data (%d so far in this worker): %s", self.count, exn)
+        now = time.monotonic()
+        if self.streak == 1:
+            self._since = now
+        if self.watched and (self.streak >= self.limit or now - self._since >= self.seconds):
+            args = [a for a in getattr(exn, "args", ()) if isinstance(a, str)]
+            detail = args[0] if args else str(exn)
+            if len(args) > 1 and args[-1] not in detail:
+                detail = f"{args[-1]}: {detail}"  # webdataset appends the URL to the args
+            raise ShardReadError(
+                f"{self.streak} shard reads in a row failed over {now - self._since:.0f} s "
+                f"with no sample read in between (the last: {type(exn).__name__}: {detail}); "
+                "check that the server, bucket or file system holding the shards is up and "
+                "reachable from this machine, and that data.shards points at them"
+            ) from exn
         return True  # keep going
+
+
+class ReadProgress:
+    """A pipeline stage right after the one reading records (``tarfile_to_samples``):
+    passes them through, each resetting ``counter``'s streak of failed reads, and arms
+    ``counter``'s limit on that streak."""
+
+    def __init__(self, counter: SkipCounter) -> None:
+        self.counter = counter
+        counter.watched = True
+
+    def __call__(self, samples):
+        for sample in samples:
+            self.counter.streak = 0
+            yield sample
 
 
 def _worker() -> tuple[int, int]:
@@ -75,6 +119,20 @@ class WorkerSeed:
 
     def __call__(self) -> int:
         return derive_seed(self.seed, self.rank, _worker()[0])
+
+
+class SeededShuffle:
+    """webdataset's buffer shuffle with a seed per (run seed, rank, worker, pass): the same
+    seed gives the same batches (``wds.shuffle`` seeds from the pid and the clock)."""
+
+    def __init__(self, bufsize: int, seed: int, rank: int) -> None:
+        self.bufsize, self.seed, self.rank = bufsize, seed, rank
+        self.passes = 0  # per worker process: persistent workers shuffle each pass anew
+
+    def __call__(self, src):
+        rng = random.Random(derive_seed(self.seed, self.rank, _worker()[0], self.passes))
+        self.passes += 1
+        return wds.shuffle(self.bufsize, initial=min(self.bufsize, 64), rng=rng)(src)
 
 
 def epoch_plan(counts: list[int], slots: int, batch_size: int) -> list[list[tuple[int, int, int]]]:
@@ -185,12 +243,14 @@ def training_stream(
             wds.tarfile_to_samples(handler=counter),
         ]
     else:
+        require_counts(manifest, "data.resample=false")
         counts = [s["samples"] for s in manifest["shards"]]
         plan = epoch_plan(counts, world_size * max(1, workers), batch_size)
         records = [SlotSamples(manifest["urls"], plan, rank, counter)]
     stages = [
         *records,
-        *([wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 64))] * (shuffle_buffer > 1)),
+        ReadProgress(counter),  # a source that fails every read stops the stream
+        *([SeededShuffle(shuffle_buffer, seed, rank)] * (shuffle_buffer > 1)),
         # uint8 until the training step: a quarter of the bytes through worker queues and
         # to the device (pixperfect.shards.format.to_float).
         wds.map(Decode(manifest["kind"], as_uint8=True), handler=counter),
@@ -211,6 +271,7 @@ def read_all(folder: str | Path) -> list[dict]:
     pipeline = wds.DataPipeline(
         wds.SimpleShardList(manifest["urls"]),
         wds.tarfile_to_samples(handler=counter),
+        ReadProgress(counter),
         wds.map(Decode(manifest["kind"]), handler=counter),
     )
     samples = list(pipeline)
@@ -235,12 +296,16 @@ def check_enough_shards(
     manifest = read_manifest(folder)
     need = shards_needed(workers, world_size)
     if manifest["num_shards"] < need:
+        size = manifest["num_samples"] and math.ceil(
+            manifest["num_samples"] / manifest["num_shards"]
+        )
         raise ValueError(
             f"{folder} has {manifest['num_shards']} shard(s) but {world_size} rank(s) x "
             f"{max(1, workers)} worker(s) need at least {need}: rebuild with a smaller "
-            f"--shard-size (now {math.ceil(manifest['num_samples'] / manifest['num_shards'])}) "
-            "or lower data.num_workers"
+            f"--shard-size (now {size or 'unknown'}) or lower data.num_workers"
         )
+    if not resample:
+        require_counts(manifest, "data.resample=false")
     if not resample and manifest["num_samples"] < need * batch_size:
         raise ValueError(
             f"{folder} has {manifest['num_samples']} sample(s) but {world_size} rank(s) x "
@@ -260,7 +325,8 @@ def preview(folder: str | Path, n: int = 8) -> tuple[dict[str, torch.Tensor], li
     manifest = read_manifest(folder)
     pipeline = wds.DataPipeline(
         wds.SimpleShardList(manifest["urls"]),
-        wds.tarfile_to_samples(handler=SkipCounter()),  # a damaged shard is passed over too
+        wds.tarfile_to_samples(handler=(counter := SkipCounter())),  # damaged: passed over
+        ReadProgress(counter),
     )
     samples, captions = [], []
     for record in pipeline:

@@ -1,8 +1,12 @@
-"""``pixperfect shards verify``: check a shard folder against its manifest.
+"""``pixperfect shards verify``: check shards against their manifest.
 
-Every shard is opened: size and sha256 against the manifest, the tar read to the end, its
-samples grouped and counted, and (unless ``decode=False``) every sample decoded with the
-same code the training reader uses. The report names each bad shard and sample.
+Every shard is streamed once: size and sha256 against the manifest, the tar read to the
+end, its samples grouped and counted, and (unless ``decode=False``) every sample decoded
+with the same code the training reader uses. The report names each bad shard and sample.
+The shards may be a local folder, a manifest URL, or a shard URL pattern
+(:mod:`pixperfect.shards.locations`); a pattern without a manifest beside it has no sizes,
+checksums or counts to check against, so only reading and decoding are checked (and the
+report says so).
 """
 
 from __future__ import annotations
@@ -12,17 +16,19 @@ import json
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from tqdm import tqdm
 
 from pixperfect.shards.build import MANIFEST
 from pixperfect.shards.format import decode_sample
+from pixperfect.shards.locations import is_pattern, is_url, open_url, resolve
 
 
 @dataclass
 class ShardReport:
     name: str
-    expected: int
+    expected: int | None  # None: no manifest says
     found: int = 0
     decoded: int = 0
     problems: list[str] = field(default_factory=list)
@@ -30,9 +36,10 @@ class ShardReport:
 
 @dataclass
 class VerifyReport:
-    folder: Path
+    folder: Path | str  # or the manifest URL or shard pattern
     shards: list[ShardReport] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # folder-level (manifest, strays)
+    notes: list[str] = field(default_factory=list)  # what was not checked
 
     @property
     def ok(self) -> bool:
@@ -42,45 +49,85 @@ class VerifyReport:
         lines = [f"{'shard':<22}{'expected':>9}{'found':>7}{'decoded':>9}  status"]
         for s in self.shards:
             status = "ok" if not s.problems else "; ".join(s.problems)
-            lines.append(f"{s.name:<22}{s.expected:>9}{s.found:>7}{s.decoded:>9}  {status}")
+            expected = "?" if s.expected is None else s.expected
+            lines.append(f"{s.name:<22}{expected:>9}{s.found:>7}{s.decoded:>9}  {status}")
         lines += [f"folder: {p}" for p in self.problems]
+        lines += [f"note: {n}" for n in self.notes]
         bad = sum(1 for s in self.shards if s.problems)
         verdict = "OK" if self.ok else f"FAILED ({bad} bad shard(s), {len(self.problems)} other)"
         lines.append(f"{self.folder}: {len(self.shards)} shard(s) checked: {verdict}")
         return "\n".join(lines)
 
 
-def _samples(path: Path) -> tuple[dict[str, dict], str | None]:
-    """Records by key as webdataset groups them, and the read error that stopped the tar."""
+class _Hashing:
+    """A read-only stream that hashes and counts what passes through it."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream, self.sha256, self.bytes = stream, hashlib.sha256(), 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return data
+
+
+def _drain(stream: _Hashing) -> bool:
+    """Read ``stream`` to its end (so its hash covers every byte); False if that failed."""
+    try:
+        while stream.read(1 << 20):
+            pass
+    except OSError:
+        return False
+    return True
+
+
+def _samples(stream: _Hashing, url: str) -> tuple[dict[str, dict], str | None, bool]:
+    """Records by key as webdataset groups them, the read error that stopped the tar, and
+    whether the stream was read to its end (its size and hash are then the object's)."""
     records: dict[str, dict] = {}
     try:
-        with tarfile.open(path) as tar:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:  # type: ignore[call-overload]
             for member in tar:
                 if not member.isfile():
                     continue
                 key, _, suffix = member.name.partition(".")
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                records.setdefault(key, {"__key__": key, "__url__": str(path)})[suffix] = data
-    except (tarfile.TarError, OSError, EOFError) as e:
-        return records, f"unreadable tar ({type(e).__name__}: {e})"
-    return records, None
+                records.setdefault(key, {"__key__": key, "__url__": url})[suffix] = data
+    except (tarfile.TarError, EOFError) as e:  # damaged bytes: the rest still count
+        return records, f"unreadable tar ({type(e).__name__}: {e})", _drain(stream)
+    except OSError as e:  # the transfer broke
+        return records, f"unreadable ({type(e).__name__}: {e})", False
+    return records, None, _drain(stream)  # the padding after the end-of-archive blocks
 
 
-def verify_shard(path: Path, entry: dict, kind: str, decode: bool) -> ShardReport:
-    report = ShardReport(entry["name"], entry["samples"])
-    if not path.is_file():
+def verify_shard(path: Path | str, entry: dict, kind: str, decode: bool) -> ShardReport:
+    """One shard, a local path or any URL webdataset opens, against its manifest ``entry``
+    (whose ``samples``, ``bytes`` and ``sha256`` may be None: not checked)."""
+    report = ShardReport(entry["name"], entry.get("samples"))
+    url = str(path)
+    if not is_url(url) and not Path(url).is_file():
         report.problems.append("missing")
         return report
-    data = path.read_bytes()
-    if len(data) != entry["bytes"]:
-        report.problems.append(f"size {len(data)} bytes, manifest says {entry['bytes']}")
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+    try:
+        stream = open_url(url)
+    except FileNotFoundError as e:
+        report.problems.append(f"missing ({e})")
+        return report
+    except (OSError, ValueError) as e:
+        report.problems.append(f"unreadable ({type(e).__name__}: {e})")
+        return report
+    with stream:
+        hashing = _Hashing(stream)
+        records, error, complete = _samples(hashing, url)
+    if complete and entry.get("bytes") is not None and hashing.bytes != entry["bytes"]:
+        report.problems.append(f"size {hashing.bytes} bytes, manifest says {entry['bytes']}")
+    if complete and entry.get("sha256") and hashing.sha256.hexdigest() != entry["sha256"]:
         report.problems.append("sha256 differs from the manifest")
-    records, error = _samples(path)
     if error:
         report.problems.append(error)
     report.found = len(records)
-    if report.found != report.expected:
+    if report.expected is not None and report.found != report.expected:
         report.problems.append(f"{report.found} samples, manifest says {report.expected}")
     if decode:
         for key, record in records.items():
@@ -94,6 +141,11 @@ def verify_shard(path: Path, entry: dict, kind: str, decode: bool) -> ShardRepor
 
 
 def verify(folder: str | Path, decode: bool = True, progress: bool = True) -> VerifyReport:
+    """Check the shards of a local folder, a manifest URL or a shard pattern (see the
+    module docstring)."""
+    text = str(folder)
+    if is_url(text) or is_pattern(text) or text.endswith(".json"):
+        return _verify_location(text, decode, progress)
     folder = Path(folder)
     report = VerifyReport(folder)
     manifest_path = folder / MANIFEST
@@ -115,4 +167,22 @@ def verify(folder: str | Path, decode: bool = True, progress: bool = True) -> Ve
     strays = sorted(p.name for p in folder.glob("shard-*.tar") if p.name not in listed)
     if strays:
         report.problems.append(f"tar files not in the manifest: {', '.join(strays)}")
+    return report
+
+
+def _verify_location(location: str, decode: bool, progress: bool) -> VerifyReport:
+    report = VerifyReport(location)
+    try:
+        manifest = resolve(location)
+    except (OSError, ValueError) as e:
+        report.problems.append(f"cannot read the shards' manifest or first shards: {e}")
+        return report
+    if manifest["num_samples"] is None:
+        report.notes.append(
+            "no manifest: sizes, checksums and sample counts were not checked (point at the "
+            "manifest's URL to check them)"
+        )
+    shards = list(zip(manifest["shards"], manifest["urls"], strict=True))
+    for entry, url in tqdm(shards, desc="verify", unit="shard", disable=not progress):
+        report.shards.append(verify_shard(url, entry, manifest["kind"], decode))
     return report
