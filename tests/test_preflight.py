@@ -193,3 +193,15 @@ def test_ranks_use_the_gpus_slurm_binds_to_their_task(monkeypatch):
     assert strategy.parallel_devices == [torch.device("cuda", 0)] * 8
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
     assert device_plan(trainer) == (8, "auto")
+
+
+def test_preflight_reports_remote_shards_that_do_not_answer_instead_of_crashing(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/shards/manifest.json"
+    report = preflight(str(ROOT / "configs/demo.yaml"), [f"data.shards={url}"], 1, 1)
+    problems = [w for w, _ in report.problems if "training shards unreadable" in w]
+    assert problems and url in problems[0], report.format()

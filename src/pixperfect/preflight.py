@@ -153,6 +153,9 @@ def _check_data(cfg: DictConfig, ranks: int, report: Report) -> None:
     except ValueError as e:
         report.problem(f"not enough training shards: {e}", _build_hint(cfg))
         return
+    except OSError as e:  # a remote location that does not answer
+        report.problem(f"training shards unreadable: {e}", "check that data.shards is reachable")
+        return
     if manifest["size"] != d.crop_size:
         report.problem(
             f"{d.shards} holds {manifest['size']} px samples but data.crop_size={d.crop_size}",
@@ -161,7 +164,8 @@ def _check_data(cfg: DictConfig, ranks: int, report: Report) -> None:
         return
     report.ok(
         f"training shards: {d.shards}: {manifest['kind']}, {manifest['num_shards']} shards, "
-        f"{manifest['num_samples']} samples of {manifest['size']} px, enough for {ranks} "
+        f"{manifest['num_samples'] or 'an unknown number of'} samples of {manifest['size']} "
+        f"px, enough for {ranks} "
         f"rank(s) x {max(1, d.num_workers)} worker(s)"
     )
     if d.val_shards:
