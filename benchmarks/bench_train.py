@@ -1,5 +1,4 @@
-"""Training-step cost: where a demo step's time goes with every loss term on, and the size
-and speed of the refiners and the discriminator.
+"""Training-step cost: where the real step's time goes, and the networks' size and speed.
 
     .venv/bin/python benchmarks/bench_train.py [--repeats 5] [--device cpu|cuda]
         [--data auto|skimage|shards] [--size 256] [--batches 1 4] [--models unet ffc patch]
@@ -8,20 +7,29 @@ and speed of the refiners and the discriminator.
 Prints two markdown tables:
 1. one training step at the demo config (configs/demo.yaml: its batch size, crop size and
    U-Net) but with every loss term on (RGB and tone-space L1, LPIPS and adversarial, no
-   warm-ups), split into data, simulation, G forward+backward, G update, tone mapping (fit,
-   apply), LPIPS, the G-side adversarial terms, the D step and lazy R1 (amortised over
-   ``gan.r1_every``), each with its share of the measured whole step; then whether tone
-   mapping stays under 10 % of the step (the target);
+   warm-ups), split into data, simulation, G forward with its loss terms (of which tone
+   mapping, LPIPS and the G-side adversarial terms), G backward and update, EMA, the D step
+   and lazy R1 (amortised over ``gan.r1_every``), each with its share of the measured whole
+   step; then whether tone mapping stays under 10 % of the step (the target), in this step
+   and in a real step without LPIPS and the GAN;
 2. parameter counts and forward+backward time per step of the refiners (``unet`` at the demo
    config, ``ffc`` at paper scale, its defaults) and the patch discriminator, at ``--size``
    px for each ``--batches`` size.
 
-Each part runs alone on the same simulated batch (inputs that need gradients are fresh
-leaves), so the parts add up to about the whole step; the difference is shown. Timings are
-medians of ``--repeats`` runs after one warm-up (the step's parts in turn, so load from other
-processes spreads over all of them), with ``torch.cuda.synchronize`` around each
-on CUDA. LPIPS needs its weights (``loss.lpips_weights`` or the torch hub cache); without
-them it is timed with an untrained network of the same architecture, and said so.
+The step is ``RefinerModule.training_step`` itself, run by a Lightning Trainer (one device,
+no logger, no checkpoints): :class:`StepTimer` wraps the public methods the step calls
+(``with_artifacts``, ``generator_forward``, ``generator_update``, ``discriminator_step``,
+``update_ema``; the objective's ``tone_map`` and ``discriminator_terms``) and times by hooks
+the forwards of LPIPS and of D inside the generator's forward, so a change of the module or
+the objective shows in the table, and nothing here re-implements the step. The whole step
+is the time from one batch's start to the next's (data loading included). R1 is put on every
+other D step (``gan.r1_every=2``: where it falls, not what it costs) and its cost is the
+median D step with R1 less the median one without, divided by the config's
+``gan.r1_every``; the other rows are medians over the steps without R1.
+``1 + 2 * --repeats`` steps, the first a warm-up, with ``torch.cuda.synchronize`` around
+each part on CUDA. LPIPS needs its weights
+(``loss.lpips_weights`` or the torch hub cache); without them it is timed with an untrained
+network of the same architecture, and said so.
 """
 
 from __future__ import annotations
@@ -31,28 +39,21 @@ import logging
 import os
 import statistics
 import sys
+import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import lightning as L
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from timing import sync, time_it, use_command_allocator
 
 from pixperfect.config import PROJECT_ROOT, load_config
 from pixperfect.data.datamodule import build_datamodule
-from pixperfect.losses import (
-    LPIPS,
-    build_lpips,
-    discriminative_tone_map,
-    discriminator_loss,
-    generator_loss,
-    r1_penalty,
-)
-from pixperfect.losses.tone_mapping import apply_tone_curves, fit_tone_curves, sample_betas
+from pixperfect.losses import LPIPS, build_lpips
 from pixperfect.models import build_discriminator, build_refiner
-from pixperfect.shards.format import to_float
 from pixperfect.training.module import RefinerModule
 
 DEMO = PROJECT_ROOT / "configs" / "demo.yaml"
@@ -68,34 +69,172 @@ ALL_TERMS = [
     "gan.warmup_steps=0",
     "loss.lpips_missing=skip",  # LPIPS is injected below, weights or not
 ]
+# The cheapest step tone mapping is part of: the demo's own terms plus tone L1.
+LEAN = ["loss.lpips=0", "loss.tone_lpips=0", "loss.adversarial=0", "loss.tone_adversarial=0"]
 TONE_TARGET = 0.10  # tone mapping should stay under this share of a demo step
 
+# (row, owner, method): the public methods of the step that StepTimer times. Rows marked
+# "of which" run inside the row above them and are not added to the sum of the parts.
+DATA = "data (one batch, in-process loader)"
+SIMULATION = "simulation (with_artifacts)"
+G_FORWARD = "G forward + loss terms (generator_forward)"
+TONE = "- of which tone mapping: fit + apply (forward)"
+LPIPS_ROW = "- of which LPIPS forward (RGB + tone space)"
+G_ADVERSARIAL = "- of which D judging the fake for G, forward (RGB + tone)"
+G_UPDATE = "G backward + update: clip, Adam (generator_update)"
+EMA = "EMA update (update_ema)"
+D_STEP = "D step: real + fake, RGB + tone, backward, Adam (discriminator_step)"
+D_TERMS = "- of which D terms, forward (discriminator_terms)"
+WRAPPED = (
+    (SIMULATION, "module", "with_artifacts"),
+    (G_FORWARD, "module", "generator_forward"),
+    (TONE, "objective", "tone_map"),
+    (G_UPDATE, "module", "generator_update"),
+    (D_STEP, "module", "discriminator_step"),
+    (D_TERMS, "objective", "discriminator_terms"),
+    (EMA, "module", "update_ema"),
+)
+INSIDE = (TONE, LPIPS_ROW, G_ADVERSARIAL, D_TERMS)
 
-def time_interleaved(
-    fns: dict[str, Callable[[], object] | None], device: torch.device, repeats: int
-) -> dict[str, float]:
-    """Median seconds of each function (None: 0), run in turn ``repeats`` times after one
-    warm-up round, so that load from other processes spreads evenly over all of them."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for round_ in range(repeats + 1):
-        for name, fn in fns.items():
-            if fn is None:
-                continue
-            sync(device)
+
+class StepTimer(L.Callback):
+    """Times the parts of the real ``RefinerModule.training_step`` while a Trainer runs it.
+
+    :meth:`install` replaces the module's and its objective's public step methods by timed
+    wrappers on the instances (the step calls them through ``self``), and hooks the forwards
+    of LPIPS and of D (inside the generator's forward only). ``steps`` holds one record per
+    training step: seconds per row (summed when a part runs twice, as LPIPS in both spaces),
+    ``whole`` (this batch's start to the next's) and ``r1`` (whether the D step computed R1).
+    ``fetches``: seconds per batch drawn from the loader (:meth:`timed_batches`)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.steps: list[dict[str, float]] = []
+        self.fetches: list[float] = []
+        self._start: float | None = None
+        self._inside: set[str] = set()  # the wrapped parts running now
+
+    def _add(self, row: str, seconds: float) -> None:
+        if self.steps:
+            self.steps[-1][row] = self.steps[-1].get(row, 0.0) + seconds
+
+    def _timed(self, row: str, fn: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            sync(self.device)
             start = time.perf_counter()
-            fn()
-            sync(device)
-            if round_:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) if t else 0.0 for name, t in times.items()}
+            self._inside.add(row)
+            try:
+                out = fn(*args, **kwargs)
+            finally:
+                self._inside.discard(row)
+            sync(self.device)
+            self._add(row, time.perf_counter() - start)
+            if row == D_TERMS and self.steps:
+                self.steps[-1]["r1"] = float(out.r1 is not None)
+            return out
+
+        return timed
+
+    def _time_forward(self, net: torch.nn.Module, row: str, only_in: str | None = None) -> None:
+        """Time ``net``'s forward calls by hooks, all of them or those inside ``only_in``."""
+        started: list[float] = []
+
+        def before(*_) -> None:
+            sync(self.device)
+            started.append(time.perf_counter())
+
+        def after(*_) -> None:
+            sync(self.device)
+            seconds = time.perf_counter() - started.pop()
+            if only_in is None or only_in in self._inside:
+                self._add(row, seconds)
+
+        net.register_forward_pre_hook(before)
+        net.register_forward_hook(after)
+
+    def install(self, module: RefinerModule) -> None:
+        """Wrap the step's parts on ``module`` (before ``Trainer.fit``)."""
+        owners = {"module": module, "objective": module.objective}
+        for row, owner, name in WRAPPED:
+            setattr(owners[owner], name, self._timed(row, getattr(owners[owner], name)))
+        if module.objective.lpips is not None:
+            self._time_forward(module.objective.lpips, LPIPS_ROW)
+        if module.discriminator is not None:  # D judging the fake for G's adversarial terms
+            self._time_forward(module.discriminator, G_ADVERSARIAL, only_in=G_FORWARD)
+
+    def timed_batches(self, loader: Iterable) -> Iterator:
+        """The loader's batches, each draw timed (the Trainer draws them in the real loop)."""
+        batches = iter(loader)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            self.fetches.append(time.perf_counter() - start)
+            yield batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        sync(self.device)
+        now = time.perf_counter()
+        if self.steps and self._start is not None:
+            self.steps[-1]["whole"] = now - self._start
+        self._start = now
+        self.steps.append({})
+
+
+def run_real_step(
+    module: RefinerModule, loader: Iterable, device: torch.device, steps: int
+) -> StepTimer:
+    """Train ``module`` for ``steps`` steps on ``loader`` under a :class:`StepTimer`: the
+    real training step in a minimal Trainer (one device, no logger, checkpoints or
+    validation)."""
+    timer = StepTimer(device)
+    timer.install(module)
+    index = device.index if device.index is not None else 0
+    with tempfile.TemporaryDirectory() as directory, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lightning's advice on loaders and logging
+        trainer = L.Trainer(
+            default_root_dir=directory,
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+            devices=[index] if device.type == "cuda" else 1,
+            precision=module.cfg.trainer.precision,
+            max_steps=steps,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer],
+        )
+        trainer.fit(module, train_dataloaders=timer.timed_batches(loader))
+    return timer
+
+
+def summarise(timer: StepTimer, r1_every: int) -> dict[str, float]:
+    """Median seconds of each row over the steps after the first (a warm-up) without R1,
+    R1's amortised cost, and ``whole``: the median whole step plus that share."""
+    steps = timer.steps[1:]
+    plain = [s for s in steps if not s.get("r1")]
+    with_r1 = [s for s in steps if s.get("r1")]
+
+    def median(rows: list[dict[str, float]], name: str) -> float:
+        values = [s.get(name, 0.0) for s in rows if name != "whole" or "whole" in s]
+        return statistics.median(values) if values else 0.0
+
+    # In the order the step runs them: the EMA is updated at the batch's end.
+    rows = [SIMULATION, G_FORWARD, TONE, LPIPS_ROW, G_ADVERSARIAL, G_UPDATE, D_STEP, D_TERMS, EMA]
+    seconds = {DATA: statistics.median(timer.fetches[1:] or timer.fetches or [0.0])}
+    seconds.update({name: median(plain, name) for name in rows})
+    r1 = median(with_r1, D_STEP) - seconds[D_STEP] if with_r1 else 0.0
+    seconds["r1"] = max(0.0, r1) / max(1, r1_every)
+    seconds["whole"] = median(plain, "whole") + seconds["r1"]
+    return seconds
 
 
 def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def leaf(x: torch.Tensor) -> torch.Tensor:
-    return x.detach().clone().requires_grad_(True)
 
 
 def lpips_for_timing(cfg) -> tuple[LPIPS, str]:
@@ -116,8 +255,9 @@ def lpips_for_timing(cfg) -> tuple[LPIPS, str]:
     )
 
 
-def demo_config(data: str):
-    """The demo config with every loss term on; data from shards or scikit-image."""
+def demo_config(data: str, extra: list[str] = ()) -> tuple[DictConfig, str]:
+    """The demo config with every loss term on (then ``extra``); data from shards or
+    scikit-image."""
     overrides = list(ALL_TERMS)
     base = load_config(DEMO)
     shards = Path(base.data.shards or "")
@@ -128,239 +268,97 @@ def demo_config(data: str):
     # In-process loading: the table shows the CPU cost of one batch, which a loader worker
     # (the demo's num_workers=1) overlaps with the step when a core is free for it.
     overrides.append("data.num_workers=0")
-    return load_config(DEMO, overrides), data
+    return load_config(DEMO, [*overrides, *extra]), data
 
 
-def bench_step(args, device: torch.device) -> None:
-    # Quiet: the "LPIPS weights missing" warnings of lpips_missing=skip (said in the table).
-    logging.getLogger("pixperfect").setLevel(logging.ERROR)
-    cfg, data = demo_config(args.data)
-    module = RefinerModule(OmegaConf.to_container(cfg, resolve=True)).to(device)
-    g_opt = module.configure_optimizers()
-    d_opt = module._d_optimizer
+def timed_module(cfg: DictConfig, lpips: LPIPS | None) -> RefinerModule:
+    """The module of ``cfg``, with ``lpips`` put back into its objective (built with
+    ``lpips_missing=skip``) at the config's weights, so LPIPS is timed with or without its
+    staged weights."""
+    module = RefinerModule(OmegaConf.to_container(cfg, resolve=True))
     objective = module.objective
-    lpips, lpips_label = lpips_for_timing(cfg)
-    # Put LPIPS back into the objective (built with lpips_missing=skip): same terms, weights.
-    objective.lpips = lpips
-    objective.lpips_disabled = False
-    objective.weights.update(lpips=float(cfg.loss.lpips), tone_lpips=float(cfg.loss.tone_lpips))
-    objective.to(device)
-    gen_net, disc = module.generator, module.discriminator
-    g, t = cfg.gan, cfg.loss.tone
-    w = objective.weights
+    if lpips is not None and (cfg.loss.lpips or cfg.loss.tone_lpips):
+        objective.lpips = lpips
+        objective.lpips_disabled = False
+        objective.weights.update(lpips=float(cfg.loss.lpips), tone_lpips=float(cfg.loss.tone_lpips))
+    return module
 
+
+def time_step(
+    cfg: DictConfig, device: torch.device, repeats: int, lpips: LPIPS | None = None
+) -> tuple[dict[str, float], RefinerModule]:
+    """(seconds per row, see :func:`summarise`; the module) of ``1 + 2 * repeats`` real
+    training steps of ``cfg`` on ``device``, R1 on every other D step."""
+    r1_every = int(cfg.gan.r1_every)
+    cfg = OmegaConf.merge(cfg, {"gan": {"r1_every": 2}})
+    module = timed_module(cfg, lpips)
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
-    batches = iter(datamodule.train_dataloader())
+    timer = run_real_step(module, datamodule.train_dataloader(), device, 1 + 2 * repeats)
+    return summarise(timer, r1_every), module
 
-    def load() -> dict:
-        return {
-            k: v.to(device)
-            for k, v in to_float(next(batches)).items()
-            if isinstance(v, torch.Tensor)
-        }
 
-    def simulate(batch: dict) -> dict:
-        return module.with_artifacts(batch)
-
-    first = load()
-    on_the_fly = "composite" not in first  # artifact shards carry their composites
-    batch = simulate(first)
-    composite, mask, target = batch["composite"], batch["mask"], batch["target"]
-
-    def rng() -> torch.Generator:
-        return torch.Generator(device=device).manual_seed(0)
-
-    with torch.no_grad():
-        refined0 = gen_net(composite, mask)
-        tone_pred0, tone_gt0 = discriminative_tone_map(
-            refined0,
-            target,
-            mask,
-            rng(),
-            beta_range=tuple(t.beta),
-            degree=t.degree,
-            samples_per_region=t.samples_per_region,
-        )
-
-    def g_fwd_bwd() -> None:
-        g_opt.zero_grad(set_to_none=False)
-        refined = gen_net(composite, mask)
-        # The losses' gradient w.r.t. the output is cheap; this is the network's own cost.
-        (w["l1"] * (refined - target).abs().mean()).backward()
-
-    g_fwd_bwd()  # gradients for the update row
-
-    def g_update() -> None:
-        torch.nn.utils.clip_grad_norm_(gen_net.parameters(), cfg.optim.grad_clip)
-        g_opt.step()
-        module.update_ema()
-
-    def tone_fit() -> None:
-        generator = rng()
-        beta = sample_betas(refined0.shape[0], generator, tuple(t.beta))
-        fit_tone_curves(
-            refined0,
-            target,
-            mask,
-            beta,
-            generator,
-            degree=t.degree,
-            samples_per_region=t.samples_per_region,
-        )
-
-    generator = rng()
-    coeffs = fit_tone_curves(
-        refined0,
-        target,
-        mask,
-        sample_betas(refined0.shape[0], generator, tuple(t.beta)),
-        generator,
-        degree=t.degree,
-        samples_per_region=t.samples_per_region,
-    )
-
-    def tone_apply() -> None:
-        pred = leaf(refined0)
-        mapped_pred = apply_tone_curves(pred, coeffs).clamp(0, 1)
-        mapped_gt = apply_tone_curves(target, coeffs).clamp(0, 1)
-        (w["tone_l1"] * (mapped_pred - mapped_gt).abs().mean()).backward()
-
-    def lpips_terms() -> None:  # RGB and tone space: two LPIPS forwards + backwards
-        loss = w["lpips"] * lpips(leaf(refined0), target).mean()
-        loss = loss + w["tone_lpips"] * lpips(leaf(tone_pred0), tone_gt0).mean()
-        loss.backward()
-
-    def g_adversarial() -> None:  # D judges the fake in both spaces, gradient to the fake
-        disc.requires_grad_(False)
-        loss = (
-            w["adversarial"]
-            * generator_loss(
-                disc, leaf(refined0), mask, noise_sigma=g.instance_noise, generator=rng()
-            )[0]
-        )
-        loss = (
-            loss
-            + w["tone_adversarial"]
-            * generator_loss(
-                disc, leaf(tone_pred0), mask, noise_sigma=g.instance_noise, generator=rng()
-            )[0]
-        )
-        loss.backward()
-        disc.requires_grad_(True)
-
-    def d_step(refined: torch.Tensor, tone_pred: torch.Tensor, tone_gt: torch.Tensor) -> None:
-        generator = rng()
-        loss = discriminator_loss(
-            disc,
-            target,
-            refined,
-            mask,
-            band=g.band,
-            noise_sigma=g.instance_noise,
-            generator=generator,
-        ).loss
-        loss = (
-            loss
-            + discriminator_loss(
-                disc,
-                tone_gt,
-                tone_pred,
-                mask,
-                band=g.band,
-                noise_sigma=g.instance_noise,
-                generator=generator,
-            ).loss
-        )
-        d_opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.optim.grad_clip)
-        d_opt.step()
-
-    def r1() -> None:
-        d_opt.zero_grad()
-        r1_penalty(
-            disc,
-            target,
-            mask,
-            gamma=g.r1_gamma,
-            every=g.r1_every,
-            noise_sigma=g.instance_noise,
-            generator=rng(),
-        ).backward()
-
-    def whole_step() -> None:
-        """RefinerModule.training_step without Lightning: simulate, G step with the full
-        objective (the module's Objective), D step in both spaces (R1 amortised apart)."""
-        b = simulate({"target": target}) if on_the_fly else batch
-        generator = rng()
-        disc.requires_grad_(False)
-        refined = gen_net(b["composite"], b["mask"])
-        terms, extras = objective.generator_terms(
-            refined.float(), b["target"], b["mask"], 0, generator, disc
-        )
-        g_opt.zero_grad()
-        terms["loss"].backward()
-        g_update()
-        disc.requires_grad_(True)
-        d_step(refined.detach(), extras["tone_pred"], extras["tone_target"])
-
-    sim_name = "simulation (ArtifactSimulator)" if on_the_fly else "simulation (none: shards)"
-    r1_name = f"R1 (every {g.r1_every} D steps, amortised)"
-    fns = {
-        "data (one batch, in-process)": load,
-        sim_name: (lambda: simulate({"target": target})) if on_the_fly else None,
-        "G forward+backward": g_fwd_bwd,
-        "G update (clip, Adam, EMA)": g_update,
-        "tone mapping: fit (sample, solve)": tone_fit,
-        "tone mapping: apply fwd+bwd": tone_apply,
-        "LPIPS fwd+bwd (RGB + tone space)": lpips_terms,
-        "G adversarial terms (RGB + tone)": g_adversarial,
-        "D step (real+fake, RGB + tone)": lambda: d_step(refined0, tone_pred0, tone_gt0),
-        r1_name: r1,
-        "whole": whole_step,
-    }
-    seconds = time_interleaved(fns, device, args.repeats)
-    seconds[r1_name] /= g.r1_every
-    measured = seconds.pop("whole")
-    parts = list(seconds.items())
-    data_s, r1_s = parts[0][1], parts[-1][1]
-    whole = measured + data_s + r1_s
-    summed = sum(s for _, s in parts)
-    tone = parts[4][1] + parts[5][1]
-
-    b, c = cfg.data.batch_size, cfg.data.crop_size
-    print(f"\n### One training step: demo config, every loss term on ({device.type})\n")
-    print(
-        f"batch {b}, crop {c} px, refiner {cfg.model.name} ({n_params(gen_net):,} parameters, "
-        f"EMA {cfg.optim.ema_decay}), patch D ({n_params(disc):,}), data source: {data}; "
-        f"loss weights: {', '.join(f'{k} {v:g}' for k, v in w.items() if v)}; "
-        f"tone fit: degree {t.degree}, {t.samples_per_region} samples per region; "
-        f"{lpips_label}\n"
-    )
+def print_step_table(seconds: dict[str, float], r1_label: str) -> float:
+    """The table of the step's parts, each with its share of the whole; returns the whole."""
+    whole = seconds["whole"]
+    rows = [(name, s) for name, s in seconds.items() if name not in ("whole", "r1")]
+    rows.append((r1_label, seconds["r1"]))
+    summed = sum(s for name, s in rows if name not in INSIDE)
     print("| part | ms | share of step |")
     print("|---|---:|---:|")
-    for name, seconds in parts:
-        print(f"| {name} | {seconds * 1000:.1f} | {100 * seconds / whole:.1f}% |")
+    for name, s in rows:
+        print(f"| {name} | {s * 1000:.1f} | {100 * s / whole:.1f}% |")
     print(f"| sum of the parts | {summed * 1000:.1f} | {100 * summed / whole:.1f}% |")
-    print(f"| **whole step** (measured, + data + R1 share) | **{whole * 1000:.1f}** | 100% |")
+    print(f"| **whole step** (measured, + R1 share) | **{whole * 1000:.1f}** | 100% |")
     print(
-        f"| unaccounted (whole - sum of parts) | {(whole - summed) * 1000:.1f} | "
+        f"| unaccounted (Lightning's loop, transfer, logs) | {(whole - summed) * 1000:.1f} | "
         f"{100 * (whole - summed) / whole:.1f}% |"
     )
+    return whole
+
+
+def bench_step(args: argparse.Namespace, device: torch.device) -> None:
+    """Table 1: the real step at the demo config with every term on, then tone mapping's
+    share of it and of a real step without LPIPS and the GAN."""
+    # Quiet: the "LPIPS weights missing" warnings of lpips_missing=skip (said in the table),
+    # and Lightning's banner.
+    logging.getLogger("pixperfect").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    cfg, data = demo_config(args.data)
+    lpips, lpips_label = lpips_for_timing(cfg)
+    seconds, module = time_step(cfg, device, args.repeats, lpips)
+    g, t = cfg.gan, cfg.loss.tone
+    if data == "shards":  # artifact shards carry their composites: nothing to simulate
+        seconds = {(f"{k}: none, shards" if k == SIMULATION else k): v for k, v in seconds.items()}
+
+    b, c = cfg.data.batch_size, cfg.data.crop_size
+    weights = module.objective.weights
+    print(f"\n### One training step: demo config, every loss term on ({device.type})\n")
+    print(
+        f"batch {b}, crop {c} px, refiner {cfg.model.name} "
+        f"({n_params(module.generator):,} parameters, EMA {cfg.optim.ema_decay}), patch D "
+        f"({n_params(module.discriminator):,}), data source: {data}; "
+        f"loss weights: {', '.join(f'{k} {v:g}' for k, v in weights.items() if v)}; "
+        f"tone fit: degree {t.degree}, {t.samples_per_region} samples per region; "
+        f"{lpips_label}; RefinerModule.training_step in a Trainer, precision "
+        f"{cfg.trainer.precision}\n"
+    )
+    whole = print_step_table(seconds, f"R1 (every {g.r1_every} D steps, amortised)")
+    tone = seconds[TONE]
     share = tone / whole
     verdict = "UNDER" if share < TONE_TARGET else "OVER"
     print(
-        f"\ntone mapping (fit + apply fwd+bwd): {tone * 1000:.1f} ms = {100 * share:.1f}% of "
-        f"the step: {verdict} the {100 * TONE_TARGET:.0f}% target"
+        f"\ntone mapping (fit + apply, forward; its backward is in the G backward row): "
+        f"{tone * 1000:.1f} ms = {100 * share:.1f}% of the step: {verdict} the "
+        f"{100 * TONE_TARGET:.0f}% target"
     )
-    # The same step with LPIPS and the GAN off (the demo's own terms plus tone L1): the
-    # cheapest step tone mapping can be part of, so its largest share.
-    lean = sum(s for _, s in parts[:6])
+    lean_cfg, _ = demo_config(data, LEAN)
+    lean, _ = time_step(lean_cfg, device, args.repeats)
+    lean_share = lean[TONE] / lean["whole"]
     print(
-        f"without LPIPS and the GAN (data, simulation, G, update, tone mapping: "
-        f"{lean * 1000:.1f} ms) tone mapping is {100 * tone / lean:.1f}% of the step: "
-        f"{'UNDER' if tone / lean < TONE_TARGET else 'OVER'} the target"
+        f"a real step without LPIPS and the GAN ({lean['whole'] * 1000:.1f} ms): tone mapping "
+        f"{lean[TONE] * 1000:.1f} ms = {100 * lean_share:.1f}% of it: "
+        f"{'UNDER' if lean_share < TONE_TARGET else 'OVER'} the target"
     )
 
 

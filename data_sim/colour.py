@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from data_sim.family import Family, Params, applied_output
 from data_sim.fields import FieldConfig, render_field, sample_field_params
-from data_sim.sampling import applied_indices, bernoulli, check_range, uniform
+from data_sim.sampling import bernoulli, check_range, uniform
 
 # The blend field is smooth (blobs >= 0.1 of the short side): rendered every 4th pixel and
 # upsampled, it costs 1/16 of a full-resolution render.
@@ -118,15 +119,34 @@ def apply_colour_shift(
 ) -> torch.Tensor:
     """Images with a spatially varying colour shift; samples not ``applied`` are returned
     unchanged. Only the applied samples are computed. ``inplace``: write into ``images``
-    (see :mod:`data_sim.simulator`)."""
-    idx = applied_indices(params)
+    (see :mod:`data_sim.family`)."""
+    out, idx = applied_output(images, params, inplace=inplace)
     if idx.numel() == 0:
-        return images if inplace else images.clone()
+        return out
     sub = {k: v.cpu()[idx] for k, v in params.items()}
     dev_idx = idx.to(images.device)
     x = images.index_select(0, dev_idx)
     _, _, h, w = x.shape
     field = {k[len("field_") :]: v for k, v in sub.items() if k.startswith("field_")}
     weight = render_field(field, h, w, images.device, step=FIELD_STEP)
-    out = images if inplace else images.clone()
     return out.index_copy_(0, dev_idx, torch.lerp(x, jitter_colours(x, sub), weight))
+
+
+class ColourFamily(Family[ColourShiftConfig]):
+    key = "colour"
+
+    def sample(
+        self, batch_size: int, height: int, width: int, generator: torch.Generator
+    ) -> Params:
+        return sample_colour_params(batch_size, height, width, self.cfg, generator)
+
+    def apply(
+        self, images: torch.Tensor, params: Params, mask: torch.Tensor, *, inplace: bool = False
+    ) -> torch.Tensor:
+        return apply_colour_shift(images, params, inplace=inplace)
+
+    @classmethod
+    def describe(cls, params: Params, index: int) -> str:
+        keys = ("brightness", "contrast", "saturation", "hue", "gamma")
+        values = (float(params[k][index]) for k in keys)
+        return "colour b{:+.2f} c{:.2f} s{:.2f} h{:+.3f} g{:.2f}".format(*values)

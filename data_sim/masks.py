@@ -12,6 +12,9 @@ blur), so seams are abrupt or soft and need not sit exactly on the mask's edge.
 Parameters are drawn on the CPU; rasterisation is batched on the images' device. Drawn shapes
 become a coverage field on a grid of at most ``raster_size`` pixels a side, upsampled
 bilinearly and thresholded, which keeps edges smooth and the cost independent of image size.
+
+Neither is an artifact family (:mod:`data_sim.family`): they say where the families' output
+is pasted, and every family is handed the mask.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from data_sim.mask_shapes import (
     sample_strokes,
     stroke_coverage,
 )
+from data_sim.morphology import grow_masks
 from data_sim.sampling import bernoulli, check_range, uniform
 
 MASK_KINDS = ("stroke", "box", "blob", "file")  # index = the ``kind`` code in the params
@@ -177,8 +181,7 @@ def rasterize_masks(
 
     ``mask_dir`` is needed only when some sample has kind "file" (``MaskConfig.mask_dir``).
     """
-    # Params from before mask kinds existed only know boxes and strokes.
-    kind = params["kind"].cpu() if "kind" in params else params["is_box"].cpu().long()
+    kind = params["kind"].cpu()
     unit = min(height, width)
     scale = min(1.0, raster_size / unit)
     h, w = max(1, round(height * scale)), max(1, round(width * scale))
@@ -205,7 +208,7 @@ def rasterize_masks(
         bank = load_mask_bank(mask_dir)
         mask[idx.to(device)] = file_masks(bank, index, flip, height, width, device)
 
-    cells = params.get("latent_cell", torch.zeros(len(kind), dtype=torch.long)).cpu()
+    cells = params["latent_cell"].cpu()
     for cell in cells.unique().tolist():
         if cell > 0:
             idx = (cells == cell).nonzero().squeeze(1).to(device)
@@ -223,58 +226,14 @@ def sample_boundary_params(
     }
 
 
-def _squared_distance(source: torch.Tensor, reach: int) -> torch.Tensor:
-    """Exact squared Euclidean distance from each pixel to the nearest ``source`` pixel,
-    computed only up to ``reach`` pixels (beyond: a value above ``reach**2``).
-
-    Separable lower envelope over a (2 reach + 1)^2 window: a min over column offsets, then
-    over row offsets, 4 * reach shifted minima in all, into reused integer buffers. Out-of-image
-    pixels are never sources, so masks touching the border are not eroded from it.
-    """
-    far = 2 * reach * reach + 1
-    # Small integers (at most far + reach**2 mid-pass): uint8 when they fit moves a quarter
-    # of the bytes of float32.
-    dtype = torch.uint8 if far + reach * reach <= 255 else torch.int32
-    d = torch.where(source, 0, far).to(dtype)
-    tmp = torch.empty_like(d)
-    for dim in (-1, -2):
-        n = d.shape[dim]
-        padded = F.pad(d, (reach, reach, 0, 0) if dim == -1 else (0, 0, reach, reach), value=far)
-        for off in range(1, reach + 1):
-            for start in (reach - off, reach + off):
-                torch.add(padded.narrow(dim, start, n), off * off, out=tmp)
-                torch.minimum(d, tmp, out=d)
-    return d
-
-
-def grow_masks(mask: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
-    """Dilate (radius > 0) or erode (radius < 0) each binary mask by its own radius in pixels,
-    with a Euclidean disc. Erosion is capped at half the mask's thickness, so a thin stroke is
-    thinned, never erased."""
-    radius = radius.float().cpu()
-    # Erosion needs depths up to twice its radius to apply the cap.
-    reach = max(1, math.ceil(float(radius.max())), 2 * math.ceil(float(-radius.min())))
-    r2 = (radius * radius).to(mask.device).view(-1, 1, 1, 1)
-    erode = (radius < 0).to(mask.device).view(-1, 1, 1, 1)
-    inside = mask > 0.5
-    # Distance to the mask (dilation) or to its outside (erosion), squared, whole pixels.
-    d2 = _squared_distance(inside ^ erode, reach)
-    depth2 = torch.where(inside, d2, 0).amax(dim=(1, 2, 3), keepdim=True)
-    limit = torch.where(erode, torch.minimum(r2, depth2 / 4), r2).floor()
-    near = d2 <= limit.clamp_max(torch.iinfo(d2.dtype).max).to(d2.dtype)
-    # Dilation: everything near the mask (the mask included). Erosion: what is not near the
-    # outside (the outside included).
-    return (near ^ erode).to(mask.dtype)
-
-
 def compositing_alpha(
     mask: torch.Tensor, params: dict[str, torch.Tensor], *, grow: bool = False
 ) -> torch.Tensor:
     """Hard or feathered alpha (B, 1, H, W) in [0, 1] from a binary edit mask.
 
-    ``grow``: first dilate/erode the mask by ``params["grow"]`` pixels (the full METHOD 5.4
-    recipe). Off by default so that callers that predate it keep ``alpha == mask`` for hard
-    samples.
+    ``grow``: first dilate/erode the mask by ``params["grow"]`` pixels, as the simulator does
+    (the full METHOD 5.4 recipe). Without it the paste follows the mask's own edge, and a
+    hard sample's alpha is the mask itself.
     """
     if grow:
         mask = grow_masks(mask, params["grow"])
@@ -295,3 +254,18 @@ def compositing_alpha(
     # Blur tails below 1/512 would be invisible yet make "untouched" pixels differ.
     blurred = torch.where(blurred < 1 / 512, torch.zeros_like(blurred), blurred)
     return mask.index_copy(0, idx, blurred)
+
+
+def describe_mask(params: dict[str, torch.Tensor], index: int) -> str:
+    """The mask kind of sample ``index``, and its latent cell when snapped."""
+    text = MASK_KINDS[int(params["kind"][index])]
+    if int(params["latent_cell"][index]):
+        text += f" (latent {int(params['latent_cell'][index])}px)"
+    return text
+
+
+def describe_boundary(params: dict[str, torch.Tensor], index: int) -> str:
+    """How sample ``index`` is pasted back: hard or feathered, and grown or shrunk."""
+    hard = bool(params["hard"][index])
+    paste = "hard" if hard else f"feather {float(params['feather_sigma'][index]):.1f}px"
+    return f"{paste} grow {float(params['grow'][index]):+.1f}px"

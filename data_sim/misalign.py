@@ -1,18 +1,14 @@
 """Misalignment artifact family (METHOD 5.5): the edited content is slightly displaced.
 
-This module owns ``MisalignConfig`` / ``sample_misalign_params`` / ``apply_misalignment``. Each
-applied sample gets a small similarity transform about the image centre (shift, rotation,
-isotropic scale) and, with probability ``warp_prob``, a smooth random displacement field
-(a coarse grid of random displacements upsampled bicubically). Both are composed into one
-sampling grid so the image is resampled once (bilinear, reflection at the border).
+Each applied sample gets a small similarity transform (shift, rotation and isotropic scale
+about ``centre``, which :class:`MisalignFamily` puts at the edit mask's centroid) and, with
+probability ``warp_prob``, a smooth random displacement field (a coarse grid of random
+displacements upsampled bicubically). Both are composed into one sampling grid so the image
+is resampled once (bilinear, reflection at the border).
 
 ``apply_misalignment`` warps the WHOLE image; it does not look at the mask. The caller
 composites: ``where(mask, warped, background)``. The warped content is only meant to be used
 inside the mask, so the (reflected) border behaviour of the warp does not matter there.
-
-Conventions (shared by all of ``data_sim``): images are float32 ``(B, 3, H, W)`` in [0, 1];
-random parameters are drawn on CPU by ``sample_misalign_params`` with an explicit generator;
-``apply_misalignment`` is deterministic and batched.
 """
 
 from __future__ import annotations
@@ -24,9 +20,16 @@ import torch.nn.functional as F
 from kornia.geometry.transform import get_rotation_matrix2d, invert_affine_transform
 from kornia.utils import create_meshgrid
 
-from data_sim.sampling import applied_indices, check_range
+from data_sim.family import Family, Params, applied_output
+from data_sim.sampling import check_range
 
-__all__ = ["MisalignConfig", "apply_misalignment", "mask_centre", "sample_misalign_params"]
+__all__ = [
+    "MisalignConfig",
+    "MisalignFamily",
+    "apply_misalignment",
+    "mask_centre",
+    "sample_misalign_params",
+]
 
 
 @dataclass
@@ -74,8 +77,8 @@ def sample_misalign_params(
 
     Rotation and scale displace a point in proportion to its distance from ``centre``: about
     the image centre, a 2 deg / 3 % change moves the corners of a 512 px image by ~12 px,
-    much more than ``max_shift_px``. To keep the misalignment local to the edit, a caller can
-    overwrite ``centre`` with ``mask_centre(mask)`` before applying.
+    much more than ``max_shift_px``. To keep the misalignment local to the edit,
+    :class:`MisalignFamily` overwrites ``centre`` with ``mask_centre(mask)`` before applying.
     """
     if cfg.warp_grid < 2:
         raise ValueError("warp_grid must be >= 2")
@@ -165,14 +168,13 @@ def apply_misalignment(
     Args:
         images: ``(B, C, H, W)`` float.
         params: from ``sample_misalign_params`` (any device; moved here).
-        inplace: write into ``images`` instead of a copy (see :mod:`data_sim.simulator`).
+        inplace: write into ``images`` instead of a copy (see :mod:`data_sim.family`).
     """
     device = images.device
-    out = images if inplace else images.clone()
-    # Work on the applied subset only (a batched gather, not a loop).
-    idx = applied_indices(params).to(device)
+    out, idx = applied_output(images, params, inplace=inplace)
     if not idx.numel():
         return out
+    idx = idx.to(device)
     # Geometry in float32 at least, so pixel coordinates of large images stay precise.
     gdtype = torch.promote_types(images.dtype, torch.float32)
     sub = {k: v.to(device)[idx].to(gdtype) for k, v in params.items() if k != "applied"}
@@ -188,3 +190,29 @@ def apply_misalignment(
     )
     out[idx] = warped.to(images.dtype)
     return out
+
+
+class MisalignFamily(Family[MisalignConfig]):
+    key = "misalign"
+
+    def sample(
+        self, batch_size: int, height: int, width: int, generator: torch.Generator
+    ) -> Params:
+        return sample_misalign_params(batch_size, self.cfg, generator)
+
+    def apply(
+        self, images: torch.Tensor, params: Params, mask: torch.Tensor, *, inplace: bool = False
+    ) -> torch.Tensor:
+        """Rotate and scale about the edit, not the image centre: the misalignment of a pasted
+        region is local. The pivot is written into ``params`` so the sample can be replayed."""
+        params["centre"] = mask_centre(mask).cpu()
+        return apply_misalignment(images, params, inplace=inplace)
+
+    @classmethod
+    def describe(cls, params: Params, index: int) -> str:
+        dx, dy = (float(v) for v in params["shift"][index])
+        warp = " warp" if bool(params["warp"][index].abs().max() > 0) else ""
+        return (
+            f"misalign ({dx:+.1f},{dy:+.1f})px {float(params['angle'][index]):+.1f}deg "
+            f"x{float(params['scale'][index]):.3f}{warp}"
+        )

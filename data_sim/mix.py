@@ -45,8 +45,8 @@ def sample_mix_params(
     batch_size: int, cfg: MixConfig, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
     """Per sample: ``kind`` (NORMAL, NEARLY_RIGHT, CLEAN) and ``strength`` (1 unless
-    nearly right). Drawn after every family, so a recipe without the mix draws the same
-    families' parameters as before it existed."""
+    nearly right). Drawn after every family, so the mix's settings never change what the
+    families draw."""
     clean = bernoulli(generator, batch_size, cfg.clean_p)
     # Among the rest, nearly right with the probability that makes its overall share p.
     rest = 1 - cfg.clean_p
@@ -75,3 +75,17 @@ def scale_edits_(
     if bool((params["strength"] < 1).any()):  # the CPU copy: no device read
         edited.sub_(target).mul_(strength.view(-1, 1, 1, 1)).add_(target)
     return edited
+
+
+def is_clean(params: dict[str, dict[str, torch.Tensor]], index: int) -> bool:
+    """Is sample ``index`` a clean one? (Parameters put together by hand may have no mix.)"""
+    mix = params.get("mix")
+    return mix is not None and int(mix["kind"][index]) == CLEAN
+
+
+def describe_mix(params: dict[str, dict[str, torch.Tensor]], index: int) -> str | None:
+    """``nearly right x<strength>`` for a nearly-right sample, else None."""
+    mix = params.get("mix")
+    if mix is None or int(mix["kind"][index]) != NEARLY_RIGHT:
+        return None
+    return f"nearly right x{float(mix['strength'][index]):.2f}"

@@ -51,21 +51,3 @@ def applied_indices(params: dict[str, torch.Tensor], key: str = "applied") -> to
     families gather just these, so their cost follows their probability."""
     flags = params[key].bool().cpu() & params["applied"].bool().cpu()
     return flags.nonzero().squeeze(1)
-
-
-_MASK32 = 0xFFFFFFFF
-
-
-def hash32(x: torch.Tensor) -> torch.Tensor:
-    """Integer mixing (a 32-bit bijection) of int64 values holding 32-bit words, for noise
-    that is a pure function of a counter and a seed (the content grain here, the training
-    step's instance noise in ``pixperfect.losses.randomness``). The multipliers are < 2**31,
-    so no product overflows int64. Returns a new tensor; the steps after the first run in
-    place (this is memory-bound)."""
-    x = x & _MASK32
-    x ^= x >> 16
-    x.mul_(0x7FEB352D).bitwise_and_(_MASK32)
-    x ^= x >> 15
-    x.mul_(0x2C1B3C6D).bitwise_and_(_MASK32)
-    x ^= x >> 16
-    return x

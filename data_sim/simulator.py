@@ -17,42 +17,36 @@ with the batch so any sample can be explained and replayed.
 Only pixels where the compositing alpha is non-zero differ from the target: the refiner
 learns to fix the edit and to leave the user's photo, grain and JPEG blocks included, alone.
 
-The families take ``inplace=True`` on the tensors the simulator owns (its clamped copy of the
-input, the content fill's result): on a CPU a fresh full-batch tensor costs page faults worth
-as much as the arithmetic, and a batch of 16 allocated ~100 MB per call before this.
+A family is one module with its config and a :class:`data_sim.family.Family` subclass; the
+simulator draws and applies the families of :data:`FAMILY_TYPES` in order. Adding one means
+writing its module, giving it a section in :class:`SimConfig` and an entry in
+:data:`FAMILY_TYPES` (and its report labels in :data:`FAMILIES`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
-from data_sim.colour import ColourShiftConfig, apply_colour_shift, sample_colour_params
-from data_sim.inpaint import (
-    ContentDiscontinuityConfig,
-    apply_content_discontinuity,
-    sample_content_params,
-)
+from data_sim.colour import ColourFamily, ColourShiftConfig
+from data_sim.content import ContentDiscontinuityConfig, ContentFamily
+from data_sim.family import Family
 from data_sim.masks import (
-    MASK_KINDS,
     BoundaryConfig,
     MaskConfig,
     compositing_alpha,
+    describe_boundary,
+    describe_mask,
     rasterize_masks,
     sample_boundary_params,
     sample_mask_params,
 )
-from data_sim.misalign import (
-    MisalignConfig,
-    apply_misalignment,
-    mask_centre,
-    sample_misalign_params,
-)
+from data_sim.misalign import MisalignConfig, MisalignFamily
 from data_sim.mix import (
-    CLEAN,
-    NEARLY_RIGHT,
     MixConfig,
+    describe_mix,
+    is_clean,
     sample_mix_params,
     scale_edits_,
     switch_off_families,
@@ -73,10 +67,26 @@ class SimConfig:
     mix: MixConfig = field(default_factory=MixConfig)  # nearly-right and clean samples
 
     def validate(self) -> None:
-        for section in (self.mask, self.boundary, self.content, self.misalign, self.colour):
-            section.validate()
-        self.texture.validate()
-        self.mix.validate()
+        for section in fields(self):
+            getattr(self, section.name).validate()
+
+
+# The artifact families in the order they are drawn and applied; each reads the SimConfig
+# section named by its key, and its parameters are stored under that key.
+FAMILY_TYPES: tuple[type[Family], ...] = (
+    ContentFamily,
+    MisalignFamily,
+    ColourFamily,
+    TextureFamily,
+)
+
+# Every label family_names reports, in the order evaluation tables list them (``codec``: the
+# latent round trip of the texture family).
+FAMILIES = ("colour", "texture", "codec", "content", "misalign")
+
+# Under ensure_artifact a sample that drew no family gets this one: cheap, and visible on
+# any photo.
+FALLBACK_FAMILY = "colour"
 
 
 def check_images(images: torch.Tensor) -> None:
@@ -125,26 +135,26 @@ class ArtifactSimulator:
         cfg.validate()
         self.cfg = cfg
         self.ensure_artifact = ensure_artifact
-        self.texture = TextureFamily(cfg.texture)  # loads its latent codec on first need
+        # The texture family loads its latent codec on first need, not here.
+        self.families = tuple(kind(getattr(cfg, kind.key)) for kind in FAMILY_TYPES)
 
     def sample_params(
         self, batch_size: int, height: int, width: int, generator: torch.Generator
     ) -> Params:
         """Every random choice for a batch, drawn on the CPU in a fixed order."""
-        c = self.cfg
+        c, b, g = self.cfg, batch_size, generator
         params = {
-            "mask": sample_mask_params(batch_size, height, width, c.mask, generator),
-            "boundary": sample_boundary_params(batch_size, c.boundary, generator),
-            "content": sample_content_params(batch_size, c.content, generator),
-            "misalign": sample_misalign_params(batch_size, c.misalign, generator),
-            "colour": sample_colour_params(batch_size, height, width, c.colour, generator),
-            "texture": self.texture.sample_params(batch_size, generator),
+            "mask": sample_mask_params(b, height, width, c.mask, g),
+            "boundary": sample_boundary_params(b, c.boundary, g),
         }
+        for family in self.families:
+            params[family.key] = family.sample(b, height, width, g)
         if self.ensure_artifact:
-            params["colour"]["applied"] = params["colour"]["applied"] | ~self.any_applied(params)
-        # Drawn last: a recipe without the mix draws every family as before it existed.
+            fallback = params[FALLBACK_FAMILY]
+            fallback["applied"] = fallback["applied"] | ~self.any_applied(params)
+        # Drawn last, so the mix's settings never change what the families draw.
         mix = MixConfig() if self.ensure_artifact else c.mix
-        params["mix"] = sample_mix_params(batch_size, mix, generator)
+        params["mix"] = sample_mix_params(b, mix, g)
         switch_off_families(params)
         return params
 
@@ -161,32 +171,24 @@ class ArtifactSimulator:
         """Deterministic part: the batch dict for ``images`` under ``params``. A given edit
         ``mask`` (B, 1, H, W), binarised at 0.5, replaces the drawn one."""
         check_images(images)
-        clean = images.float().clamp(0, 1)
-        b, _, h, w = clean.shape
+        target = images.float().clamp(0, 1)  # a tensor of our own: families write into it
+        _, _, h, w = target.shape
         if mask is not None:
-            mask = check_mask(mask, clean)
+            mask = check_mask(mask, target)
         # Autocast off: colour maths in bf16/fp16 produces the drift we are trying to model.
-        with torch.autocast(clean.device.type, enabled=False):
-            target = self.texture.outside(clean, params["texture"], inplace=True)
+        with torch.autocast(target.device.type, enabled=False):
+            for family in self.families:
+                target = family.outside(target, params[family.key], inplace=True)
             if mask is None:
+                m = self.cfg.mask
                 mask = rasterize_masks(
-                    params["mask"],
-                    h,
-                    w,
-                    clean.device,
-                    self.cfg.mask.raster_size,
-                    mask_dir=self.cfg.mask.mask_dir,
+                    params["mask"], h, w, target.device, m.raster_size, mask_dir=m.mask_dir
                 )
             alpha = compositing_alpha(mask, params["boundary"], grow=True)
-            edited = apply_content_discontinuity(target, mask, params["content"])
-            # Rotate and scale about the edit, not the image centre: the misalignment of a
-            # pasted region is local. The pivot is recorded so the sample can be replayed.
-            params["misalign"]["centre"] = mask_centre(mask).cpu()
-            edited = apply_misalignment(edited, params["misalign"], inplace=True)
-            edited = apply_colour_shift(edited, params["colour"], inplace=True)
-            edited = self.texture.inside(edited, params["texture"], inplace=True)
-            if "mix" in params:  # parameters stored before the mix existed have none
-                edited = scale_edits_(edited, target, params["mix"])
+            edited = target.clone()
+            for family in self.families:
+                edited = family.apply(edited, params[family.key], mask, inplace=True)
+            edited = scale_edits_(edited, target, params["mix"])
             # target + alpha * (edited - target), written into edited.
             composite = edited.sub_(target).mul_(alpha).add_(target)
         return {"target": target, "composite": composite, "mask": mask, "alpha": alpha}
@@ -208,70 +210,33 @@ class ArtifactSimulator:
         return self.apply(images, params, mask), params
 
 
-FAMILIES = ("colour", "texture", "codec", "content", "misalign")
-
-
 def family_names(params: Params, index: int) -> list[str]:
-    """The artifact families applied to sample ``index``, in :data:`FAMILIES` order
-    (``codec``: the latent round trip of the texture family); empty for a clean sample."""
-    mix = params.get("mix")
-    if mix is not None and int(mix["kind"][index]) == CLEAN:
+    """The artifact families applied to sample ``index``, in :data:`FAMILIES` order; empty
+    for a clean sample."""
+    if is_clean(params, index):
         return []
-    texture = params["texture"]
-    applied = {
-        "colour": bool(params["colour"]["applied"][index]),
-        "texture": bool(texture["applied"][index]),
-        "codec": bool(texture["applied"][index]) and bool(texture["vae"][index]),
-        "content": bool(params["content"]["applied"][index]),
-        "misalign": bool(params["misalign"]["applied"][index]),
+    names = {
+        label
+        for kind in FAMILY_TYPES
+        if kind.key in params
+        for label in kind.labels(params[kind.key], index)
     }
-    return [name for name in FAMILIES if applied[name]]
+    return [name for name in FAMILIES if name in names]
 
 
 def describe(params: Params, index: int) -> str:
     """One line naming the families applied to sample ``index`` and their key values."""
-    parts = []
-    m = params["mask"]
-    kind = MASK_KINDS[int(m["kind"][index])]
-    if int(m["latent_cell"][index]):
-        kind += f" (latent {int(m['latent_cell'][index])}px)"
-    parts.append(kind)
-    bd = params["boundary"]
-    paste = (
-        "hard" if bool(bd["hard"][index]) else f"feather {float(bd['feather_sigma'][index]):.1f}px"
-    )
-    parts.append(f"{paste} grow {float(bd['grow'][index]):+.1f}px")
-    ct = params["content"]
-    if bool(ct["applied"][index]):
-        parts.append(f"content widen {float(ct['widen_px'][index]):.0f}px")
-    ma = params["misalign"]
-    if bool(ma["applied"][index]):
-        dx, dy = (float(v) for v in ma["shift"][index])
-        parts.append(
-            f"misalign ({dx:+.1f},{dy:+.1f})px {float(ma['angle'][index]):+.1f}deg "
-            f"x{float(ma['scale'][index]):.3f}"
-            + (" warp" if bool(ma["warp"][index].abs().max() > 0) else "")
-        )
-    t = params["texture"]
-    if bool(t["applied"][index]):
-        text = f"texture blur {float(t['blur_sigma'][index]):.1f}px"
-        text += " vae" if bool(t["vae"][index]) else ""
-        if bool(t["jpeg"][index]):
-            text += f", original jpeg q{float(t['jpeg_quality'][index]):.0f}"
-        parts.append(text)
-    c = params["colour"]
-    if bool(c["applied"][index]):
-        parts.append(
-            "colour b{:+.2f} c{:.2f} s{:.2f} h{:+.3f} g{:.2f}".format(
-                *(
-                    float(c[k][index])
-                    for k in ("brightness", "contrast", "saturation", "hue", "gamma")
-                )
-            )
-        )
-    mix = params.get("mix")
-    if mix is not None and int(mix["kind"][index]) == CLEAN:
+    if is_clean(params, index):
         return "clean (no artifact)"
-    if mix is not None and int(mix["kind"][index]) == NEARLY_RIGHT:
-        parts.append(f"nearly right x{float(mix['strength'][index]):.2f}")
+    parts = [
+        describe_mask(params["mask"], index),
+        describe_boundary(params["boundary"], index),
+    ]
+    for kind in FAMILY_TYPES:
+        family = params[kind.key]
+        if bool(family["applied"][index]):
+            parts.append(kind.describe(family, index))
+    nearly_right = describe_mix(params, index)
+    if nearly_right:
+        parts.append(nearly_right)
     return ", ".join(parts)

@@ -23,12 +23,14 @@ batch. A per-sample counter hash would avoid both but costs ~10x more than ``tor
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from kornia.filters import gaussian_blur2d
 
 from data_sim.codecs import CODEC_KINDS, LatentCodec, build_codec
+from data_sim.family import Family, Params, applied_output
 from data_sim.jpeg import jpeg_roundtrip
 from data_sim.sampling import applied_indices, bernoulli, check_range, derive_seed, randint, uniform
 
@@ -102,7 +104,7 @@ class TextureConfig:
 
 def sample_texture_params(
     batch_size: int, cfg: TextureConfig, generator: torch.Generator
-) -> dict[str, torch.Tensor]:
+) -> Params:
     """Draw per-sample parameters on the CPU; every entry has leading dimension ``batch_size``.
 
     Keys: ``applied`` bool; ``vae`` bool (round trip, only where applied and a codec is
@@ -138,33 +140,47 @@ def load_codec(cfg: VAEConfig) -> LatentCodec | None:
     return build_codec(cfg.kind, cfg.path, **kw)
 
 
-def _noise_generator(
-    params: dict[str, torch.Tensor], idx: torch.Tensor, stream: int, device: torch.device
-) -> torch.Generator:
-    """A generator on ``device`` seeded by the selected samples' seeds and a stream id, so
-    the inside and outside noise are independent."""
+def _add_noise_(x: torch.Tensor, params: Params, idx: torch.Tensor, side: str) -> torch.Tensor:
+    """Add the ``side`` ("inside" or "outside") noise of the samples ``idx`` to their rows
+    ``x``, in place (callers pass a fresh copy), and clamp to [0, 1]. In place because this is
+    memory-bound: each full-batch temporary costs as much as the arithmetic.
+
+    Gaussian, of per-sample std ``<side>_noise_sigma``; ``<side>_noise_luma`` samples get the
+    same noise on every channel (grain in brightness only), the others independent colour
+    noise. One generator on ``x``'s device, seeded by the samples' seeds and the side, so the
+    inside and outside noise are independent."""
     seeds = params["noise_seed"].cpu()[idx].tolist()
-    return torch.Generator(device=device).manual_seed(derive_seed(stream, *seeds))
-
-
-def _add_noise_(
-    x: torch.Tensor, sigma: torch.Tensor, luma: torch.Tensor, generator: torch.Generator
-) -> torch.Tensor:
-    """Add Gaussian noise of per-sample std ``sigma`` to ``x`` in place (callers pass a fresh
-    copy) and clamp to [0, 1]; ``luma`` samples get the same noise on every channel (grain in
-    brightness only), the others independent colour noise. In place because this is
-    memory-bound: each full-batch temporary costs as much as the arithmetic."""
+    stream = 0 if side == "inside" else 1
+    generator = torch.Generator(device=x.device).manual_seed(derive_seed(stream, *seeds))
     # Luma samples draw one channel, not three: torch.randn is the costliest op per value here.
-    luma = luma.cpu()
+    luma = params[f"{side}_noise_luma"].cpu()[idx]
     noise = torch.empty_like(x)
     for rows, channels in ((luma, 1), (~luma, 3)):
-        idx = rows.nonzero().squeeze(1).to(x.device)
-        if idx.numel():
-            shape = (idx.numel(), channels, *x.shape[2:])
+        pos = rows.nonzero().squeeze(1).to(x.device)
+        if pos.numel():
+            shape = (pos.numel(), channels, *x.shape[2:])
             draw = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
-            noise[idx] = draw.expand(-1, 3, -1, -1)
+            noise[pos] = draw.expand(-1, 3, -1, -1)
+    sigma = params[f"{side}_noise_sigma"].cpu()[idx]
     noise.mul_(sigma.to(device=x.device, dtype=x.dtype)[:, None, None, None])
     return x.add_(noise).clamp_(0, 1)
+
+
+def _on_flagged(
+    x: torch.Tensor,
+    idx: torch.Tensor,
+    params: Params,
+    key: str,
+    step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``x`` (the rows of the applied samples ``idx``) with ``step(rows, flagged)`` applied to
+    the rows whose bool ``params[key]`` is set (``flagged``: their sample indices)."""
+    flagged = applied_indices(params, key)
+    if flagged.numel() == 0:
+        return x
+    # Positions of the flagged samples within the applied subset.
+    pos = torch.searchsorted(idx, flagged).to(x.device)
+    return x.index_copy(0, pos, step(x.index_select(0, pos), flagged))
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -184,7 +200,7 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def apply_texture_inside(
     images: torch.Tensor,
-    params: dict[str, torch.Tensor],
+    params: Params,
     codec: LatentCodec | None = None,
     chunk_size: int = 8,
     *,
@@ -197,36 +213,27 @@ def apply_texture_inside(
     The blur comes first because generated content lacks a photo's fine detail; the decoder
     then lays its own texture over it, as in a real edit; the noise is the editor's grain.
     """
-    idx = applied_indices(params)
+    out, idx = applied_output(images, params, inplace=inplace)
     if idx.numel() == 0:
-        return images if inplace else images.clone()
+        return out
     dev_idx = idx.to(images.device)
     x = images.index_select(0, dev_idx)
     x = _blur(x, params["blur_sigma"].cpu()[idx])
-
-    vae_idx = applied_indices(params, "vae")
-    if vae_idx.numel() > 0:
-        if codec is None:
-            raise ValueError(
-                f"apply_texture_inside: the params ask for a VAE round trip on "
-                f"{vae_idx.numel()} samples but no codec was given; build one with "
-                f"load_codec(cfg.vae) (or TextureFamily), or set sim.texture.vae.kind='none'"
-            )
-        # Positions of the round-trip samples within the applied subset.
-        pos = torch.searchsorted(idx, vae_idx).to(images.device)
-        x = x.index_copy(0, pos, codec.roundtrip(x.index_select(0, pos), chunk_size))
-
-    gen = _noise_generator(params, idx, 0, images.device)
-    x = _add_noise_(
-        x, params["inside_noise_sigma"].cpu()[idx], params["inside_noise_luma"].cpu()[idx], gen
-    )
-    out = images if inplace else images.clone()
+    n_vae = int(applied_indices(params, "vae").numel())
+    if n_vae and codec is None:
+        raise ValueError(
+            f"apply_texture_inside: the params ask for a VAE round trip on {n_vae} samples "
+            "but no codec was given; build one with load_codec(cfg.vae) (or TextureFamily), "
+            "or set sim.texture.vae.kind='none'"
+        )
+    x = _on_flagged(x, idx, params, "vae", lambda rows, _: codec.roundtrip(rows, chunk_size))
+    x = _add_noise_(x, params, idx, "inside")
     return out.index_copy_(0, dev_idx, x.to(images.dtype))
 
 
 @torch.no_grad()
 def apply_texture_outside(
-    images: torch.Tensor, params: dict[str, torch.Tensor], *, inplace: bool = False
+    images: torch.Tensor, params: Params, *, inplace: bool = False
 ) -> torch.Tensor:
     """The background-side texture: own sensor-like noise, then JPEG (``jpeg`` samples).
 
@@ -234,27 +241,19 @@ def apply_texture_outside(
     not ``applied`` are bit-exact copies.
     Noise comes before the JPEG, as in a camera, so the codec shapes it into block texture.
     """
-    idx = applied_indices(params)
+    out, idx = applied_output(images, params, inplace=inplace)
     if idx.numel() == 0:
-        return images if inplace else images.clone()
+        return out
     dev_idx = idx.to(images.device)
-    x = images.index_select(0, dev_idx)
-    gen = _noise_generator(params, idx, 1, images.device)
-    x = _add_noise_(
-        x, params["outside_noise_sigma"].cpu()[idx], params["outside_noise_luma"].cpu()[idx], gen
-    )
-    jpeg_idx = applied_indices(params, "jpeg")
-    if jpeg_idx.numel() > 0:
-        pos = torch.searchsorted(idx, jpeg_idx).to(images.device)
-        quality = params["jpeg_quality"].cpu()[jpeg_idx]
-        x = x.index_copy(0, pos, jpeg_roundtrip(x.index_select(0, pos), quality))
-    out = images if inplace else images.clone()
+    x = _add_noise_(images.index_select(0, dev_idx), params, idx, "outside")
+    quality = params["jpeg_quality"].cpu()
+    x = _on_flagged(x, idx, params, "jpeg", lambda rows, i: jpeg_roundtrip(rows, quality[i]))
     return out.index_copy_(0, dev_idx, x.to(images.dtype))
 
 
 def apply_texture(
     images: torch.Tensor,
-    params: dict[str, torch.Tensor],
+    params: Params,
     codec: LatentCodec | None = None,
     *,
     background: torch.Tensor | None = None,
@@ -273,16 +272,18 @@ def apply_texture(
 _UNSET = object()
 
 
-class TextureFamily:
+class TextureFamily(Family[TextureConfig]):
     """The texture family with its codec: built from the config on first need, moved to the
-    images' device on use, and never at import or construction time.
+    images' device on use, and never at import or construction time. Its ``apply`` is the
+    editor's side (:meth:`inside`), its ``outside`` the user's photo.
 
     ``codec`` may be given to share one codec between families or to inject a test double.
     """
 
+    key = "texture"
+
     def __init__(self, cfg: TextureConfig, codec: LatentCodec | None | object = _UNSET) -> None:
-        cfg.validate()
-        self.cfg = cfg
+        super().__init__(cfg)
         self._codec = codec
 
     @property
@@ -292,7 +293,9 @@ class TextureFamily:
             self._codec = load_codec(self.cfg.vae)
         return self._codec  # type: ignore[return-value]
 
-    def sample_params(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def sample(
+        self, batch_size: int, height: int, width: int, generator: torch.Generator
+    ) -> Params:
         return sample_texture_params(batch_size, self.cfg, generator)
 
     def _codec_on(self, device: torch.device) -> LatentCodec | None:
@@ -303,25 +306,43 @@ class TextureFamily:
             codec.to(device)
         return codec
 
-    def inside(
-        self, images: torch.Tensor, params: dict[str, torch.Tensor], *, inplace: bool = False
+    def apply(
+        self, images: torch.Tensor, params: Params, mask: torch.Tensor, *, inplace: bool = False
     ) -> torch.Tensor:
+        return self.inside(images, params, inplace=inplace)
+
+    def inside(
+        self, images: torch.Tensor, params: Params, *, inplace: bool = False
+    ) -> torch.Tensor:
+        """:func:`apply_texture_inside` with this family's codec."""
         # Only touch (and load) the codec when some sample needs the round trip.
         need_vae = bool(applied_indices(params, "vae").numel())
         codec = self._codec_on(images.device) if need_vae else None
         return apply_texture_inside(images, params, codec, self.cfg.vae.chunk_size, inplace=inplace)
 
     def outside(
-        self, images: torch.Tensor, params: dict[str, torch.Tensor], *, inplace: bool = False
+        self, images: torch.Tensor, params: Params, *, inplace: bool = False
     ) -> torch.Tensor:
         return apply_texture_outside(images, params, inplace=inplace)
 
     def __call__(
-        self,
-        images: torch.Tensor,
-        params: dict[str, torch.Tensor],
-        background: torch.Tensor | None = None,
+        self, images: torch.Tensor, params: Params, background: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(inside, outside)`` as :func:`apply_texture`."""
         outside_src = images if background is None else background
         return self.inside(images, params), self.outside(outside_src, params)
+
+    @classmethod
+    def describe(cls, params: Params, index: int) -> str:
+        text = f"texture blur {float(params['blur_sigma'][index]):.1f}px"
+        text += " vae" if bool(params["vae"][index]) else ""
+        if bool(params["jpeg"][index]):
+            text += f", original jpeg q{float(params['jpeg_quality'][index]):.0f}"
+        return text
+
+    @classmethod
+    def labels(cls, params: Params, index: int) -> list[str]:
+        """``texture``, and ``codec`` too when the sample has the latent round trip."""
+        if not bool(params["applied"][index]):
+            return []
+        return ["texture", "codec"] if bool(params["vae"][index]) else ["texture"]

@@ -7,6 +7,7 @@ weights)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import ROOT, TINY  # noqa: E402
 
-import pixperfect.training.module as module_code  # noqa: E402
+import pixperfect.training.objective as objective_code  # noqa: E402
 import pixperfect.training.train as train_code  # noqa: E402
 from pixperfect.config import load_config  # noqa: E402
 from pixperfect.training.objective import Objective  # noqa: E402
@@ -67,10 +68,10 @@ def poison_d(real_loss):
 
 def poison_g(real_terms):
     def terms(self, *args, rank: int = 0, **kw):
-        out, extras = real_terms(self, *args, rank=rank, **kw)
+        out = real_terms(self, *args, rank=rank, **kw)
         if (batch_now, rank) == POISON_G:
-            out = {**out, "loss": out["loss"] * float("inf")}
-        return out, extras
+            out = dataclasses.replace(out, terms={**out.terms, "loss": out.loss * float("inf")})
+        return out
 
     return terms
 
@@ -92,7 +93,7 @@ def main(root: Path) -> None:
             "optim.ema_decay=0",
         ],
     )
-    module_code.discriminator_loss = poison_d(module_code.discriminator_loss)
+    objective_code.discriminator_loss = poison_d(objective_code.discriminator_loss)
     Objective.generator_terms = poison_g(Objective.generator_terms)
     build = train_code.build_trainer
 

@@ -1,4 +1,4 @@
-"""Tests for data_sim.inpaint (push-pull fill, content discontinuity) and data_sim.misalign."""
+"""Tests for data_sim.fill (push-pull fill), data_sim.content and data_sim.misalign."""
 
 from __future__ import annotations
 
@@ -8,21 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from data_sim.inpaint import (
+from data_sim.content import (
     ContentDiscontinuityConfig,
     apply_content_discontinuity,
-    diffusion_fill,
-    fill,
-    push_pull_fill,
     sample_content_params,
-    widen_mask,
 )
+from data_sim.fill import diffusion_fill, fill, push_pull_fill
 from data_sim.misalign import (
     MisalignConfig,
     apply_misalignment,
     mask_centre,
     sample_misalign_params,
 )
+from data_sim.morphology import widen_mask
 
 
 def _photo(size: int = 64, n: int = 3) -> torch.Tensor:

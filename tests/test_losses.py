@@ -32,7 +32,7 @@ FULL = [  # every term but LPIPS (no weights here), small D, warm-ups off
 def _terms(cfg, pred, target, step=0):
     mask = torch.zeros(pred.shape[0], 1, *pred.shape[-2:])
     mask[..., 2:6, 2:6] = 1
-    return Objective(cfg).generator_terms(pred, target, mask, step, torch.Generator())[0]
+    return Objective(cfg).generator_terms(pred, target, mask, step, torch.Generator()).terms
 
 
 def test_a_loss_term_with_weight_zero_is_not_computed(tiny_config):
@@ -113,11 +113,9 @@ def test_tone_mapping_and_the_loss_sum_stay_float32_under_bf16_autocast(tiny_con
     mask = torch.zeros(2, 1, 16, 16)
     mask[..., 4:12, 4:12] = 1
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        terms, extras = Objective(cfg).generator_terms(
-            pred.bfloat16(), target, mask, 0, torch.Generator()
-        )
-    assert extras["tone_pred"].dtype == torch.float32
-    assert terms["loss"].dtype == torch.float32 and torch.isfinite(terms["loss"])
+        result = Objective(cfg).generator_terms(pred.bfloat16(), target, mask, 0, torch.Generator())
+    assert result.tone.pred.dtype == torch.float32
+    assert result.loss.dtype == torch.float32 and torch.isfinite(result.loss)
 
 
 def test_bf16_mixed_training_with_every_term_steps_without_skipping(tiny_config):

@@ -12,11 +12,11 @@ from data_sim.masks import (
     BoundaryConfig,
     MaskConfig,
     compositing_alpha,
-    grow_masks,
     rasterize_masks,
     sample_boundary_params,
     sample_mask_params,
 )
+from data_sim.morphology import grow_masks
 
 CPU = torch.device("cpu")
 
@@ -181,13 +181,6 @@ def test_without_grow_hard_alpha_is_the_mask():
     m = masks(MaskConfig(), 4, 32, 32)
     params = sample_boundary_params(4, BoundaryConfig(hard_prob=1.0), torch.Generator())
     assert torch.equal(compositing_alpha(m, params), m)
-
-
-def test_params_from_before_mask_kinds_still_rasterise():
-    params = sample_mask_params(4, 32, 32, MaskConfig(), torch.Generator().manual_seed(0))
-    old = {k: params[k] for k in ("is_box", "vertices", "segment_active", "stroke_width")}
-    old |= {k: params[k] for k in ("box_center", "box_size")}
-    assert rasterize_masks(old, 32, 32, CPU).flatten(1).sum(1).gt(0).all()
 
 
 @pytest.mark.parametrize(

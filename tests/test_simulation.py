@@ -115,7 +115,7 @@ def test_a_mask_of_the_wrong_size_is_refused_naming_both_shapes(photo):
 
 def test_families_in_place_write_into_their_input_and_match_the_copying_path(photo):
     from data_sim.colour import apply_colour_shift
-    from data_sim.inpaint import apply_content_discontinuity
+    from data_sim.content import apply_content_discontinuity
     from data_sim.misalign import apply_misalignment, mask_centre
     from data_sim.texture import TextureFamily
 

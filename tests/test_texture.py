@@ -206,7 +206,7 @@ def test_family_builds_its_codec_lazily_and_only_when_needed(tmp_path: Path) -> 
     cfg = TextureConfig(p=1.0, vae=VAEConfig(kind="taesd", path=str(tmp_path / "missing"), p=0.0))
     family = TextureFamily(cfg)  # no weights read yet
     x = torch.rand(2, 3, 32, 32)
-    family(x, family.sample_params(2, torch.Generator().manual_seed(0)))  # p=0: no codec needed
+    family(x, family.sample(2, 32, 32, torch.Generator().manual_seed(0)))  # p=0: no codec needed
     with pytest.raises(FileNotFoundError, match="taef2_encoder"):
         _ = family.codec
 
@@ -219,7 +219,7 @@ def test_missing_codec_for_a_requested_round_trip_is_refused(images: Tensor) -> 
 
 def test_vae_kind_none_works_without_weights(images: Tensor) -> None:
     family = TextureFamily(TextureConfig(p=1.0, vae=VAEConfig(kind="none", path=None)))
-    inside, outside = family(images, family.sample_params(len(images), torch.Generator()))
+    inside, outside = family(images, family.sample(len(images), 48, 48, torch.Generator()))
     assert family.codec is None and inside.shape == outside.shape == images.shape
 
 

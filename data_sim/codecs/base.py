@@ -12,8 +12,9 @@ import contextlib
 from abc import ABC, abstractmethod
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from data_sim.padding import pad_to_multiple
 
 # Values a hair outside [0, 1] come from resampling or colour maths upstream; they are
 # clamped, not refused. Anything beyond this is a wrong value range, not rounding noise.
@@ -26,21 +27,6 @@ def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
     if is_available is not None and not is_available(device_type):
         return contextlib.nullcontext()
     return torch.autocast(device_type, enabled=False)
-
-
-def _pad_to_multiple(x: Tensor, stride: int) -> Tensor:
-    """Pad H and W at the bottom/right up to a multiple of ``stride``.
-
-    Reflection keeps the border statistics natural so the codec does not see a hard
-    edge; it needs the pad to be smaller than the side, so tiny inputs fall back to
-    replicate padding.
-    """
-    h, w = x.shape[-2:]
-    pad_h, pad_w = -h % stride, -w % stride
-    if pad_h == 0 and pad_w == 0:
-        return x
-    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
 class LatentCodec(nn.Module, ABC):
@@ -117,7 +103,7 @@ class LatentCodec(nn.Module, ABC):
             for start in range(0, images.shape[0], chunk_size):
                 chunk = images[start : start + chunk_size]
                 x = chunk.to(device=device, dtype=torch.float32)
-                x = _pad_to_multiple(x.clamp(0.0, 1.0), self.stride)
+                x, _ = pad_to_multiple(x.clamp(0.0, 1.0), self.stride)
                 y = self.decode(self.encode(x))
                 y = y[..., :h, :w].clamp(0.0, 1.0)
                 out[start : start + chunk.shape[0]].copy_(y)

@@ -63,13 +63,13 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from data_sim.morphology import dilate
 from pixperfect.models.colour_prior import (
     MAX_RATIO,
     RING_PX,
     ring_colour_transfer,
     seam_affine_transfer,
 )
-from pixperfect.morphology import dilate
 
 Baseline = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -8,11 +8,11 @@
 - :mod:`~pixperfect.inference.files`: refining files and folders (``pixperfect refine``).
 """
 
+from data_sim.padding import pad_to_multiple
 from pixperfect.inference.crop import MASK_THRESHOLD, binarize_mask
 from pixperfect.inference.export import export_checkpoint
 from pixperfect.inference.files import FolderReport, read_mask, refine_file, refine_folder
 from pixperfect.inference.refiner import Refiner
-from pixperfect.inference.tiling import pad_to_multiple
 
 __all__ = [
     "MASK_THRESHOLD",

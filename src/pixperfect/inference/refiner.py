@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data_sim.padding import pad_to_multiple
 from pixperfect.imageio import Image, from_rgb_float, to_rgb_float
 from pixperfect.inference.crop import (
     MASK_THRESHOLD,
@@ -68,7 +69,7 @@ from pixperfect.inference.export import (
 )
 from pixperfect.inference.pooling import POOLING_MODES, pool_refinements
 from pixperfect.inference.pretrained import default_model_dir
-from pixperfect.inference.tiling import pad_to_multiple, run_tiled
+from pixperfect.inference.tiling import run_tiled
 from pixperfect.models.colour_prior import apply_colour_prior
 
 DEFAULT_MARGIN = 64

@@ -19,23 +19,10 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (image, mask) -> image
 
 _FLOOR = 1e-3  # the smallest tile weight: keeps the normalisation defined everywhere
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reflect-pad (B, C, H, W) on the bottom/right to multiples of ``multiple``; returns the
-    padded tensor and the original (H, W) to crop back to."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        # Reflection needs pad < size; replicate covers tiny images.
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    return x, (h, w)
 
 
 def tile_length(length: int, tile: int, overlap: int, stride: int = 1) -> int:

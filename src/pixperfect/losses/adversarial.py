@@ -26,6 +26,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from data_sim.morphology import max_filter
 from pixperfect.losses.randomness import hash_normal, sample_seeds
 
 Discriminator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -72,7 +73,7 @@ def fake_region(mask: torch.Tensor, size: tuple[int, int], band: int) -> torch.T
     """
     region = (mask > 0.5).float()
     if band > 0:
-        region = F.max_pool2d(region, kernel_size=2 * band + 1, stride=1, padding=band)
+        region = max_filter(region, band)
     if tuple(region.shape[2:]) != tuple(size):
         region = F.adaptive_max_pool2d(region, size)
     return region

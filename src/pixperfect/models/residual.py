@@ -7,9 +7,9 @@ edit-margin gating."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from data_sim.morphology import max_filter
 from pixperfect.models.colour_prior import apply_colour_prior
 
 
@@ -83,6 +83,5 @@ def apply_correction(
     """composite + correction; with ``edit_margin`` >= 0 the correction only reaches pixels
     within that many pixels of the mask (seams live there), the rest passes through exactly."""
     if edit_margin >= 0:
-        m = edit_margin
-        correction = correction * F.max_pool2d(mask, 2 * m + 1, stride=1, padding=m)
+        correction = correction * max_filter(mask, edit_margin)
     return composite + correction

@@ -128,17 +128,17 @@ def _probe_step(
             discriminator.requires_grad_(False)  # as in the generator step
         with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack), autocast:
             refined = generator(composite, mask)
-            terms, extras = objective.generator_terms(
+            terms = objective.generator_terms(
                 refined.float(), target, mask, step, rng, discriminator
             )
-        terms["loss"].backward()
+        terms.loss.backward()
         if discriminator is not None:
             discriminator.requires_grad_(True)
             with autocast:
                 loss = discriminator_loss(discriminator, target, refined.detach(), mask).loss
-                if "tone_pred" in extras:
+                if terms.tone is not None:
                     tone = discriminator_loss(
-                        discriminator, extras["tone_target"], extras["tone_pred"], mask
+                        discriminator, terms.tone.target, terms.tone.pred, mask
                     )
                     loss = loss + tone.loss
             loss.float().backward()

@@ -6,6 +6,12 @@ discriminator step per batch. ``global_step`` counts generator steps: the discri
 Adam is stepped directly, so ``trainer.max_steps``, warm-ups and the EMA are all in
 generator steps; its state and step count are saved in the checkpoint by hand. A step whose
 loss is not finite on any rank is skipped on every rank and counted (``train/skipped_steps``).
+
+The loss of both networks is the :class:`~pixperfect.training.objective.Objective`'s; this
+module orchestrates: optimisers, manual backward, the cross-rank non-finite guard, the
+discriminator's gradient average, the EMA and the logs. The step's parts are public methods
+(``with_artifacts``, ``generator_forward``, ``generator_update``, ``discriminator_step``,
+``update_ema``) so that ``benchmarks/bench_train.py`` times this step, not a copy of it.
 """
 
 from __future__ import annotations
@@ -21,11 +27,10 @@ from torchmetrics import MeanMetric
 from data_sim.sampling import derive_seed
 from data_sim.simulator import ArtifactSimulator
 from pixperfect.config import from_container, sim_config
-from pixperfect.losses import discriminator_loss, r1_due, r1_penalty
 from pixperfect.metrics import SeamMetrics
 from pixperfect.models import build_discriminator, build_refiner
 from pixperfect.shards.format import to_float
-from pixperfect.training.objective import Objective
+from pixperfect.training.objective import GeneratorTerms, Objective
 from pixperfect.training.visuals import comparison_grid, should_log_images
 
 
@@ -137,7 +142,22 @@ class RefinerModule(L.LightningModule):
         self.skipped_steps += 1  # logged at the end of every batch (on_train_batch_end)
         self.print(f"step {self.global_step}: non-finite {what} loss, step skipped")
 
+    def _shard(self) -> dict[str, int]:
+        """This rank's place in the global batch, for the objective's random draws."""
+        return {"rank": self.global_rank, "world": self.trainer.world_size}
+
+    def step_generator(self, step: int) -> torch.Generator:
+        """The step's generator on the device for the tone-curve fits and instance noise.
+
+        Seeded the same on every rank (-1: no rank): each draw is made for the global batch
+        and this rank keeps its rows, so the draws do not depend on how the batch is split
+        (pixperfect.losses.randomness)."""
+        seed = derive_seed(self.cfg.run.seed, step, -1, 1)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        """One generator step, then (past the GAN warm-up) one discriminator step. The parts
+        are public methods so that benchmarks/bench_train.py times this very step."""
         start = time.perf_counter()
         if self._last_batch_end is not None:
             self.log("time/data_s", start - self._last_batch_end)
@@ -145,114 +165,112 @@ class RefinerModule(L.LightningModule):
         batch = self.with_artifacts(to_float(batch))
         self.log("time/simulation_s", time.perf_counter() - start)
         step = self.global_step
-        # One generator per step on the device for the tone-curve fits and instance noise,
-        # seeded the same on every rank (-1: no rank): each draw is made for the global batch
-        # and this rank keeps its rows (rank, world below), so the draws do not depend on
-        # how the batch is split (pixperfect.losses.randomness).
-        generator = torch.Generator(device=self.device).manual_seed(
-            derive_seed(self.cfg.run.seed, step, -1, 1)
-        )
-        shard = {"rank": self.global_rank, "world": self.trainer.world_size}
+        generator = self.step_generator(step)
         self._stepped = False
-        g_opt = self.optimizers()
-        target, mask = batch["target"], batch["mask"]
-        d = self.discriminator
-        refined = self(batch["composite"], mask)
-        terms, extras = self.objective.generator_terms(
-            refined.float(), target, mask, step, generator, d, **shard
+        refined, terms = self.generator_forward(batch, step, generator)
+        if not self.generator_update(terms):
+            return
+        self._stepped = True
+        if self.objective.trains_discriminator(step):
+            self.discriminator_step(batch, refined.detach(), terms, generator)
+        self._log_step(batch, refined, terms, step, time.perf_counter() - start)
+
+    def generator_forward(
+        self, batch: dict, step: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, GeneratorTerms]:
+        """(refined images, the objective's generator terms): G's forward and its loss, with
+        the discriminator frozen (it only judges the fake here)."""
+        refined = self(batch["composite"], batch["mask"])
+        terms = self.objective.generator_terms(
+            refined.float(),
+            batch["target"],
+            batch["mask"],
+            step,
+            generator,
+            self.discriminator,
+            **self._shard(),
         )
-        if not self._all_finite(terms["loss"]):
+        return refined, terms
+
+    def generator_update(self, terms: GeneratorTerms) -> bool:
+        """G's backward, clipping and Adam step, and the terms' logs; returns whether it
+        stepped. A loss that is not finite on any rank skips the step on every rank."""
+        g_opt = self.optimizers()
+        if not self._all_finite(terms.loss):
             g_opt.zero_grad()
-            return self._skip("generator")
+            self._skip("generator")
+            return False
         g_opt.zero_grad()
-        self.manual_backward(terms["loss"])
+        self.manual_backward(terms.loss)
         if self.cfg.optim.grad_clip > 0:
             self.clip_gradients(
                 g_opt, gradient_clip_val=self.cfg.optim.grad_clip, gradient_clip_algorithm="norm"
             )
         g_opt.step()
-        self._stepped = True
-        for name, value in terms.items():
+        for name, value in terms.terms.items():
             self.log(f"train/{name}", value.detach(), prog_bar=name == "loss")
-        if "fake_logits" in extras:
-            self.log("d/logits_fake_g", extras["fake_logits"].float().mean())
-        if d is not None and step >= self.cfg.gan.warmup_steps:
-            d.requires_grad_(True)
-            try:
-                self._discriminator_step(batch, refined.detach(), extras, generator)
-            finally:
-                d.requires_grad_(False)
-        seconds = time.perf_counter() - start
+        if terms.fake_logits is not None:
+            self.log("d/logits_fake_g", terms.fake_logits.float().mean())
+        return True
+
+    def discriminator_step(
+        self,
+        batch: dict,
+        refined: torch.Tensor,
+        terms: GeneratorTerms,
+        generator: torch.Generator,
+    ) -> bool:
+        """D's loss (the objective's discriminator terms on the detached ``refined`` and the
+        generator side's tone images), backward, cross-rank gradient average, clipping and
+        Adam step; returns whether it stepped. D needs gradients only inside this step."""
+        d = self.discriminator
+        d.requires_grad_(True)
+        try:
+            parts = self.objective.discriminator_terms(
+                d,
+                batch["target"],
+                refined,
+                batch["mask"],
+                generator,
+                tone=terms.tone,
+                d_step=self._d_steps,
+                **self._shard(),
+            )
+            if parts.r1 is not None:
+                self.log("d/r1", parts.r1.detach())
+            if not self._all_finite(parts.loss):
+                self._d_optimizer.zero_grad()
+                self._skip("discriminator")
+                return False
+            self._d_optimizer.zero_grad()
+            self.manual_backward(parts.loss)
+            average_gradients_across_ranks(d.parameters())
+            if self.cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(d.parameters(), self.cfg.optim.grad_clip)
+            self._d_optimizer.step()
+        finally:
+            d.requires_grad_(False)
+        self._d_steps += 1
+        self.log("d/loss", parts.loss.detach())
+        self.log("d/logits_real", parts.rgb.real_logits.float().mean())
+        self.log("d/logits_fake", parts.rgb.fake_logits.float().mean())
+        return True
+
+    def _log_step(
+        self, batch: dict, refined: torch.Tensor, terms: GeneratorTerms, step: int, seconds: float
+    ) -> None:
+        """Throughput, peak memory and (every ``image_every_n_steps``) the image grids."""
         self.log("time/step_s", seconds)
-        self.log("time/images_per_s", target.shape[0] / seconds)
+        self.log("time/images_per_s", batch["target"].shape[0] / seconds)
         if self.device.type == "cuda":
             self.log("memory/peak_gib", torch.cuda.max_memory_allocated(self.device) / 2**30)
         if self.global_rank == 0 and should_log_images(
             step + 1, self.cfg.trainer.image_every_n_steps
         ):
             self._log_grid("train/images", batch, refined, step + 1)
-            if "tone_pred" in extras:
-                tone = {**batch, "composite": batch["composite"], "target": extras["tone_target"]}
-                self._log_grid("train/tone_mapped", tone, extras["tone_pred"], step + 1)
-
-    def _discriminator_step(
-        self, batch: dict, refined: torch.Tensor, extras: dict, generator: torch.Generator
-    ) -> None:
-        g, d = self.cfg.gan, self.discriminator
-        target, mask = batch["target"], batch["mask"]
-        # Noise draws for the global batch, in the same order on every rank: real, fake,
-        # tone-mapped real, tone-mapped fake, R1's real.
-        shard = {"rank": self.global_rank, "world": self.trainer.world_size}
-        parts = discriminator_loss(
-            d,
-            target,
-            refined,
-            mask,
-            band=g.band,
-            noise_sigma=g.instance_noise,
-            generator=generator,
-            **shard,
-        )
-        loss = parts.loss.float()
-        if self.objective.weights["tone_adversarial"] and "tone_pred" in extras:
-            # One discriminator for both spaces: it also learns tone-mapped reals and fakes.
-            tone = discriminator_loss(
-                d,
-                extras["tone_target"],
-                extras["tone_pred"],
-                mask,
-                band=g.band,
-                noise_sigma=g.instance_noise,
-                generator=generator,
-                **shard,
-            )
-            loss = loss + tone.loss.float()
-        if r1_due(self._d_steps, g.r1_every) and g.r1_gamma > 0:
-            r1 = r1_penalty(
-                d,
-                target,
-                mask,
-                gamma=g.r1_gamma,
-                every=g.r1_every,
-                noise_sigma=g.instance_noise,
-                generator=generator,
-                **shard,
-            )
-            self.log("d/r1", r1.detach())
-            loss = loss + r1
-        if not self._all_finite(loss):
-            self._d_optimizer.zero_grad()
-            return self._skip("discriminator")
-        self._d_optimizer.zero_grad()
-        self.manual_backward(loss)
-        average_gradients_across_ranks(d.parameters())
-        if self.cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(d.parameters(), self.cfg.optim.grad_clip)
-        self._d_optimizer.step()
-        self._d_steps += 1
-        self.log("d/loss", loss.detach())
-        self.log("d/logits_real", parts.real_logits.float().mean())
-        self.log("d/logits_fake", parts.fake_logits.float().mean())
+            if terms.tone is not None:
+                tone = {**batch, "target": terms.tone.target}
+                self._log_grid("train/tone_mapped", tone, terms.tone.pred, step + 1)
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         """Shard batches carry their worker's id and running count of skipped corrupt data:
