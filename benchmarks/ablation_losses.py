@@ -56,19 +56,14 @@ retrained: delete ``OUT/runs/ARM`` for that); an interrupted one resumes from it
 checkpoint (its wall time then covers the resumed part only, marked "resumed"); an
 evaluation is reused while its command and the checkpoint are unchanged.
 
-Budget (default ``--steps 1200``, sized for about 90 min on 2 idle cores), measured on the
-2-core CPU with nothing else running: short ``pixperfect train`` runs of each arm (25 steps
-from a small set of these shards, warm-ups 0, median of the logged ``time/step_s``): (a)
-0.81 s, (b) 0.71 s (the same as (a) within the noise: the tone fit is cheap), (c) 1.32 s
-(with the 64-channel discriminator an in-process step was 3.1x (a)'s, with 32 channels
-1.7x). With the 10% warm-ups, 1200 steps cost about 16, 16 and 26 min (58 min). Shards:
-9.9 samples/s on 12 photos across the folders, so 315 photos x 16 crops = 5040 samples in
-about 9 min (the README's Kodak run measured 2.6 samples/s: about 32 min if that holds).
-Evaluations: 1.6 s a sample (simulation with the codec at 512 px, four methods), 192
-samples in about 5.5 min each, 17 min for three. Start-up, validation and checkpoints
-about 1 min an arm. In all about 88 min. Run it on idle cores: while another job held the
-CPU, PyTorch's two threads contended and an arm-(c) step took 5-18 s (an arm-(a) step
-about 2 s); with ``OMP_NUM_THREADS=1`` on a shared machine the same steps took 2.7 and 1.2 s.
+Budget (default ``--steps 1200``, sized for about 90 min on 2 idle cores): a step takes
+about 0.8 s in arms (a) and (b) (the tone fit is cheap) and 1.3 s in (c), so 1200 steps
+with the 10% warm-ups cost about 16, 16 and 26 min; the shards (315 photos x 16 crops at
+about 10 samples/s) about 9 min; each evaluation (192 samples at 1.6 s: simulation with the
+codec at 512 px, four methods) about 5.5 min; start-up, validation and checkpoints about
+1 min an arm. Run it on idle cores, or with ``OMP_NUM_THREADS=1`` on a shared machine:
+PyTorch's two threads contend with another job's and a step then takes several times as
+long.
 """
 
 from __future__ import annotations
@@ -80,8 +75,12 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pixperfect import logged
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "photos"
@@ -93,8 +92,8 @@ LPIPS_NOTE = (
     "--no-perceptual): its backbone weights cannot be had on this machine."
 )
 FAMILY_NOTE = (
-    "Per-family breakdown: not available (evaluations from before pixperfect evaluate "
-    "recorded a sample's artifact families; rerun them)."
+    "Per-family breakdown: not available (an evaluation's results.json holds no artifact "
+    "families; rerun it)."
 )
 # Columns of the main table: (key in the evaluation's means, header, format).
 METRICS = (
@@ -462,7 +461,7 @@ def format_report(summary: dict, notes: list[str] = ()) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1200, help="generator steps of each arm")
     parser.add_argument("--arms", default="a,b,c", help="comma-separated subset of a,b,c")
@@ -495,6 +494,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="extra config override for the shards, every arm and every evaluation",
     )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[Arm], DictConfig]:
+    """(the arguments, paths made absolute; the arms; the first arm's config). Every arm's
+    config is loaded here, so a bad argument or override fails before any work."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         arms = parse_arms(args.arms)
@@ -514,27 +520,29 @@ def main(argv: list[str] | None = None) -> int:
         cfg = {arm.key: arm_config(arm, args) for arm in arms}[arms[0].key]
     except ValueError as e:
         parser.error(str(e))
-    args.out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    print(LPIPS_NOTE, flush=True)
+    return args, arms, cfg
 
-    shards = build_shards(args)
-    trained = {arm.key: train(args, arm) for arm in arms}
-    results = {arm.key: evaluate(args, arm) for arm in arms}
 
-    summary = summarise(results, trained, arms)
+def training_note(args: argparse.Namespace, cfg: DictConfig) -> str:
+    """What every arm trained with, for the report's notes."""
     warmup = warmup_steps(args.steps, args.warmup_frac)
     m, vae = cfg.model, cfg.sim.texture.vae
     codec = "none" if vae.kind == "none" else f"{vae.kind} {vae.variant}"
-    notes = [
+    return (
         f"Training: configs/ablation_cpu.yaml ({m.name}, {m.base_channels} ch, depth "
         f"{m.depth}, {m.ffc_blocks} FFC blocks, colour prior {m.colour_prior}), batch "
         f"{cfg.data.batch_size} of {cfg.data.crop_size} px, shards of {args.photos} "
         f"({args.crops_per_image} crops a photo, codec round trip: {codec}), "
         f"seed {args.seed}, {args.steps} steps an arm; tone and GAN warm-up {warmup} steps "
         f"({args.warmup_frac:.0%})."
-        + (f" Extra overrides: {' '.join(args.set)}." if args.set else ""),
-    ]
+        + (f" Extra overrides: {' '.join(args.set)}." if args.set else "")
+    )
+
+
+def write_report(
+    args: argparse.Namespace, summary: dict, notes: list[str], shards: dict, trained: dict
+) -> None:
+    """Print the markdown report and write it and the JSON (with every command) to OUT."""
     markdown = format_report(summary, notes)
     print("\n" + markdown)
     (args.out / "ablation.md").write_text(markdown + "\n")
@@ -547,6 +555,23 @@ def main(argv: list[str] | None = None) -> int:
     }
     (args.out / "ablation.json").write_text(json.dumps(report, indent=2))
     print(f"\nwritten: {args.out / 'ablation.md'}, {args.out / 'ablation.json'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, arms, cfg = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    print(LPIPS_NOTE, flush=True)
+
+    # 1. Artifact shards of the training photos, built once and shared by every arm.
+    shards = build_shards(args)
+    # 2. Train each arm: same seed, steps and shards; only the loss weights differ.
+    trained = {arm.key: train(args, arm) for arm in arms}
+    # 3. Score each arm on the same seeded Kodak triples.
+    results = {arm.key: evaluate(args, arm) for arm in arms}
+    # 4. The tables: every arm beside the baselines, and each against (a).
+    summary = summarise(results, trained, arms)
+    write_report(args, summary, [training_note(args, cfg)], shards, trained)
     return 0
 
 

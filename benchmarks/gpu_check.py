@@ -536,9 +536,33 @@ def guarded(failed_rows: list[Row], run) -> list[Row]:
         return failed_rows
 
 
-def check(args) -> tuple[list[Row], list[str], dict]:
+@dataclass
+class Setup:
+    """What every row's measurement shares: the device, the scale, the paper config made
+    runnable here, the photos, and the header (``info``) and ``notes`` filled in as rows run."""
+
+    args: argparse.Namespace
+    device: torch.device
+    scale: Scale
+    vae: Path | None  # the TAEF2 weights; None: the codec is off
+    sources: list[str]
+    steps: int  # of the row-1 fit: warm-up, timed and sync-counted steps
+    cfg: DictConfig
+    info: dict
+    notes: list[str]
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def codec(self) -> str:
+        return f"codec {'on the ' + self.device.type if self.vae else 'OFF'}"
+
+
+def setup(args) -> Setup:
+    """The scale, the shared assets and configs/paper.yaml with this run's overrides."""
     device = torch.device(args.device)
-    cuda = device.type == "cuda"
     scale = pick_scale(args, device)
     vae = shared_asset(Path(args.taesd), TAESD_FILES) if args.taesd else None
     notes = []
@@ -548,19 +572,20 @@ def check(args) -> tuple[list[Row], list[str], dict]:
     steps = WARMUP + scale.steps + max(scale.sync_steps, 1)
     overrides = paper_overrides(args, device, scale, steps, vae)
     cfg = load_config(PAPER, overrides)
-    where = "GPU" if cuda else "CPU process"
-    codec = f"codec {'on the ' + device.type if vae else 'OFF'}"
     info = {
         "device": device_name(device),
         "torch": torch.__version__,
         "lightning": L.__version__,
-        "scale": "paper" if cuda else "tiny (CPU)",
+        "scale": "paper" if device.type == "cuda" else "tiny (CPU)",
         "overrides": overrides,
     }
-    rows: list[Row] = []
+    return Setup(args, device, scale, vae, sources, steps, cfg, info, notes)
 
-    # 1 and 5: one fit; the syncs are counted in the steps after the timed ones.
-    if cuda:
+
+def paper_step_rows(run: Setup) -> tuple[list[Row], Row]:
+    """Rows 1 and 5: both come from one fit."""
+    where = "GPU" if run.cuda else "CPU process"
+    if run.cuda:
         sync_label = "host-device syncs per training step (set_sync_debug_mode)"
     else:
         sync_label = (
@@ -570,150 +595,167 @@ def check(args) -> tuple[list[Row], list[str], dict]:
         Row("1", "paper_images_per_s", f"paper step: images/s per {where}"),
         Row("1", "paper_peak_memory_gib", "paper step: peak memory, GiB"),
         Row("1", "paper_data_wait_share", "paper step: data-wait share, %"),
-        Row("1", "paper_simulation_share", f"paper step: simulation share ({codec}), %"),
+        Row("1", "paper_simulation_share", f"paper step: simulation share ({run.codec}), %"),
     ]
-    sync_row = Row("5", "syncs_per_step", sync_label)
+    return step_rows, Row("5", "syncs_per_step", sync_label)
 
-    def paper_step() -> list[Row]:
-        log(f"[1/5] paper step: {steps} steps at {scale.crop} px, batch {scale.batch}")
-        step = info["paper_step"] = run_paper_step(
-            cfg, sources, WARMUP, scale.steps, scale.sync_steps
+
+def measure_paper_step(run: Setup, step_rows: list[Row], sync_row: Row) -> list[Row]:
+    """Row 1 from the fit's timings, row 5 (``sync_row``) from its counted steps."""
+    scale, cfg = run.scale, run.cfg
+    log(f"[1/5] paper step: {run.steps} steps at {scale.crop} px, batch {scale.batch}")
+    step = run.info["paper_step"] = run_paper_step(
+        cfg, run.sources, WARMUP, scale.steps, scale.sync_steps
+    )
+    how = (
+        f"{cfg.trainer.precision}, {scale.crop} px, batch {scale.batch}, {scale.steps} "
+        f"steps timed after {WARMUP} warm-up, {step['step_s'] * 1000:.0f} ms/step"
+    )
+    workers = f"{cfg.data.num_workers} workers, photos in memory"
+    values = [
+        (step["images_per_s_per_device"], how, ""),
+        (step["peak_gib"], "torch.cuda.max_memory_allocated over the fit", "no CUDA"),
+        (100 * step["data_wait_share"], f"blocked in DataLoader next(), {workers}", ""),
+        (100 * step["simulation_share"], "RefinerModule.with_artifacts, synchronised", ""),
+    ]
+    for row, (value, note, skipped) in zip(step_rows, values, strict=True):
+        row.value, row.note = value, note
+        row.skipped = skipped if value is None else ""
+    if not step["lpips_on"]:
+        run.notes.append(
+            "LPIPS terms OFF in the paper step: no LPIPS weights (--lpips-weights DIR); "
+            "the paper's step also runs AlexNet-LPIPS in both spaces"
         )
-        how = (
-            f"{cfg.trainer.precision}, {scale.crop} px, batch {scale.batch}, {scale.steps} "
-            f"steps timed after {WARMUP} warm-up, {step['step_s'] * 1000:.0f} ms/step"
-        )
-        workers = f"{cfg.data.num_workers} workers, photos in memory"
-        values = [
-            (step["images_per_s_per_device"], how, ""),
-            (step["peak_gib"], "torch.cuda.max_memory_allocated over the fit", "no CUDA"),
-            (100 * step["data_wait_share"], f"blocked in DataLoader next(), {workers}", ""),
-            (100 * step["simulation_share"], "RefinerModule.with_artifacts, synchronised", ""),
-        ]
-        for row, (value, note, skipped) in zip(step_rows, values, strict=True):
-            row.value, row.note = value, note
-            row.skipped = skipped if value is None else ""
-        if not step["lpips_on"]:
-            notes.append(
-                "LPIPS terms OFF in the paper step: no LPIPS weights (--lpips-weights DIR); "
-                "the paper's step also runs AlexNet-LPIPS in both spaces"
-            )
-        if step["skipped_steps"]:
-            notes.append(f"paper step: {step['skipped_steps']} step(s) skipped (non-finite loss)")
-        if step["syncs_per_step"] is None:
-            sync_row.skipped = "--sync-steps 0"
-            return step_rows
-        total = step["syncs_per_step"]
-        in_sim, in_opt = step["simulation_syncs_per_step"], step["optimizer_syncs_per_step"]
-        elsewhere = total - in_sim - in_opt
-        if cuda:
-            sync_row.note = (
-                f"{scale.sync_steps} steps; in the simulation {fmt(in_sim)}, in "
-                f"optimizer.step {fmt(in_opt)}, elsewhere {fmt(elsewhere)}; a lower bound "
-                "(pixperfect.training.syncs)"
-            )
-        else:
-            ops = ", ".join(
-                f"{k.split('.')[-1]} {v}" for k, v in sorted(step["syncs_by_op"].items())
-            )
-            sync_row.note = (
-                f"{scale.sync_steps} steps; in the simulation {fmt(in_sim)} (its parameters "
-                f"are drawn on the CPU, on a GPU too), in optimizer.step {fmt(in_opt)} (Adam's "
-                f"step counts, CPU tensors on a GPU too), elsewhere {fmt(elsewhere)}; "
-                f"totals: {ops}"
-            )
-        sync_row.value = step["syncs_per_step"]
+    if step["skipped_steps"]:
+        run.notes.append(f"paper step: {step['skipped_steps']} step(s) skipped (non-finite loss)")
+    if step["syncs_per_step"] is None:
+        sync_row.skipped = "--sync-steps 0"
         return step_rows
+    sync_row.note = sync_note(run, step)
+    sync_row.value = step["syncs_per_step"]
+    return step_rows
 
-    rows += guarded(step_rows, paper_step)
 
-    # 2: simulation, batched vs loop
+def sync_note(run: Setup, step: dict) -> str:
+    """Where row 5's syncs happen: in the simulation, in optimizer.step, elsewhere."""
+    total = step["syncs_per_step"]
+    in_sim, in_opt = step["simulation_syncs_per_step"], step["optimizer_syncs_per_step"]
+    elsewhere = total - in_sim - in_opt
+    if run.cuda:
+        return (
+            f"{run.scale.sync_steps} steps; in the simulation {fmt(in_sim)}, in "
+            f"optimizer.step {fmt(in_opt)}, elsewhere {fmt(elsewhere)}; a lower bound "
+            "(pixperfect.training.syncs)"
+        )
+    ops = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in sorted(step["syncs_by_op"].items()))
+    return (
+        f"{run.scale.sync_steps} steps; in the simulation {fmt(in_sim)} (its parameters "
+        f"are drawn on the CPU, on a GPU too), in optimizer.step {fmt(in_opt)} (Adam's "
+        f"step counts, CPU tensors on a GPU too), elsewhere {fmt(elsewhere)}; "
+        f"totals: {ops}"
+    )
+
+
+def measure_simulation(run: Setup, sim_rows: list[Row]) -> list[Row]:
+    """Row 2: the speed-up and whether it reached the target."""
+    scale, device = run.scale, run.device
+    log(f"[2/5] simulation: batched vs loop, {scale.sim_size} px, batch {scale.sim_batch}")
+    size, batch, draws = scale.sim_size, scale.sim_batch, scale.sim_draws
+    batched, looped = batched_vs_loop(size, batch, draws, device)
+    speedup = looped / batched
+    run.info["simulation"] = {"batched_s": batched, "loop_s": looped, "size": size, "batch": batch}
+    sim_rows[0].value = speedup
+    sim_rows[0].note = (
+        f"{device.type}, {size} px, batch {batch}, default recipe: batched "
+        f"{batched * 1000:.1f} ms, loop {looped * 1000:.1f} ms, median of {draws} draws"
+    )
+    sim_rows[1].value = "yes" if speedup >= SPEEDUP_TARGET else "no"
+    at_target = run.cuda and size == 256 and batch == 16
+    sim_rows[1].note = "target: 256 px, batch 16 on the GPU" + (
+        "" if at_target else f" (this run: {device.type}, {size} px, batch {batch})"
+    )
+    return sim_rows
+
+
+def measure_precompute(run: Setup, pre_row: Row) -> list[Row]:
+    """Row 3: samples/s of an artifact shards build on this device."""
+    scale = run.scale
+    n = scale.precompute_photos * scale.precompute_crops
+    log(f"[3/5] precompute: {n} artifact samples at {scale.precompute_size} px")
+    pre = run.info["precompute"] = precompute_rate(
+        run.sources[: scale.precompute_photos],
+        OmegaConf.to_container(run.cfg.sim, resolve=True),
+        scale.precompute_size,
+        scale.precompute_crops,
+        run.device.type,
+    )
+    pre_row.value = pre["samples_per_s"]
+    pre_row.note = (
+        f"shards build --kind artifact on {pre['device']}, {pre['samples']} samples at "
+        f"{scale.precompute_size} px, 1 process, PNG encoding included"
+    )
+    return [pre_row]
+
+
+def ddp_rows(run: Setup) -> list[Row]:
+    """Row 4: measured on 2 GPUs (or, as a test aid, 2 CPU processes), else skipped."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    on_gpus = run.cuda and gpus >= 2
+    unit = "GPU" if on_gpus or not run.args.ddp_on_cpu else "process"
+    rows = [
+        Row("4", "ddp_images_per_s_total", "DDP x2: images/s total"),
+        Row("4", "ddp_images_per_s_per_gpu", f"DDP x2: images/s per {unit}"),
+    ]
+    if on_gpus or run.args.ddp_on_cpu:
+        return guarded(rows, lambda: measure_ddp(run, rows, on_gpus))
+    log("[4/5] DDP: skipped")
+    for row in rows:
+        row.skipped = f"{gpus} GPU(s)" if run.cuda or not gpus else "--device cpu"
+    return rows
+
+
+def measure_ddp(run: Setup, rows: list[Row], on_gpus: bool) -> list[Row]:
+    """Row 4: images/s of the paper step under DDP, in a subprocess (:func:`run_ddp`)."""
+    scale = run.scale
+    label = "GPUs" if on_gpus else "CPU processes (gloo; --ddp-on-cpu test aid)"
+    log(f"[4/5] DDP: {scale.ddp_steps} steps on 2 {label}")
+    if on_gpus:  # row 1's fit in this process still holds cached blocks on GPU 0
+        gc.collect()
+        torch.cuda.empty_cache()
+    result = run.info["ddp"] = run_ddp(run.args, scale, run.vae, on_gpus)
+    total = result["images_per_s_per_device"] * result["world_size"]
+    how = (
+        f"2 {label}, {scale.ddp_steps} steps ({result['timed_steps']} timed), batch "
+        f"{result['batch_size']} per rank, {result['step_s'] * 1000:.0f} ms/step"
+    )
+    for row, value in zip(rows, (total, total / result["world_size"]), strict=True):
+        row.value, row.note = value, how
+    return rows
+
+
+def check(args) -> tuple[list[Row], list[str], dict]:
+    """Every row, in table order: (rows, notes, info for the header and the JSON)."""
+    run = setup(args)
+    # 1 and 5: one fit; the syncs are counted in the steps after the timed ones.
+    step_rows, sync_row = paper_step_rows(run)
+    rows = list(guarded(step_rows, lambda: measure_paper_step(run, step_rows, sync_row)))
+    # 2: simulation, batched vs a per-sample loop.
     sim_rows = [
         Row("2", "sim_speedup", "simulation: batched vs per-sample loop, speed-up x"),
         Row("2", "sim_speedup_verdict", f">= {SPEEDUP_TARGET:.0f}x"),
     ]
-
-    def simulation() -> list[Row]:
-        log(f"[2/5] simulation: batched vs loop, {scale.sim_size} px, batch {scale.sim_batch}")
-        size, batch, draws = scale.sim_size, scale.sim_batch, scale.sim_draws
-        batched, looped = batched_vs_loop(size, batch, draws, device)
-        speedup = looped / batched
-        info["simulation"] = {"batched_s": batched, "loop_s": looped, "size": size, "batch": batch}
-        sim_rows[0].value = speedup
-        sim_rows[0].note = (
-            f"{device.type}, {size} px, batch {batch}, default recipe: batched "
-            f"{batched * 1000:.1f} ms, loop {looped * 1000:.1f} ms, median of {draws} draws"
-        )
-        sim_rows[1].value = "yes" if speedup >= SPEEDUP_TARGET else "no"
-        at_target = cuda and size == 256 and batch == 16
-        sim_rows[1].note = "target: 256 px, batch 16 on the GPU" + (
-            "" if at_target else f" (this run: {device.type}, {size} px, batch {batch})"
-        )
-        return sim_rows
-
-    rows += guarded(sim_rows, simulation)
-
-    # 3: precompute
-    pre_row = Row("3", "precompute_samples_per_s", f"precompute: samples/s ({codec})")
-
-    def precompute() -> list[Row]:
-        n = scale.precompute_photos * scale.precompute_crops
-        log(f"[3/5] precompute: {n} artifact samples at {scale.precompute_size} px")
-        pre = info["precompute"] = precompute_rate(
-            sources[: scale.precompute_photos],
-            OmegaConf.to_container(cfg.sim, resolve=True),
-            scale.precompute_size,
-            scale.precompute_crops,
-            device.type,
-        )
-        pre_row.value = pre["samples_per_s"]
-        pre_row.note = (
-            f"shards build --kind artifact on {pre['device']}, {pre['samples']} samples at "
-            f"{scale.precompute_size} px, 1 process, PNG encoding included"
-        )
-        return [pre_row]
-
-    rows += guarded([pre_row], precompute)
-
-    # 4: DDP
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    on_gpus = cuda and gpus >= 2
-    unit = "GPU" if on_gpus or not args.ddp_on_cpu else "process"
-    ddp_rows = [
-        Row("4", "ddp_images_per_s_total", "DDP x2: images/s total"),
-        Row("4", "ddp_images_per_s_per_gpu", f"DDP x2: images/s per {unit}"),
-    ]
-
-    def ddp() -> list[Row]:
-        label = "GPUs" if on_gpus else "CPU processes (gloo; --ddp-on-cpu test aid)"
-        log(f"[4/5] DDP: {scale.ddp_steps} steps on 2 {label}")
-        if on_gpus:
-            gc.collect()
-            torch.cuda.empty_cache()
-        result = info["ddp"] = run_ddp(args, scale, vae, on_gpus)
-        total = result["images_per_s_per_device"] * result["world_size"]
-        how = (
-            f"2 {label}, {scale.ddp_steps} steps ({result['timed_steps']} timed), batch "
-            f"{result['batch_size']} per rank, {result['step_s'] * 1000:.0f} ms/step"
-        )
-        for row, value in zip(ddp_rows, (total, total / result["world_size"]), strict=True):
-            row.value, row.note = value, how
-        return ddp_rows
-
-    if on_gpus or args.ddp_on_cpu:
-        rows += guarded(ddp_rows, ddp)
-    else:
-        log("[4/5] DDP: skipped")
-        for row in ddp_rows:
-            row.skipped = f"{gpus} GPU(s)" if cuda or not gpus else "--device cpu"
-        rows += ddp_rows
-
-    # 5: measured with row 1
+    rows += guarded(sim_rows, lambda: measure_simulation(run, sim_rows))
+    # 3: precompute.
+    pre_row = Row("3", "precompute_samples_per_s", f"precompute: samples/s ({run.codec})")
+    rows += guarded([pre_row], lambda: measure_precompute(run, pre_row))
+    # 4: DDP.
+    rows += ddp_rows(run)
+    # 5: measured with row 1, so it fails with it.
     for row in step_rows:
         if row.failed:
             sync_row.failed = row.failed
     rows.append(sync_row)
-    return rows, notes, info
+    return rows, run.notes, run.info
 
 
 def log(message: str) -> None:

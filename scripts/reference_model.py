@@ -32,6 +32,7 @@ import json
 import os
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from pixperfect import logged
@@ -64,11 +65,9 @@ class Ledger:
         self.path.write_text(json.dumps(self.data, indent=2) + "\n")
 
     def entries(self, step: str, run: str | None = None) -> list[dict]:
-        """The attempts of ``step``; with ``run``, only that training run's (entries written
-        before runs were named belong to the first reference run, ffc_cpu_v1)."""
-        return [
-            e for e in self.data.get(step, []) if run is None or e.get("run", "ffc_cpu_v1") == run
-        ]
+        """The attempts of ``step``; with ``run``, only that training run's (a new
+        ``run.name`` in the config starts a new model, whose time is its own)."""
+        return [e for e in self.data.get(step, []) if run is None or e.get("run") == run]
 
     def total_s(self, step: str, run: str | None = None) -> float:
         return sum(float(e["wall_s"]) for e in self.entries(step, run))
@@ -82,7 +81,7 @@ def checkpoint_step(path: Path | None) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", 0))
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "reference")
     parser.add_argument("--weights", type=Path, default=None, help="export folder")
@@ -90,12 +89,115 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kodak", type=Path, default=SHARED / "kodak")
     parser.add_argument("--crops-per-image", type=int, default=16)
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    from pixperfect.config import load_config
-    from pixperfect.inference.export import evaluation_summary, export_checkpoint
-    from pixperfect.inference.pretrained import DEFAULT_MODEL
+
+def shown(command: list[str]) -> str:
+    """``command`` as a user types it (``pixperfect ...``), for the provenance."""
+    return shlex.join(["pixperfect", *command[len(PIXPERFECT) :]])
+
+
+@dataclass
+class Job:
+    """What every step shares: the output folder, the config and its overrides (the same
+    for every command) and the ledger of wall times."""
+
+    out: Path
+    base: list[str]  # --config CONFIG
+    overrides: list[str]
+    ledger: Ledger
+
+
+def build_shards(job: Job, photos: Path, crops_per_image: int) -> list[str]:
+    """Step 1: the training shards (a rerun keeps the complete ones); the command."""
+    out, base, overrides = job.out, job.base, job.overrides
+    shards = [*PIXPERFECT, "shards", "build", "--images", str(photos), *base,
+              "--out", str(out / "shards"), "--crops-per-image", str(crops_per_image),
+              "--shard-size", "100", *overrides]  # fmt: skip
+    print(f"1/4 shards: building (resumable; log {out / 'shards.log'})", flush=True)
+    seconds = run_logged(shards, out / "shards.log")
+    job.ledger.add("shards", wall_s=round(seconds, 1))
+    print(f"    ready in {seconds / 60:.1f} min", flush=True)
+    return shards
+
+
+def train_refiner(job: Job, cfg) -> tuple[list[str], Path]:
+    """Step 2: train to ``trainer.max_steps``, resuming from the last checkpoint; (the
+    command, the checkpoint)."""
     from pixperfect.training.train import resume_checkpoint
+
+    run_dir = Path(cfg.run.root) / cfg.run.name
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    out = job.out
+    train = [*PIXPERFECT, "train", *job.base, *job.overrides]
+    start_step = checkpoint_step(resume_checkpoint(run_dir))  # what train resumes from
+    if start_step >= cfg.trainer.max_steps:
+        print(f"2/4 train: done already (step {start_step})", flush=True)
+    else:
+        print(f"2/4 train: from step {start_step} to {cfg.trainer.max_steps} "
+              f"(log {out / 'train.log'})", flush=True)  # fmt: skip
+        seconds = run_logged(train, out / "train.log")
+        attempt = {"wall_s": round(seconds, 1), "from_step": start_step}
+        job.ledger.add("train", run=cfg.run.name, **attempt, to_step=checkpoint_step(ckpt))
+        print(f"    {seconds / 60:.1f} min", flush=True)
+    return train, ckpt
+
+
+def evaluate_kodak(job: Job, kodak: Path, ckpt: Path) -> tuple[list[str], dict]:
+    """Step 3: the Kodak table, reused while newer than the checkpoint; (the command, the
+    results)."""
+    out, base, overrides = job.out, job.base, job.overrides
+    results_path = out / "eval" / "kodak.json"
+    evaluate = [*PIXPERFECT, "evaluate", *base, "--ckpt", str(ckpt), "--images",
+                str(kodak), "--methods", METHODS, "--no-perceptual",
+                "--out", str(results_path), *overrides]  # fmt: skip
+    fresh = results_path.is_file() and results_path.stat().st_mtime > ckpt.stat().st_mtime
+    if fresh:
+        print(f"3/4 Kodak: reusing {results_path}", flush=True)
+    else:
+        print(f"3/4 Kodak: evaluating (log {out / 'eval.log'})", flush=True)
+        seconds = run_logged(evaluate, out / "eval.log")
+        job.ledger.add("evaluate", wall_s=round(seconds, 1))
+    return evaluate, json.loads(results_path.read_text())
+
+
+def export(
+    job: Job,
+    ckpt: Path,
+    weights: Path,
+    run_name: str,
+    commands: dict[str, list[str]],
+    results: dict,
+) -> None:
+    """Step 4: the export folder, with the Kodak table, timings and commands in its
+    provenance."""
+    from pixperfect.inference.export import evaluation_summary, export_checkpoint
+
+    ledger = job.ledger
+    extra = {
+        "training": {
+            "command": "make reference  (scripts/reference_model.py)",
+            "train_command": shown(commands["train"]),
+            "steps": checkpoint_step(ckpt),
+            "train_wall_min": round(ledger.total_s("train", run_name) / 60, 1),
+            "attempts": len(ledger.entries("train", run_name)),
+            "machine": "2-core CPU, no GPU",
+        },
+        "shards": {
+            "command": shown(commands["shards"]),
+            "build_wall_min": round(ledger.total_s("shards") / 60, 1),
+        },
+    }
+    summary = evaluation_summary(results, command=shown(commands["evaluate"]))
+    export_checkpoint(ckpt, weights, name=weights.name, evaluation=summary, extra=extra)
+    print(f"4/4 exported: {weights}", flush=True)
+    print((weights / "README.md").read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from pixperfect.config import load_config
+    from pixperfect.inference.pretrained import DEFAULT_MODEL
 
     for folder in (args.photos, args.kodak):
         if not folder.is_dir():
@@ -104,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     # the provenance of committed weights names no machine's folders.
     out = relative(args.out.resolve())
     weights = relative((args.weights or ROOT / "weights" / DEFAULT_MODEL).resolve())
-    args.photos, args.kodak = relative(args.photos.resolve()), relative(args.kodak.resolve())
+    photos, kodak = relative(args.photos.resolve()), relative(args.kodak.resolve())
     overrides = [
         f"data.shards={out / 'shards'}",
         f"run.root={out / 'runs'}",
@@ -112,65 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     os.chdir(ROOT)
     cfg = load_config(CONFIG, overrides)  # a wrong key is refused here, before any work
-    run_dir = Path(cfg.run.root) / cfg.run.name
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    ledger = Ledger(out / "timing.json")
-    base = ["--config", str(CONFIG)]
+    job = Job(out, ["--config", str(CONFIG)], overrides, Ledger(out / "timing.json"))
 
-    shards = [*PIXPERFECT, "shards", "build", "--images", str(args.photos), *base,
-              "--out", str(out / "shards"), "--crops-per-image", str(args.crops_per_image),
-              "--shard-size", "100", *overrides]  # fmt: skip
-    print(f"1/4 shards: building (resumable; log {out / 'shards.log'})", flush=True)
-    seconds = run_logged(shards, out / "shards.log")
-    ledger.add("shards", wall_s=round(seconds, 1))
-    print(f"    ready in {seconds / 60:.1f} min", flush=True)
-
-    train = [*PIXPERFECT, "train", *base, *overrides]
-    start_step = checkpoint_step(resume_checkpoint(run_dir))  # what train resumes from
-    if start_step >= cfg.trainer.max_steps:
-        print(f"2/4 train: done already (step {start_step})", flush=True)
-    else:
-        print(f"2/4 train: from step {start_step} to {cfg.trainer.max_steps} "
-              f"(log {out / 'train.log'})", flush=True)  # fmt: skip
-        seconds = run_logged(train, out / "train.log")
-        ledger.add("train", run=cfg.run.name, wall_s=round(seconds, 1), from_step=start_step,
-                   to_step=checkpoint_step(ckpt))  # fmt: skip
-        print(f"    {seconds / 60:.1f} min", flush=True)
-
-    results_path = out / "eval" / "kodak.json"
-    evaluate = [*PIXPERFECT, "evaluate", *base, "--ckpt", str(ckpt), "--images",
-                str(args.kodak), "--methods", METHODS, "--no-perceptual",
-                "--out", str(results_path), *overrides]  # fmt: skip
-    fresh = results_path.is_file() and results_path.stat().st_mtime > ckpt.stat().st_mtime
-    if fresh:
-        print(f"3/4 Kodak: reusing {results_path}", flush=True)
-    else:
-        print(f"3/4 Kodak: evaluating (log {out / 'eval.log'})", flush=True)
-        seconds = run_logged(evaluate, out / "eval.log")
-        ledger.add("evaluate", wall_s=round(seconds, 1))
-    results = json.loads(results_path.read_text())
-
-    def shown(command: list[str]) -> str:
-        return shlex.join(["pixperfect", *command[len(PIXPERFECT) :]])
-
-    extra = {
-        "training": {
-            "command": "make reference  (scripts/reference_model.py)",
-            "train_command": shown(train),
-            "steps": checkpoint_step(ckpt),
-            "train_wall_min": round(ledger.total_s("train", cfg.run.name) / 60, 1),
-            "attempts": len(ledger.entries("train", cfg.run.name)),
-            "machine": "2-core CPU, no GPU",
-        },
-        "shards": {
-            "command": shown(shards),
-            "build_wall_min": round(ledger.total_s("shards") / 60, 1),
-        },
-    }
-    summary = evaluation_summary(results, command=shown(evaluate))
-    export_checkpoint(ckpt, weights, name=weights.name, evaluation=summary, extra=extra)
-    print(f"4/4 exported: {weights}", flush=True)
-    print((weights / "README.md").read_text())
+    # Each step is resumable: rerunning the script picks up where an interruption left off.
+    # 1. Shards of the training photos with the config's recipe.
+    shards = build_shards(job, photos, args.crops_per_image)
+    # 2. Train (or resume) the refiner.
+    train, ckpt = train_refiner(job, cfg)
+    # 3. Score it on Kodak beside identity and the classical baselines.
+    evaluate, results = evaluate_kodak(job, kodak, ckpt)
+    # 4. Export the weights with the table, timings and commands as provenance.
+    commands = {"shards": shards, "train": train, "evaluate": evaluate}
+    export(job, ckpt, weights, cfg.run.name, commands, results)
     return 0
 
 

@@ -198,16 +198,17 @@ def _config(args: argparse.Namespace) -> None:
     print(to_yaml(load_config(args.config, args.overrides)), end="")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pixperfect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+# ---------------------------------------------------------------- parsers
+# One function per subcommand: its options, help texts and handler (set_defaults(func=...)).
 
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train or resume the run named by the config")
     _add_config_args(p)
     p.set_defaults(func=_train)
 
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="score the refiner against identity and classical baselines",
@@ -281,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_evaluate)
 
+
+def _add_refine_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "refine",
         help="refine edited images given their edit masks (one file or a folder)",
@@ -326,12 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_refine)
 
+
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a deployable refiner folder from a checkpoint")
     p.add_argument("ckpt", help="training checkpoint (Lightning .ckpt)")
     p.add_argument("out", help="folder: model.safetensors, config.yaml, provenance.json")
     p.add_argument("--raw", action="store_true", help="live generator weights instead of the EMA")
     p.set_defaults(func=_export)
 
+
+def _add_simulate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="write a contact sheet of simulated artifacts")
     _add_config_args(p)
     p.add_argument("--images", help="folder of photos (default: the config's training photos)")
@@ -341,8 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="sheet.png", help="PNG file to write")
     p.set_defaults(func=_simulate)
 
+
+def _add_shards_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("shards", help="precompute and check webdataset shards")
     shards = p.add_subparsers(dest="shards_command", required=True)
+    _add_shards_build_parser(shards)
+    _add_shards_verify_parser(shards)
+
+
+def _add_shards_build_parser(shards: argparse._SubParsersAction) -> None:
     p = shards.add_parser("build", help="write (or resume writing) shards from photos")
     _add_config_args(p)
     p.add_argument(
@@ -368,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-index", type=int, help="default: from SLURM_ARRAY_TASK_ID")
     p.add_argument("--num-tasks", type=int, help="default: SLURM_ARRAY_TASK_COUNT or 1")
     p.set_defaults(func=_shards_build)
+
+
+def _add_shards_verify_parser(shards: argparse._SubParsersAction) -> None:
     p = shards.add_parser("verify", help="check every shard against manifest.json")
     p.add_argument(
         "out",
@@ -378,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-decode", action="store_true", help="checksums only, skip decoding")
     p.set_defaults(func=_shards_verify)
 
+
+def _add_preflight_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "preflight",
         help="check everything a training launch needs, before it holds an allocation",
@@ -401,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_preflight)
 
+
+def _add_config_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="print the resolved config and exit")
     _add_config_args(p)
     p.add_argument(
@@ -409,6 +430,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="print configs/defaults.yaml as generated from the schema",
     )
     p.set_defaults(func=_config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pixperfect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_refine_parser(sub)
+    _add_export_parser(sub)
+    _add_simulate_parser(sub)
+    _add_shards_parser(sub)
+    _add_preflight_parser(sub)
+    _add_config_parser(sub)
     return parser
 
 

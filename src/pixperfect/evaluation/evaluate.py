@@ -205,14 +205,6 @@ def _samples(cfg: DictConfig, images: str | Path | None, dataset: str | Path | N
     return triples, {"kind": "simulated", "images": source, "photos": len(photos)}
 
 
-def _rank_method(methods: dict[str, Method]) -> str | None:
-    """Whose band-PSNR gain over identity orders the cases sheet."""
-    for name in (*REFINER_METHODS, *BASELINES):
-        if name in methods:
-            return name
-    return None
-
-
 def evaluate(
     cfg: DictConfig,
     checkpoint: str | Path | None,
@@ -242,76 +234,31 @@ def evaluate(
     e = cfg.eval
     triples, source = _samples(cfg, images, dataset)
     chosen = build_methods(methods, checkpoint, device, pooling, e.seed, pretrained)
-    skipped: dict[str, str] = {}
-    scorer = None
-    if perceptual:
-        nets = load_perceptual(
-            cfg.loss.lpips_net, cfg.loss.lpips_weights, inception_weights, device
-        )
-        skipped.update(nets.missing)
-        scorer = PerceptualScores(nets, device) if nets.names else None
-
+    scorer, skipped = _perceptual_scorer(cfg, perceptual, inception_weights, device)
     rank = _rank_method(chosen)
     tracker = CaseTracker(cases if cases_path is not None and rank is not None else 0)
+
+    # One pass over the triples: each method runs once per sample, and its output is
+    # scored, offered to the cases sheet and written as an example before the next sample.
     per_sample = []
     for sample in tqdm(triples, desc="evaluate", unit="image", leave=False):
-        target, composite = sample["target"][None], sample["composite"][None]
-        mask = sample["mask"][None]
+        composite, mask = sample["composite"][None], sample["mask"][None]
         outputs = {name: method(composite, mask) for name, method in chosen.items()}
-        scores = {
-            name: {k: float(v[0]) for k, v in seam_scores(out, target, mask, e.band_width).items()}
-            for name, out in outputs.items()
-        }
-        if "identity" in scores:
-            reference = scores["identity"]["band_psnr"]
-        else:
-            reference = float(seam_scores(composite, target, mask, e.band_width)["band_psnr"][0])
-        per_sample.append(
-            {
-                "name": sample["name"],
-                "families": sample["families"].split("+") if sample.get("families") else [],
-                "identity_band_psnr": reference,
-                "scores": scores,
-            }
-        )
+        record = score_sample(sample, outputs, e.band_width)
+        per_sample.append(record)
         if scorer is not None:
-            scorer.update(outputs, target)
+            scorer.update(outputs, sample["target"][None])
         if rank is not None:
-            gain = scores[rank]["band_psnr"] - reference
-            if tracker.wants(gain):
-                row = {"composite": composite[0], **{k: v[0] for k, v in outputs.items()}}
-                row.pop("identity", None)  # the composite itself
-                row.update(target=target[0], mask=mask[0])
-                tracker.add(gain, sample["name"], make_tiles(row, mask[0], CASE_TILE))
-        photo, index = sample["name"].rsplit("#", 1)
-        if examples_dir is not None and int(index) < examples_per_photo:
-            images_out = {"composite": composite, "mask": mask, "target": target, **outputs}
-            images_out.pop("identity", None)  # identical to the composite
-            save_example(Path(examples_dir), f"{safe_name(photo)}_{index}", images_out)
+            gain = record["scores"][rank]["band_psnr"] - record["identity_band_psnr"]
+            _track_case(tracker, sample, outputs, gain)
+        if examples_dir is not None:
+            _write_example(Path(examples_dir), sample, outputs, examples_per_photo)
 
-    n = max(len(per_sample), 1)
-    means = {
-        name: {m: sum(s["scores"][name][m] for s in per_sample) / n for m in METRIC_NAMES}
-        for name in chosen
-    }
-    metric_names = list(METRIC_NAMES)
-    if scorer is not None:
-        extra = scorer.compute()
-        for name in chosen:
-            means[name].update(extra.get(name, {}))
-        metric_names += scorer.perceptual.names
-    band_psnr = {name: [s["scores"][name]["band_psnr"] for s in per_sample] for name in chosen}
-    identity_psnr = [s["identity_band_psnr"] for s in per_sample]
-    comparison = compare_to_identity(band_psnr, identity_psnr)
-    for name, scores in comparison["methods"].items():
-        means[name].update(scores)
-    families = None
-    if source.get("kind") == "simulated":  # real triples carry no family labels
-        families = compare_by_family(band_psnr, identity_psnr, [s["families"] for s in per_sample])
-    if comparison["methods"]:
-        metric_names += COMPARISON_METRICS
+    by_family = source.get("kind") == "simulated"  # real triples carry no family labels
+    scored = aggregate(per_sample, chosen, scorer, by_family)
+    metric_names = scored["metrics"]
     results = {
-        "methods": means,
+        "methods": scored["methods"],
         "metrics": metric_names,
         "higher_is_better": {m: DIRECTION[m] for m in metric_names},
         "band_metrics": [m for m in metric_names if m in BAND_METRICS],
@@ -324,23 +271,143 @@ def evaluate(
         "checkpoint": str(checkpoint) if checkpoint else None,
         "pooling": pooling if "refiner_pooled" in chosen else None,
         "harm_margin_db": HARM_MARGIN_DB,
-        "buckets": comparison["buckets"],
-        "families": families,
+        "buckets": scored["buckets"],
+        "families": scored["families"],
         "per_sample": per_sample,
     }
     if tracker.k:
-        columns = ["composite", *(m for m in chosen if m != "identity"), "target", "mask"]
-        label = f"{rank} band-PSNR gain over identity (dB)"
-        sheet = write_case_sheet(tracker, columns, cases_path, label)
-        results["cases"] = {
-            "path": str(sheet) if sheet else None,
-            "ranked_by": label,
-            **{
-                title: [{"name": name, "gain_db": score} for score, name, _ in rows]
-                for title, rows in tracker.sections()
-            },
-        }
+        results["cases"] = _write_cases(tracker, chosen, rank, cases_path)
     return results
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def _perceptual_scorer(
+    cfg: DictConfig, perceptual: bool, inception_weights: str | Path | None, device: str
+) -> tuple[PerceptualScores | None, dict[str, str]]:
+    """(the LPIPS / FID / U-IDS / P-IDS accumulator, or None when off or nothing is staged;
+    what was left out and why)."""
+    if not perceptual:
+        return None, {}
+    nets = load_perceptual(cfg.loss.lpips_net, cfg.loss.lpips_weights, inception_weights, device)
+    return (PerceptualScores(nets, device) if nets.names else None), dict(nets.missing)
+
+
+def score_sample(sample: dict, outputs: dict[str, torch.Tensor], band_width: int) -> dict:
+    """One sample's record in ``results["per_sample"]``: each output's seam scores and the
+    composite's band PSNR, which every gain over identity is measured from."""
+    target, composite = sample["target"][None], sample["composite"][None]
+    mask = sample["mask"][None]
+    scores = {
+        name: {k: float(v[0]) for k, v in seam_scores(out, target, mask, band_width).items()}
+        for name, out in outputs.items()
+    }
+    if "identity" in scores:
+        reference = scores["identity"]["band_psnr"]
+    else:  # identity not asked for: its band PSNR is still the reference of every gain
+        reference = float(seam_scores(composite, target, mask, band_width)["band_psnr"][0])
+    return {
+        "name": sample["name"],
+        "families": sample["families"].split("+") if sample.get("families") else [],
+        "identity_band_psnr": reference,
+        "scores": scores,
+    }
+
+
+def aggregate(
+    per_sample: list[dict],
+    methods: dict[str, Method],
+    scorer: PerceptualScores | None,
+    by_family: bool,
+) -> dict:
+    """Means over samples per method (seam metrics, the perceptual ones, and the comparison
+    with identity), the metric names in table order, the gain per identity band-PSNR bucket
+    and, when ``by_family``, per artifact family."""
+    n = max(len(per_sample), 1)
+    means = {
+        name: {m: sum(s["scores"][name][m] for s in per_sample) / n for m in METRIC_NAMES}
+        for name in methods
+    }
+    metric_names = list(METRIC_NAMES)
+    if scorer is not None:
+        extra = scorer.compute()
+        for name in methods:
+            means[name].update(extra.get(name, {}))
+        metric_names += scorer.perceptual.names
+    band_psnr = {name: [s["scores"][name]["band_psnr"] for s in per_sample] for name in methods}
+    identity_psnr = [s["identity_band_psnr"] for s in per_sample]
+    comparison = compare_to_identity(band_psnr, identity_psnr)
+    for name, scores in comparison["methods"].items():
+        means[name].update(scores)
+    families = None
+    if by_family:
+        families = compare_by_family(band_psnr, identity_psnr, [s["families"] for s in per_sample])
+    if comparison["methods"]:
+        metric_names += COMPARISON_METRICS
+    return {
+        "methods": means,
+        "metrics": metric_names,
+        "buckets": comparison["buckets"],
+        "families": families,
+    }
+
+
+# ---------------------------------------------------------------- ranking
+
+
+def _rank_method(methods: dict[str, Method]) -> str | None:
+    """Whose band-PSNR gain over identity orders the cases sheet."""
+    for name in (*REFINER_METHODS, *BASELINES):
+        if name in methods:
+            return name
+    return None
+
+
+def _track_case(
+    tracker: CaseTracker, sample: dict, outputs: dict[str, torch.Tensor], gain: float
+) -> None:
+    """Offer one sample to the cases sheet; its tiles are made only if it ranks."""
+    if not tracker.wants(gain):
+        return
+    row = {"composite": sample["composite"], **{k: v[0] for k, v in outputs.items()}}
+    row.pop("identity", None)  # the composite itself
+    row.update(target=sample["target"], mask=sample["mask"])
+    tracker.add(gain, sample["name"], make_tiles(row, sample["mask"], CASE_TILE))
+
+
+def _write_cases(
+    tracker: CaseTracker, methods: dict[str, Method], rank: str, path: str | Path
+) -> dict:
+    """Write the cases sheet; its entry in the results (path, ranking, worst and best)."""
+    columns = ["composite", *(m for m in methods if m != "identity"), "target", "mask"]
+    label = f"{rank} band-PSNR gain over identity (dB)"
+    sheet = write_case_sheet(tracker, columns, path, label)
+    return {
+        "path": str(sheet) if sheet else None,
+        "ranked_by": label,
+        **{
+            title: [{"name": name, "gain_db": score} for score, name, _ in rows]
+            for title, rows in tracker.sections()
+        },
+    }
+
+
+# ---------------------------------------------------------------- examples
+
+
+def _write_example(
+    directory: Path, sample: dict, outputs: dict[str, torch.Tensor], per_photo: int
+) -> None:
+    """PNGs of the sample and each method's output, if it is among its photo's first
+    ``per_photo`` samples."""
+    photo, index = sample["name"].rsplit("#", 1)
+    if int(index) >= per_photo:
+        return
+    images = {k: sample[k][None] for k in ("composite", "mask", "target")}
+    images.update(outputs)
+    images.pop("identity", None)  # identical to the composite
+    save_example(directory, f"{safe_name(photo)}_{index}", images)
 
 
 def safe_name(name: str) -> str:
