@@ -27,10 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from data_sim.mask_shapes import (
+    MASK_KINDS,
+    MaskConfig,
     blob_coverage,
     box_coverage,
     file_masks,
-    list_mask_files,
     load_mask_bank,
     mask_dir_error,
     sample_blobs,
@@ -41,70 +42,7 @@ from data_sim.mask_shapes import (
 from data_sim.morphology import grow_masks
 from data_sim.sampling import bernoulli, check_range, uniform
 
-MASK_KINDS = ("stroke", "box", "blob", "file")  # index = the ``kind`` code in the params
 STROKE, BOX, BLOB, FILE = range(4)
-
-
-@dataclass
-class MaskConfig:
-    """Random edit masks. Lengths are fractions of the image's shorter side."""
-
-    # Relative frequency of each mask kind (need not sum to 1).
-    stroke_weight: float = 0.45
-    box_weight: float = 0.2
-    blob_weight: float = 0.35
-    file_weight: float = 0.0
-    # Strokes
-    strokes: tuple[int, int] = (1, 4)  # strokes per mask
-    vertices: tuple[int, int] = (2, 6)  # segments per stroke
-    stroke_width: tuple[float, float] = (0.05, 0.16)
-    segment_length: tuple[float, float] = (0.1, 0.3)
-    max_turn_deg: float = 60.0  # direction change between consecutive segments
-    # Boxes
-    box_size: tuple[float, float] = (0.2, 0.55)  # box side as a fraction of that image side
-    # Blobs (object silhouettes)
-    blob_count: tuple[int, int] = (1, 2)
-    blob_size: tuple[float, float] = (0.12, 0.28)  # mean radius
-    blob_aspect: float = 1.8  # largest stretch along a random axis
-    blob_roughness: float = 0.45  # harmonic amplitude scale: 0 = ellipse
-    blob_harmonics: int = 5
-    # Masks from files: a folder of binary images, white = edited.
-    mask_dir: str | None = None
-    # Latent-grid blockiness
-    latent_grid_prob: float = 0.25
-    latent_cell: int = 8  # pixels per latent cell
-    raster_size: int = 256  # coverage grid resolution cap (speed, not quality)
-
-    def weights(self) -> torch.Tensor:
-        return torch.tensor(
-            [self.stroke_weight, self.box_weight, self.blob_weight, self.file_weight],
-            dtype=torch.float64,
-        )
-
-    def validate(self) -> None:
-        for kind in MASK_KINDS:
-            w = getattr(self, f"{kind}_weight")
-            check_range(f"sim.mask.{kind}_weight", (w, w), 0, math.inf)
-        if float(self.weights().sum()) <= 0:
-            raise ValueError(
-                "sim.mask.{stroke,box,blob,file}_weight are all 0: give at least one mask kind "
-                "a positive weight"
-            )
-        check_range("sim.mask.strokes", self.strokes, 1, 64)
-        check_range("sim.mask.vertices", self.vertices, 1, 64)
-        check_range("sim.mask.stroke_width", self.stroke_width, 1e-3, 1)
-        check_range("sim.mask.segment_length", self.segment_length, 0, 2)
-        check_range("sim.mask.box_size", self.box_size, 1e-3, 1)
-        check_range("sim.mask.blob_count", self.blob_count, 1, 16)
-        check_range("sim.mask.blob_size", self.blob_size, 1e-3, 1)
-        check_range("sim.mask.blob_aspect", (self.blob_aspect, self.blob_aspect), 1, 10)
-        check_range("sim.mask.blob_roughness", (self.blob_roughness,) * 2, 0, 1)
-        check_range("sim.mask.blob_harmonics", (self.blob_harmonics,) * 2, 1, 16)
-        check_range("sim.mask.latent_grid_prob", (self.latent_grid_prob,) * 2, 0, 1)
-        check_range("sim.mask.latent_cell", (self.latent_cell, self.latent_cell), 1, 256)
-        check_range("sim.mask.raster_size", (self.raster_size, self.raster_size), 8, 8192)
-        if self.file_weight > 0:
-            list_mask_files(self.mask_dir)  # cheap: lists the folder, reads nothing
 
 
 @dataclass

@@ -19,7 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from data_sim.simulator import SimConfig
+from pixperfect.losses.lpips import LPIPS_NETS
+from pixperfect.models import DISCRIMINATORS, REFINERS
 from pixperfect.models.colour_prior import COLOUR_PRIORS
+from pixperfect.shards.build import SMALL_IMAGES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS_FILE = PROJECT_ROOT / "configs" / "defaults.yaml"
@@ -183,12 +186,12 @@ class Config:
 
 CHOICES = {
     "data.source": ("skimage", "folder", "shards"),
-    "data.small_images": ("upscale", "skip"),
-    "model.name": ("unet", "ffc"),
+    "data.small_images": SMALL_IMAGES,
+    "model.name": tuple(REFINERS),
     "model.colour_prior": COLOUR_PRIORS,
     "loss.lpips_missing": ("error", "skip"),
-    "loss.lpips_net": ("alex", "vgg", "squeeze"),
-    "gan.discriminator": ("patch",),
+    "loss.lpips_net": LPIPS_NETS,
+    "gan.discriminator": tuple(DISCRIMINATORS),
 }
 
 

@@ -37,15 +37,24 @@ LINEAR_URL = (
 )
 
 
+LPIPS_NETS = ("alex", "vgg", "squeeze")  # the backbones lpips builds; ``loss.lpips_net``
+
+
 def _backbone_url(net: str) -> str:
     """The torchvision checkpoint lpips builds ``net`` from (its file name is the cache name)."""
     from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights, VGG16_Weights
 
-    weights = {
-        "alex": AlexNet_Weights.IMAGENET1K_V1,
-        "vgg": VGG16_Weights.IMAGENET1K_V1,
-        "squeeze": SqueezeNet1_1_Weights.IMAGENET1K_V1,
-    }
+    weights = dict(
+        zip(
+            LPIPS_NETS,
+            (
+                AlexNet_Weights.IMAGENET1K_V1,
+                VGG16_Weights.IMAGENET1K_V1,
+                SqueezeNet1_1_Weights.IMAGENET1K_V1,
+            ),
+            strict=True,
+        )
+    )
     if net not in weights:
         raise ValueError(f"LPIPS net={net!r} is not one of {', '.join(weights)}")
     return weights[net].url

@@ -6,9 +6,12 @@ import inspect
 
 from torch import nn
 
-from pixperfect.models.discriminator import PatchDiscriminator, build_discriminator
+from pixperfect.models.discriminator import DISCRIMINATORS, PatchDiscriminator, build_discriminator
 from pixperfect.models.ffc import FFCRefiner
 from pixperfect.models.unet import UNetRefiner
+
+# ``model.name`` -> architecture; the config's allowed names are these keys.
+REFINERS: dict[str, type[nn.Module]] = {"unet": UNetRefiner, "ffc": FFCRefiner}
 
 
 def build_refiner(name: str, **kwargs) -> nn.Module:
@@ -18,16 +21,17 @@ def build_refiner(name: str, **kwargs) -> nn.Module:
     ffc: FFCRefiner(base_channels=64, depth=3, edit_margin=-1, ffc_blocks=12,
          global_ratio=0.75), paper-scale (about 40M parameters), global receptive field.
     """
-    registry = {"unet": UNetRefiner, "ffc": FFCRefiner}
-    if name not in registry:
-        raise ValueError(f"unknown model.name={name!r}; available: {', '.join(registry)}")
+    if name not in REFINERS:
+        raise ValueError(f"unknown model.name={name!r}; available: {', '.join(REFINERS)}")
     # The config's model section holds every architecture's keys (validated there): each
     # refiner takes the ones it knows; None (e.g. model.base_channels=null) means its default.
-    accepted = inspect.signature(registry[name]).parameters
-    return registry[name](**{k: v for k, v in kwargs.items() if k in accepted and v is not None})
+    accepted = inspect.signature(REFINERS[name]).parameters
+    return REFINERS[name](**{k: v for k, v in kwargs.items() if k in accepted and v is not None})
 
 
 __all__ = [
+    "DISCRIMINATORS",
+    "REFINERS",
     "FFCRefiner",
     "PatchDiscriminator",
     "UNetRefiner",

@@ -52,9 +52,12 @@ class PatchDiscriminator(nn.Module):
         return F.adaptive_max_pool2d(mask, logits.shape[-2:])
 
 
+# ``gan.discriminator`` -> architecture; the config's allowed names are these keys.
+DISCRIMINATORS: dict[str, type[nn.Module]] = {"patch": PatchDiscriminator}
+
+
 def build_discriminator(name: str, **kwargs) -> nn.Module:
     """The discriminator called ``name`` with ``kwargs`` as its constructor arguments."""
-    registry = {"patch": PatchDiscriminator}
-    if name not in registry:
-        raise ValueError(f"unknown discriminator {name!r}; available: {', '.join(registry)}")
-    return registry[name](**kwargs)
+    if name not in DISCRIMINATORS:
+        raise ValueError(f"unknown discriminator {name!r}; available: {', '.join(DISCRIMINATORS)}")
+    return DISCRIMINATORS[name](**kwargs)
