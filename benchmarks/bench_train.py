@@ -51,9 +51,9 @@ from omegaconf import DictConfig, OmegaConf
 from timing import sync, time_it, use_command_allocator
 
 from pixperfect.config import PROJECT_ROOT, load_config
-from pixperfect.data.datamodule import build_datamodule
 from pixperfect.losses import LPIPS, build_lpips
 from pixperfect.models import build_discriminator, build_refiner
+from pixperfect.training.datamodule import build_datamodule
 from pixperfect.training.module import RefinerModule
 
 DEMO = PROJECT_ROOT / "configs" / "demo.yaml"

@@ -95,9 +95,9 @@ from torch.utils.data import DataLoader
 from data_sim.sampling import derive_seed
 from data_sim.simulator import ArtifactSimulator
 from pixperfect.config import PROJECT_ROOT, load_config
-from pixperfect.data.datamodule import RandomCropStream
 from pixperfect.data.photos import SKIMAGE_PHOTOS, list_images
 from pixperfect.shards.build import BuildSpec, build, load_source
+from pixperfect.training.datamodule import RandomCropStream
 from pixperfect.training.module import RefinerModule
 from pixperfect.training.syncs import SyncCount, count_syncs
 

@@ -171,7 +171,7 @@ def export(
 ) -> None:
     """Step 4: the export folder, with the Kodak table, timings and commands in its
     provenance."""
-    from pixperfect.inference.export import evaluation_summary, export_checkpoint
+    from pixperfect.release import evaluation_summary, export_checkpoint
 
     ledger = job.ledger
     extra = {

@@ -18,8 +18,8 @@ from pixperfect.data.sources import describe_sources
 from pixperfect.evaluation.acceptance import accepted, check_acceptance
 from pixperfect.evaluation.evaluate import evaluate
 from pixperfect.inference import Refiner
-from pixperfect.inference.export import evaluation_summary, recipe_fingerprint
 from pixperfect.inference.pretrained import MODEL_ENV
+from pixperfect.release import evaluation_summary, recipe_fingerprint
 
 
 def _results(refiner: dict, bucket_gains: list, baseline_psnr: float = 27.0) -> dict:
@@ -92,7 +92,7 @@ def test_the_recipe_hash_follows_the_recipe_not_the_run_name(tiny_config):
 def test_an_export_records_its_evaluation_and_acceptance_in_provenance_and_card(
     trained_checkpoint, tmp_path
 ):
-    from pixperfect.inference.export import export_checkpoint
+    from pixperfect.release import export_checkpoint
 
     good = {
         "band_psnr": 28.1,

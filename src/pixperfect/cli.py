@@ -108,7 +108,8 @@ def _refine(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> None:
     import json
 
-    from pixperfect.inference.export import PROVENANCE_FILE, export_checkpoint
+    from pixperfect.inference.export import PROVENANCE_FILE
+    from pixperfect.release import export_checkpoint
 
     out = export_checkpoint(args.ckpt, args.out, raw=args.raw)
     info = json.loads((out / PROVENANCE_FILE).read_text())
@@ -121,8 +122,7 @@ def _export(args: argparse.Namespace) -> None:
 def _simulate(args: argparse.Namespace) -> None:
     from data_sim.simulator import ArtifactSimulator
     from pixperfect.config import sim_config
-    from pixperfect.data.datamodule import load_photos
-    from pixperfect.data.photos import load_folder
+    from pixperfect.data.photos import load_folder, load_photos
     from pixperfect.sheets import simulate_sheet
 
     cfg = load_config(args.config, args.overrides)

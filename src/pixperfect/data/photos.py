@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 from pixperfect.imageio import read_image, to_rgb_float
 
@@ -82,3 +83,22 @@ def load_folder(folder: str | Path) -> dict[str, torch.Tensor]:
     if not images:
         raise FileNotFoundError(f"none of the images under {root} could be read")
     return images
+
+
+def load_photos(cfg: DictConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(train, held-out) photos named by the config."""
+    if cfg.data.source == "skimage":
+        return skimage_split(list(cfg.data.holdout))
+    if cfg.data.source == "shards":  # training data is in the shards
+        return {}, heldout_photos(cfg)
+    train = load_folder(cfg.data.images)
+    held = load_folder(cfg.data.val_images) if cfg.data.val_images else {}
+    return train, held
+
+
+def heldout_photos(cfg: DictConfig) -> dict[str, torch.Tensor]:
+    if cfg.data.val_images:
+        return load_folder(cfg.data.val_images)
+    if cfg.data.source == "skimage" or (cfg.data.source == "shards" and cfg.data.holdout):
+        return skimage_split(list(cfg.data.holdout))[1]
+    return {}

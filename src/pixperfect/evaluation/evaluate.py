@@ -54,8 +54,7 @@ from tqdm import tqdm
 from data_sim.simulator import ArtifactSimulator
 from pixperfect.config import sim_config
 from pixperfect.data.crops import heldout_triples
-from pixperfect.data.datamodule import load_photos
-from pixperfect.data.photos import load_folder
+from pixperfect.data.photos import load_folder, load_photos
 from pixperfect.evaluation.baselines import BASELINES
 from pixperfect.evaluation.breakdown import (
     HARM_MARGIN_DB,

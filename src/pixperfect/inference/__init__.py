@@ -2,15 +2,16 @@
 
 - :mod:`~pixperfect.inference.refiner`: ``Refiner`` (crop, tiles, pooling, paste-back);
 - :mod:`~pixperfect.inference.crop`: mask binarisation, the crop box, paste-back weights;
-- :mod:`~pixperfect.inference.tiling`: stride padding and blended overlapping tiles;
+- :mod:`~pixperfect.inference.tiling`: blended overlapping tiles (stride padding:
+  :mod:`data_sim.padding`);
 - :mod:`~pixperfect.inference.pooling`: optional test-time pooling over colour jitters;
-- :mod:`~pixperfect.inference.export`: ``pixperfect export`` and its loader;
+- :mod:`~pixperfect.inference.export`: the export folder and its loader (``pixperfect export``
+  writes it: :mod:`pixperfect.release`);
 - :mod:`~pixperfect.inference.files`: refining files and folders (``pixperfect refine``).
 """
 
 from data_sim.padding import pad_to_multiple
 from pixperfect.inference.crop import MASK_THRESHOLD, binarize_mask
-from pixperfect.inference.export import export_checkpoint
 from pixperfect.inference.files import FolderReport, read_mask, refine_file, refine_folder
 from pixperfect.inference.refiner import Refiner
 
@@ -19,7 +20,6 @@ __all__ = [
     "FolderReport",
     "Refiner",
     "binarize_mask",
-    "export_checkpoint",
     "pad_to_multiple",
     "read_mask",
     "refine_file",

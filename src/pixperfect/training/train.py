@@ -47,13 +47,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from data_sim.simulator import describe
 from pixperfect.config import to_yaml
-from pixperfect.data.datamodule import build_datamodule
 from pixperfect.sheets import contact_sheet, simulate_sheet
 from pixperfect.training.checkpoints import (
     AtomicCheckpointIO,
     checkpoint_problem,
     remove_partial_saves,
 )
+from pixperfect.training.datamodule import build_datamodule
 from pixperfect.training.module import RefinerModule
 
 log = logging.getLogger(__name__)

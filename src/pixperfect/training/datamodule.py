@@ -20,20 +20,10 @@ from data_sim.sampling import derive_seed
 from data_sim.simulator import ArtifactSimulator
 from pixperfect.config import sim_config
 from pixperfect.data.crops import heldout_triples, random_crop
-from pixperfect.data.photos import load_folder, skimage_split
+from pixperfect.data.photos import heldout_photos, load_photos
+from pixperfect.shards.reader import read_all, training_stream
 
 log = logging.getLogger(__name__)
-
-
-def load_photos(cfg: DictConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(train, held-out) photos named by the config."""
-    if cfg.data.source == "skimage":
-        return skimage_split(list(cfg.data.holdout))
-    if cfg.data.source == "shards":  # training data is in the shards
-        return {}, heldout_photos(cfg)
-    train = load_folder(cfg.data.images)
-    held = load_folder(cfg.data.val_images) if cfg.data.val_images else {}
-    return train, held
 
 
 class RandomCropStream(IterableDataset):
@@ -70,22 +60,12 @@ def pin_memory(trainer: L.Trainer | None) -> bool:
     return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
 
-def heldout_photos(cfg: DictConfig) -> dict[str, torch.Tensor]:
-    if cfg.data.val_images:
-        return load_folder(cfg.data.val_images)
-    if cfg.data.source == "skimage" or (cfg.data.source == "shards" and cfg.data.holdout):
-        return skimage_split(list(cfg.data.holdout))[1]
-    return {}
-
-
 def validation_samples(cfg: DictConfig, held: dict[str, torch.Tensor]) -> list[dict]:
     """The fixed validation set: artifact shards (``data.val_shards``) if given, else
     seeded artifact triples from held-out photos. A list, so Lightning's distributed
     sampler splits it equally across ranks."""
     d = cfg.data
     if d.val_shards:
-        from pixperfect.shards.reader import read_all
-
         return read_all(d.val_shards)
     if not held:
         return []
@@ -150,8 +130,6 @@ class ShardDataModule(L.LightningDataModule):
             log.info("validation samples: %d", len(self.val_samples))
 
     def train_dataloader(self) -> DataLoader:
-        from pixperfect.shards.reader import training_stream
-
         d = self.cfg.data
         step = self.trainer.global_step if self.trainer else 0
         rank = self.trainer.global_rank if self.trainer else 0
