@@ -31,6 +31,8 @@ from pixperfect.models.residual import (
     PriorGate,
     apply_correction,
     check_size,
+    decode,
+    encode,
     input_channels,
     near_zero_,
     refiner_input,
@@ -177,15 +179,9 @@ class FFCRefiner(nn.Module):
         """``prior``: the colour prior's image, when computed outside (tiled inference)."""
         check_size(composite, self.stride)
         inputs, base = refiner_input(composite, mask, self.colour_prior, prior)
-        x = self.stem(inputs)
-        skips = [x]
-        for down in self.down:
-            x = down(x)
-            skips.append(x)
-        skips.pop()
+        x, skips = encode(self.stem, self.down, inputs)
         x = self.bottleneck(x)
-        for fuse in self.fuse:
-            x = fuse(torch.cat([self.up(x), skips.pop()], dim=1))
+        x = decode(self.fuse, self.up, x, skips)
         if self.gate is not None:
             base = self.gate(x, composite, base)
         return apply_correction(base, mask, self.head(x), self.edit_margin)

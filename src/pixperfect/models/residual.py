@@ -85,3 +85,27 @@ def apply_correction(
     if edit_margin >= 0:
         correction = correction * max_filter(mask, edit_margin)
     return composite + correction
+
+
+def encode(
+    stem: nn.Module, downs: nn.ModuleList, inputs: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The encoder half of a U-shaped refiner: the deepest features, and the features of
+    every shallower level (the skips, shallowest first) for :func:`decode`."""
+    x = stem(inputs)
+    skips = [x]
+    for down in downs:
+        x = down(x)
+        skips.append(x)
+    skips.pop()
+    return x, skips
+
+
+def decode(
+    fuses: nn.ModuleList, up: nn.Module, x: torch.Tensor, skips: list[torch.Tensor]
+) -> torch.Tensor:
+    """The decoder half: upsample, concatenate the skip of that level, fuse; deepest first.
+    Consumes ``skips``."""
+    for fuse in fuses:
+        x = fuse(torch.cat([up(x), skips.pop()], dim=1))
+    return x

@@ -18,6 +18,8 @@ from pixperfect.models.residual import (
     PriorGate,
     apply_correction,
     check_size,
+    decode,
+    encode,
     input_channels,
     near_zero_,
     refiner_input,
@@ -127,17 +129,11 @@ class UNetRefiner(nn.Module):
         """``prior``: the colour prior's image, when computed outside (tiled inference)."""
         check_size(composite, self.stride)
         inputs, base = refiner_input(composite, mask, self.colour_prior, prior)
-        x = self.stem(inputs)
-        skips = [x]
-        for down in self.down:
-            x = down(x)
-            skips.append(x)
-        skips.pop()
+        x, skips = encode(self.stem, self.down, inputs)
         if self.context is not None:
             x = self.context(x, mask)
         bottleneck = x
-        for fuse in self.fuse:
-            x = fuse(torch.cat([self.up(x), skips.pop()], dim=1))
+        x = decode(self.fuse, self.up, x, skips)
         if self.gate is not None:
             base = self.gate(x, composite, base)
         if self.colour is not None:
