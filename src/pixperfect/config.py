@@ -71,8 +71,8 @@ class ModelConfig:
     # none | reinhard (ring colour transfer) | seam_affine (affine colour map fitted across
     # the seam): the network's start (pixperfect.models.colour_prior)
     colour_prior: str = "none"
-    # With a prior: a learned per-pixel blend of composite and prior (false: the prior as a
-    # fixed start, as checkpoints from before the gate were trained).
+    # With a prior: a learned per-pixel blend of composite and prior, so the network can
+    # refuse the prior where it is wrong (false: the prior as a fixed start).
     prior_gate: bool = True
     # unet: a global branch at the bottleneck (pooled features inside and outside the edit,
     # added back everywhere), so every pixel sees the statistics of the whole crop
