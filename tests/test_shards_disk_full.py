@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import pytest
 
+from pixperfect import atomic as atomic_module
 from pixperfect.cli import main
 from pixperfect.shards import build as build_module
 from pixperfect.shards.build import shard_name
@@ -166,10 +167,18 @@ class _Writes:
         return getattr(self._stream, name)
 
 
+def _install(monkeypatch, disk: _Disk) -> None:
+    """Every write of the build through ``disk``: the shards (build) and the sidecars, plan
+    and manifest (pixperfect.atomic)."""
+    for module in (build_module, atomic_module):
+        monkeypatch.setattr(module, "open", disk.open, raising=False)
+
+
 def _worker_init_on_a_small_disk() -> None:
     """The pool's initializer, in each worker process: as usual, then a small disk."""
     build_module._worker_init()
-    build_module.open = _Disk(int(os.environ[BUDGET])).open
+    disk = _Disk(int(os.environ[BUDGET]))
+    build_module.open = atomic_module.open = disk.open  # the shards; sidecars and manifest
 
 
 def test_enospc_in_a_shard_stops_the_cli_with_one_line_and_a_rerun_finishes_the_build(
@@ -179,7 +188,7 @@ def test_enospc_in_a_shard_stops_the_cli_with_one_line_and_a_rerun_finishes_the_
     sizes = {p.name: p.stat().st_size for p in reference.iterdir()}
     two_shards = sum(sizes[f"shard-00000{i}.{ext}"] for i in (0, 1) for ext in ("tar", "json"))
     budget = sizes["plan.json"] + two_shards + sizes[shard_name(2)] // 2  # fails in shard 2
-    monkeypatch.setattr(build_module, "open", _Disk(budget).open, raising=False)
+    _install(monkeypatch, _Disk(budget))
     code, _, err = _build(photos, out, capsys)
     assert code == 1
     message = _one_error_line(err)
@@ -209,7 +218,7 @@ def test_enospc_in_a_sidecar_or_the_manifest_leaves_no_shard_or_manifest_taken_a
     full_for, photos, reference, tmp_path, monkeypatch, capsys
 ):
     out = tmp_path / "out"
-    monkeypatch.setattr(build_module, "open", _Disk(full_for=full_for).open, raising=False)
+    _install(monkeypatch, _Disk(full_for=full_for))
     code, _, err = _build(photos, out, capsys)
     assert code == 1
     message = _one_error_line(err)

@@ -42,7 +42,6 @@ same bytes as before the option existed.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -66,6 +65,7 @@ from data_sim import SIM_VERSION
 from data_sim.sampling import derive_seed
 from data_sim.simulator import ArtifactSimulator, SimConfig
 from pixperfect import __version__
+from pixperfect.atomic import FULL, atomic_file, fsync_dir
 from pixperfect.data.crops import random_crop_with_origin
 from pixperfect.shards.format import FORMATS, KINDS, encode_sample
 
@@ -76,7 +76,6 @@ PLAN = "plan.json"
 SMALL_IMAGES = ("upscale", "skip")
 SIM_BATCH = 16  # samples simulated together; part of the recipe (noise draws depend on it)
 DEVICES = ("auto", "cpu", "cuda")
-FULL = (errno.ENOSPC, errno.EDQUOT)  # the errors that mean "no room": a rerun resumes
 
 
 class DiskFullError(OSError):
@@ -226,36 +225,15 @@ def _note_full(error: BaseException, file: str, size: int = 0, samples: int = 0)
         error.full_at = {"file": file, "bytes": size, "samples": samples}
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make renames in ``folder`` durable (best effort where directories cannot be synced)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        if e.errno in FULL:
-            raise
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path: Path, text: str) -> None:
-    """``text`` to ``path`` whole or not at all: a ``.partial`` file of this process, fsynced,
-    renamed over ``path``; on any failure the ``.partial`` file is removed."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")  # tasks may race on a manifest
+    """``text`` to ``path`` whole or not at all (:func:`pixperfect.atomic.atomic_file`), through
+    a ``.partial`` file of this process: array tasks may race on the manifest."""
     try:
-        with open(tmp, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
+        with atomic_file(path, path.with_name(f"{path.name}.{os.getpid()}.partial")) as stream:
+            stream.write(text.encode("utf-8"))
     except BaseException as e:
         _note_full(e, path.name)
-        tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
 
 
 def _remove_leftovers(out: Path, indices) -> None:
@@ -318,7 +296,7 @@ def _build_shard(spec: BuildSpec, index: int, out: Path) -> dict:
         _sidecar(out, index).unlink(missing_ok=True)  # an old one never vouches for a new tar
         os.replace(partial, tar)
         progress["renamed"] = True
-        _fsync_dir(out)
+        fsync_dir(out)
     except BaseException as e:
         size = partial.stat().st_size if partial.exists() else 0
         _note_full(e, shard_name(index), size, progress["samples"])

@@ -27,6 +27,8 @@ from typing import IO, Any
 import torch
 from lightning.pytorch.plugins import TorchCheckpointIO
 
+from pixperfect.atomic import atomic_file
+
 log = logging.getLogger(__name__)
 
 PARTIAL_GLOB = ".*.tmp"  # temp names of saves in progress (or killed); see _temp_path
@@ -36,19 +38,6 @@ REQUIRED_KEYS = ("state_dict", "global_step")
 def _temp_path(path: Path) -> Path:
     # Hidden, and ends in .tmp: matches none of step=*.ckpt, last.ckpt, hpc_ckpt_*.ckpt.
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some file systems do not open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -62,17 +51,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _temp_path(path)
-        try:
-            with open(tmp, "wb") as f:
-                self.write(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        with atomic_file(path, _temp_path(path)) as f:
+            self.write(checkpoint, f)
 
     def write(self, checkpoint: dict[str, Any], file: IO[bytes]) -> None:
         """Serialise ``checkpoint`` into the open temp file (a hook for tests)."""
