@@ -1,3 +1,8 @@
 """PixPerfect: pixel-space refiners that remove latent-diffusion editing seams."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # one source of truth: pyproject.toml's version, as installed
+    __version__ = version("pixperfect")
+except PackageNotFoundError:  # a source tree that was never installed (pip install -e .)
+    __version__ = "0+unknown"

@@ -10,16 +10,24 @@ pixperfect shards build  --images DIR|LIST.txt|skimage --out OUT [--kind artifac
 pixperfect shards verify OUT|MANIFEST_URL|SHARD_PATTERN [--no-decode]
 pixperfect preflight --config configs/paper.yaml --nodes 2 --gpus-per-node 8 [key=value ...]
 pixperfect config   --config configs/demo.yaml [key=value ...]   (print the resolved config)
+
+Every command's --help ends with examples. Results go to stdout; progress bars, notes and
+errors go to stderr. An error is one line, "pixperfect <command>: error: ...", and the exit
+status says what failed: 0 success, 1 the work ran and failed (a check that found problems,
+a folder with files that failed, a full disk), 2 the command line, config or an input is
+wrong (argparse's usage errors too), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import pickle
 import sys
 import warnings
 from pathlib import Path
 
+from pixperfect import __version__
 from pixperfect.allocator import keep_freed_memory
 from pixperfect.config import ConfigError, defaults_yaml, load_config, to_yaml
 
@@ -49,6 +57,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from pixperfect.evaluation.evaluate import evaluate, format_table, report_paths, write_results
 
     cfg = load_config(args.config, args.overrides)
+    _check_device(args.device)
     examples = Path(args.out).parent / "examples" if args.out else None
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     results = evaluate(
@@ -78,8 +87,20 @@ def _evaluate(args: argparse.Namespace) -> None:
             print(f"cases:   {results['cases']['path']}")
 
 
-def _refine(args: argparse.Namespace) -> int:
-    from pixperfect.inference import Refiner, refine_file, refine_folder
+def _check_device(device: str) -> None:
+    """Refuse a CUDA device on a machine without one, before any model is loaded."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"--device {device}: CUDA is not available here (torch.cuda.is_available() is "
+            "False); use --device cpu, or run on a machine with a GPU"
+        )
+
+
+def _check_refine_inputs(args: argparse.Namespace) -> bool:
+    """Refuse a refine command line before the model loads; True for one file."""
+    from pixperfect.inference.files import check_folders
 
     single = args.image is not None
     if single == (args.images is not None):
@@ -88,6 +109,20 @@ def _refine(args: argparse.Namespace) -> int:
         raise ValueError("--image needs --mask (the edit mask, same size, white = edited)")
     if not single and not args.masks:
         raise ValueError("--images needs --masks (the folder of edit masks)")
+    if single:
+        for name, path in (("image", args.image), ("mask", args.mask)):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{name} {path} does not exist")
+    else:
+        check_folders(args.images, args.masks, args.out)
+    _check_device(args.device)
+    return single
+
+
+def _refine(args: argparse.Namespace) -> int:
+    from pixperfect.inference import Refiner, refine_file, refine_folder
+
+    single = _check_refine_inputs(args)
     names = ("margin", "band", "feather", "spill", "tile_size", "tile_overlap", "pooling", "paste")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.ckpt:
@@ -127,6 +162,11 @@ def _simulate(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.overrides)
     photos = list((load_folder(args.images) if args.images else load_photos(cfg)[0]).values())
+    if not photos:  # data.source: shards keeps the training photos inside the shards
+        raise ValueError(
+            f"the config names no training photos (data.source: {cfg.data.source}); give "
+            "--images DIR"
+        )
     simulator = ArtifactSimulator(sim_config(cfg))
     path, captions = simulate_sheet(simulator, photos, args.out, args.n, args.size, args.seed)
     print(f"contact sheet: {path}")
@@ -174,8 +214,15 @@ def _shards_build(args: argparse.Namespace) -> int:
 
 
 def _shards_verify(args: argparse.Namespace) -> int:
+    from pixperfect.shards.locations import is_pattern, is_url
     from pixperfect.shards.verify import verify
 
+    location = str(args.out)
+    if not (is_url(location) or is_pattern(location) or Path(location).exists()):
+        raise FileNotFoundError(
+            f"{location} does not exist; give a shard folder (`pixperfect shards build --out`), "
+            "a manifest URL or a shard URL pattern"
+        )
     report = verify(args.out, decode=not args.no_decode)
     print(report.format())
     return 0 if report.ok else 1
@@ -201,15 +248,74 @@ def _config(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- parsers
 # One function per subcommand: its options, help texts and handler (set_defaults(func=...)).
 
+# The examples at the end of each command's --help, run from the repository root. The runs/demo
+# paths are the ones `make demo` writes, in its order (shards, train, evaluate, export, refine).
+EXAMPLES = {
+    "train": """\
+  pixperfect train --config configs/demo.yaml
+      (its shards first: see `pixperfect shards build --help`; a rerun resumes)
+  pixperfect train --config configs/demo.yaml trainer.max_steps=2000 optim.lr=2e-4""",
+    "evaluate": """\
+  pixperfect evaluate --config configs/demo.yaml --ckpt runs/demo/checkpoints/last.ckpt \\
+      --pretrained --out runs/demo/eval.json --save-examples 2
+  pixperfect evaluate --config configs/demo.yaml --pretrained --no-perceptual \\
+      --methods identity,reinhard,pretrained""",
+    "refine": """\
+  pixperfect refine --image runs/demo/examples/chelsea_0_composite.png \\
+      --mask runs/demo/examples/chelsea_0_mask.png --out refined.png
+  pixperfect refine --model runs/demo/release --images edits --masks masks --out refined
+      (edits/photo.png is refined with masks/photo.png or masks/photo_mask.png)""",
+    "export": """\
+  pixperfect export runs/demo/checkpoints/last.ckpt runs/demo/release
+  pixperfect export --raw runs/demo/checkpoints/last.ckpt runs/demo/release-raw""",
+    "simulate": """\
+  pixperfect simulate --n 8 --out sheet.png
+  pixperfect simulate --n 4 --size 128 --out hard_edges.png sim.boundary.hard_prob=1.0""",
+    "shards build": """\
+  pixperfect shards build --images skimage --config configs/demo.yaml --out runs/demo/shards
+  pixperfect shards build --images photos.txt --config configs/paper.yaml \\
+      --out shards/paper --workers 8 --task-index 0 --num-tasks 4""",
+    "shards verify": """\
+  pixperfect shards verify runs/demo/shards
+  pixperfect shards verify --no-decode file://$PWD/runs/demo/shards/manifest.json""",
+    "preflight": """\
+  pixperfect preflight --config configs/demo.yaml
+  pixperfect preflight --config configs/paper.yaml --nodes 2 --gpus-per-node 8""",
+    "config": """\
+  pixperfect config --config configs/demo.yaml trainer.max_steps=50
+  pixperfect config --defaults""",
+}
+EXAMPLES["shards"] = EXAMPLES["shards build"] + "\n" + EXAMPLES["shards verify"]
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions as argparse does, but keeps the lines of the examples epilog."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:\n"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _add_command(
+    sub: argparse._SubParsersAction, name: str, under: str = "", **kwargs
+) -> argparse.ArgumentParser:
+    """The parser of ``pixperfect [under] name``, with its examples as the epilog of --help."""
+    examples = EXAMPLES[f"{under} {name}".strip()]
+    return sub.add_parser(
+        name, epilog=f"examples:\n{examples}", formatter_class=_HelpFormatter, **kwargs
+    )
+
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train or resume the run named by the config")
+    p = _add_command(sub, "train", help="train or resume the run named by the config")
     _add_config_args(p)
     p.set_defaults(func=_train)
 
 
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = _add_command(
+        sub,
         "evaluate",
         help="score the refiner against identity and classical baselines",
         description="Score methods side by side on edit triples: a --dataset folder laid "
@@ -284,7 +390,8 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_refine_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = _add_command(
+        sub,
         "refine",
         help="refine edited images given their edit masks (one file or a folder)",
         description="Refine one image (--image --mask --out FILE) or a folder (--images DIR "
@@ -331,7 +438,7 @@ def _add_refine_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_export_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a deployable refiner folder from a checkpoint")
+    p = _add_command(sub, "export", help="write a deployable refiner folder from a checkpoint")
     p.add_argument("ckpt", help="training checkpoint (Lightning .ckpt)")
     p.add_argument("out", help="folder: model.safetensors, config.yaml, provenance.json")
     p.add_argument("--raw", action="store_true", help="live generator weights instead of the EMA")
@@ -339,7 +446,7 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_simulate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("simulate", help="write a contact sheet of simulated artifacts")
+    p = _add_command(sub, "simulate", help="write a contact sheet of simulated artifacts")
     _add_config_args(p)
     p.add_argument("--images", help="folder of photos (default: the config's training photos)")
     p.add_argument("--n", type=int, default=16, help="number of samples")
@@ -350,14 +457,14 @@ def _add_simulate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_shards_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("shards", help="precompute and check webdataset shards")
+    p = _add_command(sub, "shards", help="precompute and check webdataset shards")
     shards = p.add_subparsers(dest="shards_command", required=True)
     _add_shards_build_parser(shards)
     _add_shards_verify_parser(shards)
 
 
 def _add_shards_build_parser(shards: argparse._SubParsersAction) -> None:
-    p = shards.add_parser("build", help="write (or resume writing) shards from photos")
+    p = _add_command(shards, "build", "shards", help="write (or resume writing) shards from photos")
     _add_config_args(p)
     p.add_argument(
         "--images",
@@ -385,7 +492,7 @@ def _add_shards_build_parser(shards: argparse._SubParsersAction) -> None:
 
 
 def _add_shards_verify_parser(shards: argparse._SubParsersAction) -> None:
-    p = shards.add_parser("verify", help="check every shard against manifest.json")
+    p = _add_command(shards, "verify", "shards", help="check every shard against manifest.json")
     p.add_argument(
         "out",
         help="shard folder, manifest URL (https://.../manifest.json, s3://, file://, pipe:) "
@@ -397,7 +504,8 @@ def _add_shards_verify_parser(shards: argparse._SubParsersAction) -> None:
 
 
 def _add_preflight_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = _add_command(
+        sub,
         "preflight",
         help="check everything a training launch needs, before it holds an allocation",
         description="Checks the config, the models (parameter counts), the LPIPS and codec "
@@ -422,7 +530,7 @@ def _add_preflight_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_config_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("config", help="print the resolved config and exit")
+    p = _add_command(sub, "config", help="print the resolved config and exit")
     _add_config_args(p)
     p.add_argument(
         "--defaults",
@@ -434,8 +542,12 @@ def _add_config_parser(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pixperfect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="pixperfect",
+        description=__doc__,
+        epilog="`pixperfect COMMAND --help` gives a command's options and examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"pixperfect {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(sub)
     _add_evaluate_parser(sub)
@@ -448,12 +560,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _log_to_stderr() -> None:
+    """The project's log records on stderr; one handler however often main() runs (tests),
+    writing to the stderr of this run."""
+    project_log = logging.getLogger("pixperfect")
+    for old in [h for h in project_log.handlers if getattr(h, "pixperfect_cli", False)]:
+        project_log.removeHandler(old)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    project_log = logging.getLogger("pixperfect")
+    handler.pixperfect_cli = True
     project_log.addHandler(handler)
     project_log.setLevel(logging.INFO)
+
+
+def _error(args: argparse.Namespace, message: object, code: int) -> int:
+    """One line on stderr, ``pixperfect <command>: error: <message>``; returns ``code``."""
+    text = str(message) or type(message).__name__
+    print(f"pixperfect {args.command}: error: {text}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit status (module docstring). Expected errors are one
+    line on stderr, without a traceback; anything else is a bug and keeps its traceback."""
+    _log_to_stderr()
     # Lightning's advice about dataloader workers on a 2-core laptop is noise in the demo.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     # The module reads the shards' bookkeeping before the transfer (RefinerModule.
@@ -467,9 +597,15 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"pixperfect {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except (ConfigError, FileNotFoundError, ValueError) as e:  # the command line or an input
+        return _error(args, e, 2)
+    except pickle.UnpicklingError as e:  # torch.load of a file that is no checkpoint
+        return _error(args, f"not a readable checkpoint ({e}); give a `pixperfect train` .ckpt", 2)
+    except OSError as e:  # the work failed on the system: permissions, a full disk, network
+        return _error(args, e, 1)
+    except KeyboardInterrupt:
+        print(f"pixperfect {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -35,7 +35,10 @@ def load_checkpoint(path: str | Path) -> dict:
             f"checkpoint {path} does not exist; train one with `pixperfect train` (it "
             "writes runs/<name>/checkpoints/last.ckpt)"
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated, corrupt, not a torch file: name the file, not torch
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or "config" not in ckpt.get("hyper_parameters", {}):
         raise ValueError(f"{path} is not a PixPerfect training checkpoint")
     return ckpt

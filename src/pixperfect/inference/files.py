@@ -10,6 +10,7 @@ image's own file name (same format). Masks are binarised at
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,12 +78,24 @@ class FolderReport:
         return not self.failed
 
     def format(self) -> str:
+        """``refined R of N image(s), skipped S`` and, per skipped file, why."""
         total = len(self.refined) + len(self.failed)
-        lines = [f"refined {len(self.refined)} of {total} image(s)"]
+        lines = [f"refined {len(self.refined)} of {total} image(s), skipped {len(self.failed)}"]
         if self.failed:
-            lines.append(f"{len(self.failed)} failed:")
+            lines[0] += " that failed:"
             lines += [f"  {name}: {why}" for name, why in self.failed.items()]
         return "\n".join(lines)
+
+
+def check_folders(images: str | Path, masks: str | Path, out: str | Path) -> None:
+    """Refuse a folder run's arguments before any work: both inputs must be folders and the
+    output must not be the image folder (FileNotFoundError, ValueError)."""
+    images, masks, out = Path(images), Path(masks), Path(out)
+    for name, folder in (("--images", images), ("--masks", masks)):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{name} {folder} is not a folder")
+    if out.resolve() == images.resolve():
+        raise ValueError(f"--out {out} is the image folder; refusing to overwrite the inputs")
 
 
 def refine_folder(
@@ -94,21 +107,26 @@ def refine_folder(
 ) -> FolderReport:
     """Refine every image of the folder ``images`` with its mask from ``masks`` into ``out``.
     A file that fails (unreadable, not an image, no mask, size mismatch) is recorded in
-    the report and the run goes on."""
+    the report, skipped, and the run goes on. ``progress``: a bar on stderr with the
+    refined and skipped counts (refreshed every 10 s when stderr is not a terminal)."""
     from tqdm import tqdm
 
+    check_folders(images, masks, out)
     images, masks, out = Path(images), Path(masks), Path(out)
-    for name, folder in (("--images", images), ("--masks", masks)):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{name} {folder} is not a folder")
-    if out.resolve() == images.resolve():
-        raise ValueError(f"--out {out} is the image folder; refusing to overwrite the inputs")
     mask_files = _visible_files(masks)
     candidates = _visible_files(images)
     if masks.resolve() == images.resolve():
         candidates = [p for p in candidates if not p.stem.endswith(MASK_SUFFIX)]
     report = FolderReport()
-    for image in tqdm(candidates, desc="refine", unit="image", disable=not progress):
+    bar = tqdm(
+        candidates,
+        desc="refine",
+        unit="image",
+        disable=not progress,
+        mininterval=0.5 if sys.stderr.isatty() else 10,
+        dynamic_ncols=True,
+    )
+    for image in bar:
         try:
             if not cv2.haveImageReader(str(image)):  # reads the header only
                 raise ValueError("not a readable image (PNG, JPEG, WebP, TIFF, BMP)")
@@ -116,4 +134,5 @@ def refine_folder(
             report.refined.append(refine_file(refiner, image, mask, out / image.name))
         except Exception as e:  # one bad file must not stop the folder
             report.failed[image.name] = str(e) or type(e).__name__
+        bar.set_postfix(refined=len(report.refined), skipped=len(report.failed), refresh=False)
     return report
