@@ -19,6 +19,11 @@ from __future__ import annotations
 import copy
 import time
 
+try:
+    import resource  # POSIX: the host memory log
+except ImportError:  # pragma: no cover - Windows
+    resource = None
+
 import lightning as L
 import torch
 from omegaconf import DictConfig
@@ -50,6 +55,17 @@ def average_gradients_across_ranks(parameters) -> None:
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def gradient_norm(parameters) -> torch.Tensor:
+    """The total L2 norm of the gradients of ``parameters`` (as ``clip_grad_norm_`` measures
+    it), without clipping anything; 0 when none has a gradient."""
+    norms = [
+        torch.linalg.vector_norm(p.grad.detach().float()) for p in parameters if p.grad is not None
+    ]
+    if not norms:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 class RefinerModule(L.LightningModule):
@@ -87,6 +103,7 @@ class RefinerModule(L.LightningModule):
         # LPIPS in validation only when its weights were found (the objective built it).
         self.val_lpips = MeanMetric() if self.objective.lpips is not None else None
         self._last_batch_end: float | None = None
+        self._data_s: float | None = None  # this step's wait for its batch
         self._skipped: dict[int, int] = {}  # worker id -> corrupt samples/shards skipped
         self._d_optimizer: torch.optim.Optimizer | None = None
         self._d_state: dict | None = None  # restored before the optimiser exists
@@ -159,8 +176,9 @@ class RefinerModule(L.LightningModule):
         """One generator step, then (past the GAN warm-up) one discriminator step. The parts
         are public methods so that benchmarks/bench_train.py times this very step."""
         start = time.perf_counter()
-        if self._last_batch_end is not None:
-            self.log("time/data_s", start - self._last_batch_end)
+        self._data_s = None if self._last_batch_end is None else start - self._last_batch_end
+        if self._data_s is not None:
+            self.log("time/data_s", self._data_s)
         self._log_corrupt_skipped()
         batch = self.with_artifacts(to_float(batch))
         self.log("time/simulation_s", time.perf_counter() - start)
@@ -202,6 +220,9 @@ class RefinerModule(L.LightningModule):
             return False
         g_opt.zero_grad()
         self.manual_backward(terms.loss)
+        if self._logs_this_step():  # after DDP's all-reduce: the same norm on every rank
+            norm = self._unscaled(gradient_norm(self.generator.parameters()))
+            self.log("grad_norm/generator", norm)
         if self.cfg.optim.grad_clip > 0:
             self.clip_gradients(
                 g_opt, gradient_clip_val=self.cfg.optim.grad_clip, gradient_clip_algorithm="norm"
@@ -245,8 +266,12 @@ class RefinerModule(L.LightningModule):
             self._d_optimizer.zero_grad()
             self.manual_backward(parts.loss)
             average_gradients_across_ranks(d.parameters())
+            norm = None  # the total norm before clipping, which clipping measures anyway
             if self.cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(d.parameters(), self.cfg.optim.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_(d.parameters(), self.cfg.optim.grad_clip)
+            if self._logs_this_step():
+                norm = gradient_norm(d.parameters()) if norm is None else norm.detach()
+                self.log("grad_norm/discriminator", self._unscaled(norm))
             self._d_optimizer.step()
         finally:
             d.requires_grad_(False)
@@ -256,14 +281,39 @@ class RefinerModule(L.LightningModule):
         self.log("d/logits_fake", parts.rgb.fake_logits.float().mean())
         return True
 
+    def _logs_this_step(self) -> bool:
+        """Whether the scalars of this training step reach the logger (every
+        ``trainer.log_every_n_steps``): values only logs need are computed then only. The
+        same answer on every rank."""
+        trainer = self._trainer
+        return (
+            trainer is not None
+            and bool(trainer.loggers)
+            and trainer._logger_connector.should_update_logs
+        )
+
+    def _unscaled(self, norm: torch.Tensor) -> torch.Tensor:
+        """A gradient norm as the loss's own scale has it: under fp16 mixed precision the
+        gradients are those of the loss times the scaler's factor until the step unscales."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and scaler.is_enabled():
+            return norm / scaler.get_scale()
+        return norm
+
     def _log_step(
         self, batch: dict, refined: torch.Tensor, terms: GeneratorTerms, step: int, seconds: float
     ) -> None:
-        """Throughput, peak memory and (every ``image_every_n_steps``) the image grids."""
+        """Throughput, the data-wait share, learning rates, peak memory and (every
+        ``image_every_n_steps``) the image grids."""
         self.log("time/step_s", seconds)
         self.log("time/images_per_s", batch["target"].shape[0] / seconds)
+        if self._data_s is not None:
+            # The share of the time from one batch's end to the next spent waiting for data.
+            self.log("time/data_wait_share", self._data_s / (self._data_s + seconds))
         if self.device.type == "cuda":
             self.log("memory/peak_gib", torch.cuda.max_memory_allocated(self.device) / 2**30)
+        if self._logs_this_step():
+            self._log_rates_and_memory()
         if self.global_rank == 0 and should_log_images(
             step + 1, self.cfg.trainer.image_every_n_steps
         ):
@@ -271,6 +321,19 @@ class RefinerModule(L.LightningModule):
             if terms.tone is not None:
                 tone = {**batch, "target": terms.tone.target}
                 self._log_grid("train/tone_mapped", tone, terms.tone.pred, step + 1)
+
+    def _log_rates_and_memory(self) -> None:
+        """Both learning rates (the discriminator's Adam is outside Lightning, so no callback
+        sees it), the peak reserved CUDA memory and this process's peak host memory."""
+        self.log("lr/generator", float(self.trainer.optimizers[0].param_groups[0]["lr"]))
+        if self._d_optimizer is not None:
+            self.log("lr/discriminator", float(self._d_optimizer.param_groups[0]["lr"]))
+        if self.device.type == "cuda":
+            reserved = torch.cuda.max_memory_reserved(self.device)
+            self.log("memory/peak_reserved_gib", reserved / 2**30)
+        if resource is not None:  # ru_maxrss: KiB on Linux
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            self.log("memory/host_peak_rss_gib", peak / 2**20)
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         """Shard batches carry their worker's id and running count of skipped corrupt data:
@@ -303,6 +366,11 @@ class RefinerModule(L.LightningModule):
             self.val_lpips.update(self.objective.lpips(refined, batch["target"]).flatten())
         if batch_idx == 0 and self.global_rank == 0:
             self._log_grid("val/images", batch, refined, self.global_step)
+
+    def on_validation_end(self) -> None:
+        # The next training step waits for its batch from now, not from before validation.
+        if self._last_batch_end is not None:
+            self._last_batch_end = time.perf_counter()
 
     def on_validation_epoch_end(self) -> None:
         scores = self.val_metrics.compute()  # torchmetrics: synced across ranks

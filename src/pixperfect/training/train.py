@@ -5,7 +5,7 @@ runs/<run.name>/
   checkpoints/last.ckpt  the checkpoint at the end of the latest launch
   checkpoints/step=N.ckpt  every trainer.ckpt_every_n_steps
   hpc_ckpt_N.ckpt        preemption checkpoints (SIGUSR1; Lightning's name and place)
-  tb/                    TensorBoard logs
+  tb/                    TensorBoard logs (training/tensorboard.py: what is in them)
 
 A launch resumes from the newest of these checkpoints that loads (:func:`resume_checkpoint`),
 so a rerun, a requeued SLURM job or a crashed one continues the step count. Every checkpoint
@@ -40,7 +40,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
@@ -55,6 +55,7 @@ from pixperfect.training.checkpoints import (
 )
 from pixperfect.training.datamodule import build_datamodule
 from pixperfect.training.module import RefinerModule
+from pixperfect.training.tensorboard import TensorBoardSummary
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +352,9 @@ def build_trainer(cfg: DictConfig, directory: Path, resume: Path | None = None) 
         strategy=ddp_strategy(t, devices, strategy),
         precision=t.precision,
         plugins=[*cluster_plugins(), AtomicCheckpointIO()],
-        logger=TensorBoardLogger(str(directory), name="tb", version=""),
+        # No hp_metric = -1: TensorBoardSummary declares the validation scores as the
+        # hparams tab's metrics (learning rates: the module logs lr/generator, lr/discriminator).
+        logger=TensorBoardLogger(str(directory), name="tb", version="", default_hp_metric=False),
         callbacks=[
             ModelCheckpoint(
                 dirpath=checkpoints,
@@ -362,7 +365,7 @@ def build_trainer(cfg: DictConfig, directory: Path, resume: Path | None = None) 
             SaveLastOnTrainEnd(checkpoints / "last.ckpt"),
             Preemption(directory),
             ContactSheet(directory / "contact_sheet.png"),
-            LearningRateMonitor(logging_interval="step"),
+            TensorBoardSummary(),
             ResumeAgreement(resume),
         ],
         log_every_n_steps=t.log_every_n_steps,

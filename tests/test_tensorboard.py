@@ -1,0 +1,202 @@
+"""What a training run shows in TensorBoard, checked through a real TensorBoard server's HTTP
+API (the one its web page reads): a tiny adversarial run with one validation, then
+``python -m tensorboard.main --logdir <runs> --host 127.0.0.1`` on a free port.
+
+The tags are listed in docs/training_tensorboard.md; the writing is in
+src/pixperfect/training/module.py (scalars, images) and training/tensorboard.py (config
+text, hparams, custom-scalars layout)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TINY
+
+from pixperfect.config import load_config
+from pixperfect.metrics import METRIC_NAMES
+from pixperfect.training.train import train
+
+RUN = "demo/tb"  # the run TensorBoard names: <run.name>/tb under the logdir
+
+EXPECTED_SCALARS = {
+    # the generator (train/*): the weighted sum, each active term, the skip counter
+    "train/loss",
+    "train/mse",
+    "train/adversarial",
+    "train/skipped_steps",
+    # the discriminator (d/*)
+    "d/loss",
+    "d/logits_real",
+    "d/logits_fake",
+    "d/logits_fake_g",
+    "d/r1",
+    # optimisation
+    "grad_norm/generator",
+    "grad_norm/discriminator",
+    "lr/generator",
+    "lr/discriminator",
+    # throughput and memory (memory/peak_gib and peak_reserved_gib: CUDA only)
+    "time/step_s",
+    "time/images_per_s",
+    "time/data_s",
+    "time/data_wait_share",
+    "time/simulation_s",
+    "memory/host_peak_rss_gib",
+    # validation
+    *(f"val/{name}" for name in METRIC_NAMES),
+}
+CATEGORIES = [
+    "Generator losses",
+    "Discriminator",
+    "Validation (EMA weights, held-out photos)",
+    "Optimisation",
+    "Throughput",
+    "Memory",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TensorBoard:
+    """A TensorBoard server on 127.0.0.1 and a client for its JSON routes."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.base = f"http://127.0.0.1:{_free_port()}"
+        command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir)]
+        command += ["--host", "127.0.0.1", "--port", self.base.rsplit(":", 1)[1]]
+        command += ["--reload_interval", "0"]  # the run is complete: load it once
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def get(self, route: str, body: dict | None = None, **query: str):
+        url = self.base + route + ("?" + urllib.parse.urlencode(query) if query else "")
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data)
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def wait_for(self, run: str, timeout_s: float = 30.0) -> None:
+        """Until the server answers and has loaded ``run``'s scalars."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.communicate()[0].decode()
+            try:
+                if self.get("/data/plugin/scalars/tags").get(run):
+                    return
+            except OSError:
+                pass  # not listening yet
+            time.sleep(0.2)
+        raise TimeoutError(f"TensorBoard did not serve {run} within {timeout_s} s")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def tensorboard(tmp_path_factory):
+    """A tiny run with the adversarial term from step 0 (so D, its logits and R1 are logged)
+    and one validation, served by TensorBoard."""
+    root = tmp_path_factory.mktemp("runs")
+    overrides = [
+        *TINY,
+        f"run.root={root}",
+        "loss.adversarial=1.0",
+        "gan.warmup_steps=0",
+        "gan.base_channels=8",
+        "gan.n_down=2",
+        "gan.r1_every=2",
+        "trainer.max_steps=3",
+        "trainer.val_every_n_steps=3",
+    ]
+    train(load_config(ROOT / "configs" / "demo.yaml", overrides))
+    server = TensorBoard(root)
+    try:
+        server.wait_for(RUN)
+        yield server
+    finally:
+        server.close()
+
+
+def test_the_scalars_are_grouped_g_d_val_optimisation_throughput_memory(tensorboard):
+    tags = set(tensorboard.get("/data/plugin/scalars/tags")[RUN])
+    assert not EXPECTED_SCALARS - tags, sorted(EXPECTED_SCALARS - tags)
+    assert "hp_metric" not in tags  # Lightning's placeholder: the hparams tab has real metrics
+    assert "lr-Adam" not in tags  # lr/generator instead
+
+    def values(tag: str) -> list[float]:
+        rows = tensorboard.get("/data/plugin/scalars/scalars", run=RUN, tag=tag)
+        return [value for _, _, value in rows]
+
+    assert values("lr/generator") == [pytest.approx(5e-4)] * 3  # configs/demo.yaml optim.lr
+    assert values("lr/discriminator") == [pytest.approx(5e-4)] * 3  # the default gan.lr
+    for tag in ("grad_norm/generator", "grad_norm/discriminator"):
+        assert all(math.isfinite(v) and v > 0 for v in values(tag)), tag
+    shares = values("time/data_wait_share")  # from the second step on
+    assert len(shares) == 2 and all(0 <= v < 1 for v in shares), shares
+
+
+def test_the_custom_scalars_layout_has_the_six_groups_and_charts_with_data(tensorboard):
+    layout = tensorboard.get("/data/plugin/custom_scalars/layout")
+    categories = {c["title"]: c["chart"] for c in layout["category"]}
+    assert list(categories) == CATEGORIES
+    tags = tensorboard.get("/data/plugin/scalars/tags")[RUN]
+    empty = []
+    for charts in categories.values():
+        for chart in charts:
+            (pattern,) = chart["multiline"]["tag"]
+            if not any(re.search(pattern, tag) for tag in tags):
+                empty.append(pattern)
+    # This run has no tone-space terms, no LPIPS and no shards: only those charts are empty.
+    assert empty == ["^train/tone_", "^val/lpips$", "^data/corrupt_skipped$"], empty
+
+
+def test_the_hparams_tab_has_the_config_and_the_final_validation_scores(tensorboard):
+    experiment = tensorboard.get("/data/plugin/hparams/experiment", {"experimentName": ""})
+    hparams = {h["name"] for h in experiment["hparamInfos"]}
+    assert {"run.name", "optim.lr", "loss.adversarial", "model.base_channels"} <= hparams
+    assert {"sim.colour.p", "data.crop_size", "gan.r1_every", "trainer.max_steps"} <= hparams
+    metrics = [m["name"]["tag"] for m in experiment["metricInfos"]]
+    assert metrics[0] == "val/band_psnr" and "train/loss" in metrics, metrics
+
+    request = {
+        "experimentName": "",
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE"],
+        "colParams": [],
+        "startIndex": 0,
+        "sliceSize": 10,
+    }
+    groups = tensorboard.get("/data/plugin/hparams/session_groups", request)["sessionGroups"]
+    assert [g["name"] for g in groups] == [RUN]
+    (session,) = groups[0]["sessions"]
+    assert groups[0]["hparams"]["loss.adversarial"] == 1.0
+    assert groups[0]["hparams"]["data.holdout"] == "[chelsea, coffee]"
+    scores = {m["name"]["tag"]: m["value"] for m in session["metricValues"]}
+    assert 10 < scores["val/band_psnr"] < 80, scores  # a real score, not a placeholder
+    assert set(scores) == set(metrics), scores
+
+
+def test_the_config_is_a_text_and_the_image_grids_are_there(tensorboard):
+    assert tensorboard.get("/data/plugin/text/tags")[RUN] == ["config/text_summary"]
+    (entry,) = tensorboard.get("/data/plugin/text/text", run=RUN, tag="config/text_summary")
+    assert "r1_every: 2" in entry["text"] and "adversarial: 1.0" in entry["text"]
+    images = tensorboard.get("/data/plugin/images/tags")[RUN]
+    assert {"train/images", "val/images"} <= set(images)
