@@ -28,7 +28,7 @@ demo: $(STAMP)
 		--crops-per-image 200 --shard-size 100 \
 		|| { echo "(an older demo's files are in $(DEMO)/: make clean-demo, then make demo)"; exit 1; }
 	$(PIX) shards verify $(DEMO)/shards
-	@# The same shards by URL, as a cluster reads them from a server or a bucket (README, Reliability).
+	@# The same shards by URL, as a cluster reads them from a server or a bucket (docs/reliability.md).
 	$(PIX) shards verify --no-decode file://$(abspath $(DEMO))/shards/manifest.json
 	$(PIX) preflight --config configs/demo.yaml
 	$(PIX) train --config configs/demo.yaml

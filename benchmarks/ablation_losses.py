@@ -18,7 +18,7 @@ trip in the data and the training mix (20% nearly-right edits, 5% untouched phot
 The arms (loss weights; every other term 0):
 
 - (a) ``a_rgb``:      RGB L1 64, the paper's RGB L1 weight (the base config; not MSE: the
-  README holds no L1-against-MSE result to argue for it, and with L1 the tone-space L1 of
+  docs hold no L1-against-MSE result to argue for it, and with L1 the tone-space L1 of
   (b) is at exactly the paper's ratio);
 - (b) ``b_tone``:     (a) + tone_l1 64: the tone-space L1 at the paper's relative weight
   (equal to the RGB L1), on after ``loss.tone.warmup_steps`` = ``--warmup-frac`` of the

@@ -1,6 +1,7 @@
 """``pixperfect preflight``: every ``sbatch ... slurm/train.sbatch`` and ``pixperfect
-preflight`` command in the README, the configs and the scripts' headers passes where what it
-names is staged, and fails listing each missing thing with its fix where it is not."""
+preflight`` command in the README, docs/*.md, the configs and the scripts' headers passes
+where what it names is staged, and fails listing each missing thing with its fix where it
+is not."""
 
 from __future__ import annotations
 
@@ -19,16 +20,21 @@ from pixperfect.training.train import bound_devices, device_plan
 
 DOCS = [
     ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
     *sorted((ROOT / "slurm").glob("*.sbatch")),
     *ROOT.glob("configs/*.yaml"),
 ]
 
 
 def _commands(path: Path) -> list[str]:
-    """Shell commands in ``path`` (comment markers stripped, continuation lines joined)."""
+    """Shell commands in ``path`` (comment markers stripped, continuation lines joined),
+    and the inline code spans of a markdown page (a synopsis with ``[``, ``|`` or ``...``
+    is not a launch)."""
     lines = [re.sub(r"^#\s?", "", line) for line in path.read_text().splitlines()]
     text = "\n".join(lines).replace("\\\n", " ")
-    return [line.strip() for line in text.splitlines()]
+    spans = re.findall(r"`([^`\n]+)`", text) if path.suffix == ".md" else []
+    spans = [s for s in spans if not re.search(r"\[|\||\.\.\.", s)]
+    return [line.strip() for line in text.splitlines()] + spans
 
 
 def documented_launches() -> list[tuple[str, str, list[str], int, int]]:

@@ -2,7 +2,7 @@
 API (the one its web page reads): a tiny adversarial run with one validation, then
 ``python -m tensorboard.main --logdir <runs> --host 127.0.0.1`` on a free port.
 
-The tags are listed in docs/training_tensorboard.md; the writing is in
+The tags are listed in docs/training.md ("TensorBoard"); the writing is in
 src/pixperfect/training/module.py (scalars, images) and training/tensorboard.py (config
 text, hparams, custom-scalars layout)."""
 

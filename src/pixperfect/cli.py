@@ -348,8 +348,8 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--methods",
         metavar="M1,M2",
-        help="comma-separated subset of: identity, reinhard, poisson, laplacian, refiner, "
-        "refiner_raw, refiner_pooled, pretrained (default: every available one but "
+        help="comma-separated subset of: identity, reinhard, seam_affine, poisson, laplacian, "
+        "refiner, refiner_raw, refiner_pooled, pretrained (default: every available one but "
         "pretrained)",
     )
     p.add_argument(

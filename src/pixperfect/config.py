@@ -102,7 +102,7 @@ class LossConfig:
     with weight 0 is not built. Paper: L1 64, LPIPS 5, adversarial 1 in both spaces."""
 
     l1: float = 64.0
-    mse: float = 0.0  # learns small colour shifts faster than L1 at CPU scale (README)
+    mse: float = 0.0  # learns small colour shifts faster than L1 at CPU scale (docs/training.md)
     lpips: float = 5.0
     adversarial: float = 1.0
     tone_l1: float = 64.0

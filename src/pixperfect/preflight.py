@@ -131,7 +131,8 @@ def _check_codec(cfg: DictConfig, report: Report) -> None:
     except (OSError, ValueError, RuntimeError) as e:
         report.problem(
             f"latent codec ({vae.kind} {vae.variant}) does not load from {vae.path}: {e}",
-            'stage the codec weights (README "Latent codecs") and set sim.texture.vae.path',
+            'stage the codec weights (docs/simulation.md, "The latent codec") and set '
+            "sim.texture.vae.path",
         )
         return
     report.ok(f"latent codec: {vae.kind} {vae.variant} from {vae.path}")

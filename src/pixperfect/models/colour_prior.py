@@ -8,7 +8,7 @@ ring cannot blow up the edit). ``seam_affine_transfer`` fits one 3x4 colour map 
 across the seam instead, pairing each stretch of the inner ring with the outer ring next to
 it, so two rings that hold different content (sky on one side, roof on the other) do not
 move the edit; on Kodak it gains about twice as much as Reinhard with a fraction of its
-harm (README, "The reference refiner").
+harm (docs/refine.md, "The shipped refiner").
 
 Both fix global colour and tone shifts of the edit, which a small convolutional refiner
 cannot see: its receptive field covers a few dozen pixels, the shift is a statistic of the

@@ -15,7 +15,7 @@ precision (bf16 autocast for ``bf16-mixed``); what the second image adds is one 
   scale with pixels, so both are scaled by ``(crop / probe)**2`` and the batch.
 
 Used by ``pixperfect preflight`` (per-GPU memory), ``benchmarks/gpu_check.py`` and the
-README's cost estimate.
+docs/training.md's cost estimate.
 """
 
 from __future__ import annotations
