@@ -122,10 +122,10 @@ def _assert_resumed_where_preempted(job: str, log: str, directory: Path, max_ste
     return step
 
 
-def test_train_is_preempted_requeued_and_resumes_across_two_nodes(slurm_cluster, tmp_path):
-    runs, log_path = tmp_path / "runs", tmp_path / "train.log"
-    directory = runs / "slurm"
-    job = submit(
+def _submit_demo_run(runs: Path, log_path: Path, max_steps: int, *overrides: str) -> str:
+    """slurm/train.sbatch on 2 nodes x 1 task: the tiny demo recipe in ``runs/slurm``, a
+    checkpoint every 10 steps."""
+    return submit(
         TRAIN,
         "--config",
         ROOT / "configs" / "demo.yaml",
@@ -133,11 +133,18 @@ def test_train_is_preempted_requeued_and_resumes_across_two_nodes(slurm_cluster,
         f"run.root={runs}",
         "run.name=slurm",
         "trainer.strategy=ddp",
-        f"trainer.max_steps={MAX_STEPS}",
+        f"trainer.max_steps={max_steps}",
         "trainer.ckpt_every_n_steps=10",
+        *overrides,
         options=["--nodes=2", "--ntasks-per-node=1", f"--output={log_path}"],
-        cwd=tmp_path,
+        cwd=runs.parent,
     )
+
+
+def test_train_is_preempted_requeued_and_resumes_across_two_nodes(slurm_cluster, tmp_path):
+    runs, log_path = tmp_path / "runs", tmp_path / "train.log"
+    directory = runs / "slurm"
+    job = _submit_demo_run(runs, log_path, MAX_STEPS)
     try:
         log = _preempt_requeue_and_finish(job, directory / "checkpoints" / "step=20.ckpt", log_path)
     finally:
@@ -256,29 +263,12 @@ def _rank_process(job: str, rank: int, checkpoint: Path, log_path: Path) -> int:
     return found[0]
 
 
-def _submit_dead_rank_run(runs: Path, log_path: Path, *overrides: str) -> str:
-    return submit(
-        TRAIN,
-        "--config",
-        ROOT / "configs" / "demo.yaml",
-        *TINY,
-        f"run.root={runs}",
-        "run.name=slurm",
-        "trainer.strategy=ddp",
-        f"trainer.max_steps={DEAD_RANK_STEPS}",
-        "trainer.ckpt_every_n_steps=10",
-        *overrides,
-        options=["--nodes=2", "--ntasks-per-node=1", f"--output={log_path}"],
-        cwd=runs.parent,
-    )
-
-
 def test_a_killed_rank_fails_the_job_at_once_and_the_same_command_resumes_from_the_newest(
     slurm_cluster, tmp_path
 ):
     runs, directory = tmp_path / "runs", tmp_path / "runs" / "slurm"
     first_log, second_log = tmp_path / "killed.log", tmp_path / "resumed.log"
-    job = _submit_dead_rank_run(runs, first_log)
+    job = _submit_demo_run(runs, first_log, DEAD_RANK_STEPS)
     try:
         rank1 = _rank_process(job, 1, directory / "checkpoints" / "step=10.ckpt", first_log)
         assert procs.environ(rank1)["SLURMD_NODENAME"] == "n2"
@@ -304,7 +294,7 @@ def test_a_killed_rank_fails_the_job_at_once_and_the_same_command_resumes_from_t
     )
     step = torch.load(newest, weights_only=False)["global_step"]
     assert 10 <= step < DEAD_RANK_STEPS
-    again = _submit_dead_rank_run(runs, second_log)
+    again = _submit_demo_run(runs, second_log, DEAD_RANK_STEPS)
     try:
         state = wait_for(again, timeout=300)
     finally:
@@ -326,9 +316,7 @@ def test_a_stopped_rank_fails_the_job_after_ddp_timeout_s_instead_of_hanging_it(
 ):
     timeout_s = 15
     runs, log_path = tmp_path / "runs", tmp_path / "stopped.log"
-    job = _submit_dead_rank_run(
-        runs, log_path, "trainer.max_steps=100000", f"trainer.ddp_timeout_s={timeout_s}"
-    )
+    job = _submit_demo_run(runs, log_path, 100000, f"trainer.ddp_timeout_s={timeout_s}")
     rank1 = None
     try:
         rank1 = _rank_process(job, 1, runs / "slurm" / "checkpoints" / "step=10.ckpt", log_path)
