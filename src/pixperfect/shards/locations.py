@@ -225,7 +225,6 @@ register_openers()
 def open_url(url: str) -> IO[bytes]:
     """``url`` (a path or any URL webdataset opens) for reading, through webdataset's
     ``gopen`` with the openers above."""
-    register_openers()
     return wds.gopen(url, "rb")
 
 
@@ -381,7 +380,6 @@ def resolve(location: str | Path) -> dict:
     in manifest order, openable by webdataset) and ``location`` (the manifest's URL or
     path, or the pattern) added. For a bare pattern ``num_samples`` and each shard's
     ``samples``, ``bytes`` and ``sha256`` are ``None``."""
-    register_openers()
     text = str(location)
     if is_pattern(text):
         return _from_pattern(text)

@@ -142,38 +142,18 @@ def verify_shard(path: Path | str, entry: dict, kind: str, decode: bool) -> Shar
 
 def verify(folder: str | Path, decode: bool = True, progress: bool = True) -> VerifyReport:
     """Check the shards of a local folder, a manifest URL or a shard pattern (see the
-    module docstring)."""
+    module docstring); a local folder is also checked for tar files the manifest omits."""
     text = str(folder)
-    if is_url(text) or is_pattern(text) or text.endswith(".json"):
-        return _verify_location(text, decode, progress)
-    folder = Path(folder)
-    report = VerifyReport(folder)
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
+    local = not (is_url(text) or is_pattern(text) or text.endswith(".json"))
+    report = VerifyReport(Path(folder) if local else text)
+    if local and not (Path(folder) / MANIFEST).is_file():
         report.problems.append(
             f"no {MANIFEST}: the build is incomplete (rerun `pixperfect shards build` with the "
             "same arguments to finish it) or this is not a shard folder"
         )
         return report
     try:
-        manifest = json.loads(manifest_path.read_text())
-        entries, kind = manifest["shards"], manifest["kind"]
-    except (ValueError, KeyError) as e:
-        report.problems.append(f"{MANIFEST} is unreadable: {e}")
-        return report
-    for entry in tqdm(entries, desc="verify", unit="shard", disable=not progress):
-        report.shards.append(verify_shard(folder / entry["name"], entry, kind, decode))
-    listed = {e["name"] for e in entries}
-    strays = sorted(p.name for p in folder.glob("shard-*.tar") if p.name not in listed)
-    if strays:
-        report.problems.append(f"tar files not in the manifest: {', '.join(strays)}")
-    return report
-
-
-def _verify_location(location: str, decode: bool, progress: bool) -> VerifyReport:
-    report = VerifyReport(location)
-    try:
-        manifest = resolve(location)
+        manifest = resolve(folder)
     except (OSError, ValueError) as e:
         report.problems.append(f"cannot read the shards' manifest or first shards: {e}")
         return report
@@ -185,4 +165,9 @@ def _verify_location(location: str, decode: bool, progress: bool) -> VerifyRepor
     shards = list(zip(manifest["shards"], manifest["urls"], strict=True))
     for entry, url in tqdm(shards, desc="verify", unit="shard", disable=not progress):
         report.shards.append(verify_shard(url, entry, manifest["kind"], decode))
+    if local:
+        listed = {entry["name"] for entry in manifest["shards"]}
+        strays = sorted(p.name for p in Path(folder).glob("shard-*.tar") if p.name not in listed)
+        if strays:
+            report.problems.append(f"tar files not in the manifest: {', '.join(strays)}")
     return report
