@@ -85,7 +85,7 @@ def remove_partial_saves(*directories: Path) -> list[Path]:
     removed = []
     for directory in directories:
         for tmp in sorted(directory.glob(PARTIAL_GLOB)):
-            if tmp.is_file() and tmp.name.endswith(".tmp") and ".ckpt." in tmp.name:
+            if tmp.is_file() and ".ckpt." in tmp.name:  # PARTIAL_GLOB: ends in .tmp
                 tmp.unlink(missing_ok=True)
                 removed.append(tmp)
     if removed:

@@ -346,7 +346,7 @@ class RefinerModule(L.LightningModule):
     def _log_corrupt_skipped(self) -> None:
         """The sum over this rank's workers, then over ranks, on the steps that are logged
         only: the sum over ranks is a collective."""
-        if not self._skipped or not self.trainer._logger_connector.should_update_logs:
+        if not self._skipped or not self._logs_this_step():
             return
         total = torch.tensor(float(sum(self._skipped.values())), device=self.device)
         self.log("data/corrupt_skipped", total, reduce_fx="sum", sync_dist=True)
