@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,15 @@ TINY = [
     "eval.samples_per_image=1",
     "eval.max_size=64",
 ]
+
+
+def local_ddp_env() -> dict[str, str]:
+    """The environment of a multi-process run started by a test outside SLURM: no SLURM_*
+    variables (Lightning would take the test's own job for the run's), one thread per rank
+    (two ranks share the 2-core machine), unbuffered output (tests read the log)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
 
 
 @pytest.fixture

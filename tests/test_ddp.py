@@ -9,15 +9,14 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, local_ddp_env
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 PIXPERFECT = Path(sys.executable).parent / "pixperfect"
 
 
 def _train(root: Path, *overrides: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env = local_ddp_env()
     result = subprocess.run(
         [
             str(PIXPERFECT),

@@ -9,13 +9,13 @@ process's draws only when that slicing is right."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import local_ddp_env
 
 WORKER = Path(__file__).parent / "ddp_gradient_worker.py"
 
@@ -33,8 +33,7 @@ def _stage_lpips_weights(folder: Path) -> Path:
 
 def _run(out: Path, devices: int, lpips_weights: Path) -> list[dict]:
     out.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env = local_ddp_env()
     result = subprocess.run(
         [sys.executable, str(WORKER), str(out), str(devices), str(lpips_weights)],
         capture_output=True,

@@ -14,15 +14,14 @@ import time
 from pathlib import Path
 
 import procs
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, local_ddp_env
 
 PIXPERFECT = Path(sys.executable).parent / "pixperfect"
 TIMEOUT_S = 15
 
 
 def test_a_stopped_rank_ends_the_run_with_an_error_after_ddp_timeout_s(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env = local_ddp_env()
     log = tmp_path / "train.log"
     first = tmp_path / "ddp" / "checkpoints" / "step=5.ckpt"
     with open(log, "w") as out:

@@ -5,19 +5,18 @@ skipped count reaches TensorBoard."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from conftest import local_ddp_env
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 WORKER = Path(__file__).parent / "nonfinite_worker.py"
 
 
 def test_a_non_finite_loss_on_one_rank_skips_that_update_on_both_ranks(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env = local_ddp_env()
     result = subprocess.run(
         [sys.executable, str(WORKER), str(tmp_path)],
         capture_output=True,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from assets import SHARED, require
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, local_ddp_env
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader
 
@@ -150,8 +150,7 @@ def test_the_corrupt_count_in_tensorboard_sums_every_worker_of_every_rank(uneven
     ranks_hit = {worker // WORKERS for worker, n in per_worker.items() if n}
     assert ranks_hit == {0, 1} and sum(1 for n in per_worker.values() if n) >= 3  # telling
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env = local_ddp_env()
     result = subprocess.run(
         [str(PIXPERFECT), "train", "--config", str(ROOT / "configs" / "demo.yaml"), *TINY,
          f"run.root={tmp_path}", "run.name=corrupt", "trainer.devices=2",
