@@ -41,6 +41,15 @@ def local_ddp_env() -> dict[str, str]:
     return env
 
 
+def gloo_timed_out(log: str, timeout_s: int) -> bool:
+    """Whether a rank's log shows gloo's collective timeout. Gloo words it by where the rank
+    waited: "Timed out waiting <ms>ms" in a receive, "Application timeout caused pair
+    closure" when the pair itself timed out (both seen on the 2-core CI machine)."""
+    return f"Timed out waiting {timeout_s * 1000}ms" in log or (
+        "Application timeout caused pair closure" in log
+    )
+
+
 @pytest.fixture
 def tiny_config(tmp_path):
     def make(*overrides: str):
