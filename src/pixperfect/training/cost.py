@@ -7,15 +7,14 @@ precision (bf16 autocast for ``bf16-mixed``); what the second image adds is one 
 - FLOPs: torch's FLOP counter over the generator step (forward and backward of G with every
   loss term) and the discriminator step (both spaces). Convolutions and matrix products are
   counted; the FFTs of the FFC refiner, elementwise work and the lazy R1 penalty (a double
-  backward through D once every ``gan.r1_every`` steps, which the counter cannot follow)
-  are not, so this is a lower bound.
+  backward through D once every ``gan.r1_every`` steps: the probe runs D step 1, where it
+  is not due unless ``r1_every`` is 1) are not, so this is a lower bound.
 - Memory: the bytes autograd saves for the generator's backward (counted with
   ``saved_tensors_hooks``, each storage once, parameters excluded), which is the step's
   peak; plus weights, gradients, Adam's two moments and the EMA in float32. Activations
   scale with pixels, so both are scaled by ``(crop / probe)**2`` and the batch.
 
-Used by ``pixperfect preflight`` (per-GPU memory), ``benchmarks/gpu_check.py`` and the
-docs/training.md's cost estimate.
+Used by ``pixperfect preflight`` (per-GPU memory) and for docs/training.md's cost estimate.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from pixperfect.losses import discriminator_loss
 from pixperfect.losses.lpips import lpips_files
 from pixperfect.models import build_discriminator, build_refiner
 from pixperfect.training.objective import Objective
@@ -134,13 +132,10 @@ def _probe_step(
         terms.loss.backward()
         if discriminator is not None:
             discriminator.requires_grad_(True)
-            with autocast:
-                loss = discriminator_loss(discriminator, target, refined.detach(), mask).loss
-                if terms.tone is not None:
-                    tone = discriminator_loss(
-                        discriminator, terms.tone.target, terms.tone.pred, mask
-                    )
-                    loss = loss + tone.loss
+            with autocast:  # the module's D step: the same terms, from the same objective
+                loss = objective.discriminator_terms(
+                    discriminator, target, refined.detach(), mask, rng, tone=terms.tone, d_step=1
+                ).loss
             loss.float().backward()
     return saved.bytes, flops.get_total_flops()
 
