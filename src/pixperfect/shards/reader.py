@@ -135,12 +135,18 @@ class SeededShuffle:
         return wds.shuffle(self.bufsize, initial=min(self.bufsize, 64), rng=rng)(src)
 
 
+def full_batches_per_slot(num_samples: int, slots: int, batch_size: int) -> int:
+    """Without resampling, each of ``slots`` readers (ranks x workers) gets this many full
+    batches of an equal share of the ``num_samples``: ``floor(N / (slots * batch_size))``."""
+    return num_samples // (slots * batch_size)
+
+
 def epoch_plan(counts: list[int], slots: int, batch_size: int) -> list[list[tuple[int, int, int]]]:
     """Each slot's share of one epoch without resampling, as ``(shard index, first, stop)``
     sample ranges inside shards: slot ``s`` gets the samples ``[s * P, (s + 1) * P)`` of the
-    manifest order, ``P = batch_size * floor(N / (slots * batch_size))``; the rest are
+    manifest order, ``P = batch_size *`` :func:`full_batches_per_slot`; the rest are
     dropped (see the module docstring)."""
-    per_slot = batch_size * (sum(counts) // (slots * batch_size))
+    per_slot = batch_size * full_batches_per_slot(sum(counts), slots, batch_size)
     plan: list[list[tuple[int, int, int]]] = []
     for slot in range(slots):
         lo, hi = slot * per_slot, (slot + 1) * per_slot
@@ -214,7 +220,7 @@ def batches_per_worker(
     workers = max(1, workers)
     if resample:
         return max(1, epoch // (batch_size * workers))
-    return max(1, manifest["num_samples"] // (world_size * workers * batch_size))
+    return max(1, full_batches_per_slot(manifest["num_samples"], world_size * workers, batch_size))
 
 
 def training_stream(
