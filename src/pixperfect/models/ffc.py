@@ -26,21 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pixperfect.models.colour_prior import check_colour_prior
-from pixperfect.models.residual import (
-    PriorGate,
-    apply_correction,
-    check_size,
-    decode,
-    encode,
-    input_channels,
-    near_zero_,
-    refiner_input,
-)
-
-
-def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.SiLU())
+from pixperfect.models.residual import ResidualRefiner, apply_correction, conv3x3, decode
 
 
 class FourierUnit(nn.Module):
@@ -128,7 +114,7 @@ class FFCResBlock(nn.Module):
         return x + self.gamma * self.body(x)
 
 
-class FFCRefiner(nn.Module):
+class FFCRefiner(ResidualRefiner):
     """Residual FFC encoder/decoder; input sides must be multiples of :attr:`stride`.
 
     Accepts the ``model`` config keys of the U-Net (``base_channels``, ``depth``,
@@ -146,18 +132,13 @@ class FFCRefiner(nn.Module):
         global_ratio: float = 0.75,
     ) -> None:
         """``edit_margin``, ``colour_prior`` and ``prior_gate`` as in :class:`UNetRefiner`."""
-        check_colour_prior(colour_prior)
-        super().__init__()
-        self.colour_prior = colour_prior
-        self.stride = 2**depth
-        self.edit_margin = edit_margin
-        widths = [base_channels * min(2**i, 8) for i in range(depth + 1)]
-        self.stem = _conv(input_channels(colour_prior), widths[0])
+        super().__init__(base_channels, depth, edit_margin, colour_prior)
+        widths = self.widths
         # One FFC block per encoder level: global context already at high resolution,
         # where the skip connections pick it up for the decoder.
         self.down = nn.ModuleList(
             nn.Sequential(
-                _conv(widths[i], widths[i + 1], stride=2),
+                conv3x3(widths[i], widths[i + 1], stride=2),
                 FFCResBlock(widths[i + 1], global_ratio),
             )
             for i in range(depth)
@@ -165,23 +146,19 @@ class FFCRefiner(nn.Module):
         self.bottleneck = nn.Sequential(
             *(FFCResBlock(widths[-1], global_ratio) for _ in range(ffc_blocks))
         )
-        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
         self.fuse = nn.ModuleList(
-            nn.Sequential(_conv(widths[i + 1] + widths[i], widths[i]), _conv(widths[i], widths[i]))
+            nn.Sequential(
+                conv3x3(widths[i + 1] + widths[i], widths[i]), conv3x3(widths[i], widths[i])
+            )
             for i in reversed(range(depth))
         )
-        self.head = near_zero_(nn.Conv2d(widths[0], 3, 3, padding=1))
-        self.gate = PriorGate(widths[0]) if prior_gate and colour_prior != "none" else None
+        self._add_head(prior_gate)
 
     def forward(
         self, composite: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``prior``: the colour prior's image, when computed outside (tiled inference)."""
-        check_size(composite, self.stride)
-        inputs, base = refiner_input(composite, mask, self.colour_prior, prior)
-        x, skips = encode(self.stem, self.down, inputs)
-        x = self.bottleneck(x)
-        x = decode(self.fuse, self.up, x, skips)
-        if self.gate is not None:
-            base = self.gate(x, composite, base)
+        x, skips, base = self._encode(composite, mask, prior)
+        x = decode(self.fuse, self.up, self.bottleneck(x), skips)
+        base = self._start(x, composite, base)
         return apply_correction(base, mask, self.head(x), self.edit_margin)

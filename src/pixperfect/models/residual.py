@@ -2,7 +2,8 @@
 and to inference: the input-size check, the centred input (composite, mask and, with a
 colour prior, the prior's image), the near-zero output head, the per-pixel gate between
 the composite and the prior, and the residual output on top of that start with optional
-edit-margin gating."""
+edit-margin gating. :class:`ResidualRefiner` is that frame; an architecture adds its
+encoder and decoder levels."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from data_sim.morphology import max_filter
-from pixperfect.models.colour_prior import apply_colour_prior
+from pixperfect.models.colour_prior import apply_colour_prior, check_colour_prior
 
 
 def check_size(composite: torch.Tensor, stride: int) -> None:
@@ -109,3 +110,45 @@ def decode(
     for fuse in fuses:
         x = fuse(torch.cat([up(x), skips.pop()], dim=1))
     return x
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.SiLU())
+
+
+class ResidualRefiner(nn.Module):
+    """The frame of a U-shaped refiner: stem, upsampling, near-zero head and prior gate, the
+    input check and the residual output. A subclass builds ``self.down`` (one module per
+    encoder level, widths :attr:`widths`) and ``self.fuse`` (one per decoder level, deepest
+    first) after ``super().__init__`` and then calls :meth:`_add_head`: modules are built,
+    and so drawn from the random generator, in the order stem, body, head, gate."""
+
+    def __init__(self, base_channels: int, depth: int, edit_margin: int, colour_prior: str) -> None:
+        check_colour_prior(colour_prior)
+        super().__init__()
+        self.colour_prior = colour_prior
+        self.stride = 2**depth
+        self.edit_margin = edit_margin
+        self.widths = [base_channels * min(2**i, 8) for i in range(depth + 1)]
+        self.stem = conv3x3(input_channels(colour_prior), self.widths[0])
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+
+    def _add_head(self, prior_gate: bool) -> None:
+        self.head = near_zero_(nn.Conv2d(self.widths[0], 3, 3, padding=1))
+        use_gate = prior_gate and self.colour_prior != "none"
+        self.gate = PriorGate(self.widths[0]) if use_gate else None
+
+    def _encode(
+        self, composite: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """(deepest features, skips, base image): see :func:`refiner_input`, :func:`encode`."""
+        check_size(composite, self.stride)
+        inputs, base = refiner_input(composite, mask, self.colour_prior, prior)
+        x, skips = encode(self.stem, self.down, inputs)
+        return x, skips, base
+
+    def _start(
+        self, features: torch.Tensor, composite: torch.Tensor, base: torch.Tensor
+    ) -> torch.Tensor:
+        """The image the correction is added to: the base, through the gate if there is one."""
+        return base if self.gate is None else self.gate(features, composite, base)

@@ -13,21 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixperfect.models.colour_prior import apply_colour_map, check_colour_prior
-from pixperfect.models.residual import (
-    PriorGate,
-    apply_correction,
-    check_size,
-    decode,
-    encode,
-    input_channels,
-    near_zero_,
-    refiner_input,
-)
-
-
-def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.SiLU())
+from pixperfect.models.colour_prior import apply_colour_map
+from pixperfect.models.residual import ResidualRefiner, apply_correction, conv3x3, decode
 
 
 def _pooled(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -78,7 +65,7 @@ class ColourHead(nn.Module):
         return start + (mask > 0.5).to(start.dtype) * delta.to(start.dtype)
 
 
-class UNetRefiner(nn.Module):
+class UNetRefiner(ResidualRefiner):
     """Residual U-Net; input sides must be multiples of :attr:`stride`."""
 
     def __init__(
@@ -101,25 +88,18 @@ class UNetRefiner(nn.Module):
         a fixed start, so the network can keep the composite where the prior is wrong.
         ``global_context``: a :class:`GlobalContext` branch at the bottleneck.
         ``colour_head``: a :class:`ColourHead` that changes the start's colour map."""
-        check_colour_prior(colour_prior)
-        super().__init__()
-        self.colour_prior = colour_prior
-        self.stride = 2**depth
-        self.edit_margin = edit_margin
-        widths = [base_channels * min(2**i, 8) for i in range(depth + 1)]
-        self.stem = _conv(input_channels(colour_prior), widths[0])
+        super().__init__(base_channels, depth, edit_margin, colour_prior)
+        widths = self.widths
         self.down = nn.ModuleList(
             nn.Sequential(
-                _conv(widths[i], widths[i + 1], stride=2), _conv(widths[i + 1], widths[i + 1])
+                conv3x3(widths[i], widths[i + 1], stride=2), conv3x3(widths[i + 1], widths[i + 1])
             )
             for i in range(depth)
         )
-        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
         self.fuse = nn.ModuleList(
-            _conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth))
+            conv3x3(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth))
         )
-        self.head = near_zero_(nn.Conv2d(widths[0], 3, 3, padding=1))
-        self.gate = PriorGate(widths[0]) if prior_gate and colour_prior != "none" else None
+        self._add_head(prior_gate)
         self.context = GlobalContext(widths[-1]) if global_context else None
         self.colour = ColourHead(widths[-1]) if colour_head else None
 
@@ -127,15 +107,12 @@ class UNetRefiner(nn.Module):
         self, composite: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``prior``: the colour prior's image, when computed outside (tiled inference)."""
-        check_size(composite, self.stride)
-        inputs, base = refiner_input(composite, mask, self.colour_prior, prior)
-        x, skips = encode(self.stem, self.down, inputs)
+        x, skips, base = self._encode(composite, mask, prior)
         if self.context is not None:
             x = self.context(x, mask)
         bottleneck = x
         x = decode(self.fuse, self.up, x, skips)
-        if self.gate is not None:
-            base = self.gate(x, composite, base)
+        base = self._start(x, composite, base)
         if self.colour is not None:
             base = self.colour(bottleneck, mask, base)
         return apply_correction(base, mask, self.head(x), self.edit_margin)
