@@ -7,8 +7,8 @@ precision (bf16 autocast for ``bf16-mixed``); what the second image adds is one 
 - FLOPs: torch's FLOP counter over the generator step (forward and backward of G with every
   loss term) and the discriminator step (both spaces). Convolutions and matrix products are
   counted; the FFTs of the FFC refiner, elementwise work and the lazy R1 penalty (a double
-  backward through D once every ``gan.r1_every`` steps: the probe runs D step 1, where it
-  is not due unless ``r1_every`` is 1) are not, so this is a lower bound.
+  backward through D once every ``gan.r1_every`` steps, which the counter refuses) are
+  not, so this is a lower bound.
 - Memory: the bytes autograd saves for the generator's backward (counted with
   ``saved_tensors_hooks``, each storage once, parameters excluded), which is the step's
   peak; plus weights, gradients, Adam's two moments and the EMA in float32. Activations
@@ -134,7 +134,7 @@ def _probe_step(
             discriminator.requires_grad_(True)
             with autocast:  # the module's D step: the same terms, from the same objective
                 loss = objective.discriminator_terms(
-                    discriminator, target, refined.detach(), mask, rng, tone=terms.tone, d_step=1
+                    discriminator, target, refined.detach(), mask, rng, tone=terms.tone
                 ).loss
             loss.float().backward()
     return saved.bytes, flops.get_total_flops()
@@ -159,6 +159,8 @@ _COST_KEYS = ("model", "loss", "gan", "optim.ema_decay", "trainer.precision", "d
 
 def _measure(cfg: DictConfig, probe_size: int) -> StepCost:
     cfg = copy.deepcopy(cfg)
+    # R1 is a double backward through D, which torch's FLOP counter refuses: not counted.
+    cfg.gan.r1_gamma = 0.0
     lpips = cfg.loss.lpips > 0 or cfg.loss.tone_lpips > 0
     if lpips and lpips_files(cfg.loss.lpips_net, cfg.loss.lpips_weights).missing_message():
         cfg.loss.lpips = cfg.loss.tone_lpips = 0.0  # an estimate without LPIPS, not none
