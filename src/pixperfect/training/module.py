@@ -221,8 +221,7 @@ class RefinerModule(L.LightningModule):
         g_opt.zero_grad()
         self.manual_backward(terms.loss)
         if self._logs_this_step():  # after DDP's all-reduce: the same norm on every rank
-            norm = self._unscaled(gradient_norm(self.generator.parameters()))
-            self.log("grad_norm/generator", norm)
+            self.log("grad_norm/generator", gradient_norm(self.generator.parameters()))
         if self.cfg.optim.grad_clip > 0:
             self.clip_gradients(
                 g_opt, gradient_clip_val=self.cfg.optim.grad_clip, gradient_clip_algorithm="norm"
@@ -271,7 +270,7 @@ class RefinerModule(L.LightningModule):
                 norm = torch.nn.utils.clip_grad_norm_(d.parameters(), self.cfg.optim.grad_clip)
             if self._logs_this_step():
                 norm = gradient_norm(d.parameters()) if norm is None else norm.detach()
-                self.log("grad_norm/discriminator", self._unscaled(norm))
+                self.log("grad_norm/discriminator", norm)
             self._d_optimizer.step()
         finally:
             d.requires_grad_(False)
@@ -291,14 +290,6 @@ class RefinerModule(L.LightningModule):
             and bool(trainer.loggers)
             and trainer._logger_connector.should_update_logs
         )
-
-    def _unscaled(self, norm: torch.Tensor) -> torch.Tensor:
-        """A gradient norm as the loss's own scale has it: under fp16 mixed precision the
-        gradients are those of the loss times the scaler's factor until the step unscales."""
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        if scaler is not None and scaler.is_enabled():
-            return norm / scaler.get_scale()
-        return norm
 
     def _log_step(
         self, batch: dict, refined: torch.Tensor, terms: GeneratorTerms, step: int, seconds: float
