@@ -40,7 +40,6 @@ INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
 )
-PERCEPTUAL_NAMES = ("lpips", "fid", "u_ids", "p_ids")
 HIGHER_IS_BETTER = {"lpips": False, "fid": False, "u_ids": True, "p_ids": True}
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) in [0, 1] -> (B, D)

@@ -9,7 +9,6 @@ would couple the samples of a batch and corrupt the R1 penalty's per-sample grad
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -24,8 +23,9 @@ class PatchDiscriminator(nn.Module):
 
     Each logit judges one patch of the input; the output grid is the input grid divided by
     :attr:`stride` = 2**n_down (sides that are not multiples are floored). The loss labels
-    each logit with the mask max-pooled to that grid (:meth:`logit_mask`), so a logit that
-    touches the edit or its boundary counts as fake (LaMa's mask-aware labels).
+    each logit with the mask max-pooled to that grid
+    (:func:`pixperfect.losses.adversarial.fake_region`), so a logit that touches the edit or
+    its boundary counts as fake (LaMa's mask-aware labels).
     """
 
     def __init__(self, base_channels: int = 64, n_down: int = 3, max_channels: int = 512) -> None:
@@ -46,10 +46,6 @@ class PatchDiscriminator(nn.Module):
         """``image`` (B, 3, H, W) in [0, 1], ``mask`` (B, 1, H, W) in {0, 1} -> raw logits."""
         # Centred like the refiners' input: a [-1, 1] image and a {-1, 1} mask.
         return self.net(torch.cat([image * 2 - 1, mask * 2 - 1], dim=1))
-
-    def logit_mask(self, mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """The mask max-pooled onto the logits' grid: 1 where a logit sees any edited pixel."""
-        return F.adaptive_max_pool2d(mask, logits.shape[-2:])
 
 
 # ``gan.discriminator`` -> architecture; the config's allowed names are these keys.

@@ -36,7 +36,6 @@ from pixperfect.shards.format import decode_sample
 from pixperfect.shards.locations import require_counts, resolve
 
 log = logging.getLogger(__name__)
-META_KEYS = ("corrupt_skipped", "worker_id")
 MAX_FAILED_READS = 20  # failed reads in a row, no sample between, before the source is dead
 MAX_FAILING_S = 300.0  # ... or seconds of failed reads in a row (each may wait for a timeout)
 
