@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from timing import time_it, use_command_allocator
 
-from data_sim.simulator import ArtifactSimulator, SimConfig
+from data_sim.simulator import FAMILY_TYPES, ArtifactSimulator, SimConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-FAMILIES = ("colour", "content", "misalign", "texture")
+FAMILIES = tuple(kind.key for kind in FAMILY_TYPES)  # a row each, in the order applied
 
 
 def only(family: str | None, vae_dir: str | None = None) -> SimConfig:

@@ -143,18 +143,17 @@ def untouched_edits(model: Path, photos: Path, draws: int, seed: int = 2024) -> 
 
 
 def row(name: str, overrides: str, results: dict) -> dict:
-    from pixperfect.evaluation.acceptance import CLASSICAL
+    from pixperfect.evaluation.acceptance import best_baseline
 
     means = results["methods"]
-    baselines = {k: means[k]["band_psnr"] for k in CLASSICAL if k in means}
-    best = max(baselines, key=baselines.get)
+    best = best_baseline(means)
     gains = [g for g in results["buckets"]["methods"]["refiner"]["gain_db"] if g is not None]
     return {
         "condition": name,
         "overrides": overrides,
         "samples": results["samples"],
         "identity": means["identity"]["band_psnr"],
-        "best_baseline": f"{baselines[best]:.2f} ({best})",
+        "best_baseline": f"{means[best]['band_psnr']:.2f} ({best})",
         "refiner": means["refiner"]["band_psnr"],
         "gain": means["refiner"]["band_psnr_gain"],
         "harm": means["refiner"]["harm_rate"],

@@ -184,14 +184,15 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+# The registries themselves, not copies: an architecture registered is a valid choice.
 CHOICES = {
     "data.source": ("skimage", "folder", "shards"),
     "data.small_images": SMALL_IMAGES,
-    "model.name": tuple(REFINERS),
+    "model.name": REFINERS,
     "model.colour_prior": COLOUR_PRIORS,
     "loss.lpips_missing": ("error", "skip"),
     "loss.lpips_net": LPIPS_NETS,
-    "gan.discriminator": tuple(DISCRIMINATORS),
+    "gan.discriminator": DISCRIMINATORS,
 }
 
 
