@@ -253,7 +253,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(str(e)) from None
     weights = {k: v for k, v in cfg.loss.items() if isinstance(v, (int, float))}
     negative = [k for k, v in weights.items() if v < 0]
-    pixel = ("l1", "mse", "lpips", "tone_l1", "tone_mse", "tone_lpips")
+    pixel = [k for k in weights if not k.endswith("adversarial")]  # a term new to LossConfig too
     if negative or not any(weights[k] > 0 for k in pixel):
         raise ConfigError(
             f"loss weights must be >= 0 (negative: {', '.join(f'loss.{k}' for k in negative)}) "

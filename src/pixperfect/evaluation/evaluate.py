@@ -86,7 +86,14 @@ Method = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (composite, mas
 
 REFINER_METHODS = ("refiner", "refiner_raw", "refiner_pooled")
 PRETRAINED = "pretrained"  # the shipped reference refiner; never among the defaults
-ALL_METHODS = ("identity", *BASELINES, *REFINER_METHODS, PRETRAINED)
+
+
+def all_methods() -> tuple[str, ...]:
+    """Every method ``evaluate`` scores, in table order; read from :data:`BASELINES` at each
+    call, so a registered baseline is a method."""
+    return ("identity", *BASELINES, *REFINER_METHODS, PRETRAINED)
+
+
 # Against identity, sample by sample (pixperfect.evaluation.breakdown); not for identity.
 COMPARISON_METRICS = ("band_psnr_gain", "harm_rate")
 WHOLE_IMAGE_METRICS = ("psnr", "ssim", "l1")
@@ -136,11 +143,12 @@ def build_methods(
 ) -> dict[str, Method]:
     """The methods to compare, in table order. ``names`` None: every available one; a name
     that is asked for but cannot be had (no checkpoint, no EMA, no pooling) is an error."""
-    unknown = [n for n in names or [] if n not in ALL_METHODS]
+    every = all_methods()
+    unknown = [n for n in names or [] if n not in every]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
-    defaults = [n for n in ALL_METHODS if n != PRETRAINED]
-    wanted = defaults if names is None else [n for n in ALL_METHODS if n in names]
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(every)}")
+    defaults = [n for n in every if n != PRETRAINED]
+    wanted = defaults if names is None else [n for n in every if n in names]
     if pretrained and PRETRAINED not in wanted:
         wanted.append(PRETRAINED)
     explicit = names is not None

@@ -67,8 +67,9 @@ def _multiline(pattern: str) -> list:
 CUSTOM_SCALARS_LAYOUT = {
     "Generator losses": {
         "G loss: the weighted sum (train/loss)": _multiline(r"^train/loss$"),
+        # Every RGB term, present and future: what is not the sum, a count or tone-space.
         "G terms in RGB (train/l1, mse, lpips, adversarial)": _multiline(
-            r"^train/(l1|mse|lpips|adversarial)$"
+            r"^train/(?!loss$|skipped_steps$|tone_)"
         ),
         "G terms in the tone space (train/tone_*)": _multiline(r"^train/tone_"),
         "Skipped steps, non-finite loss (train/skipped_steps)": _multiline(
