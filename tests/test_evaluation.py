@@ -280,7 +280,8 @@ def test_evaluate_reports_harm_rate_band_sides_and_buckets_in_json_markdown_and_
 
 
 def test_evaluate_compares_with_identity_by_default_on_simulated_samples(tiny_config):
-    from pixperfect.evaluation.evaluate import evaluate, format_markdown, format_table
+    from pixperfect.evaluation.evaluate import evaluate
+    from pixperfect.evaluation.report import format_markdown, format_table
 
     results = evaluate(tiny_config(), None, methods=["identity", "reinhard"], perceptual=False)
     assert results["methods"]["reinhard"]["harm_rate"] in (0.0, 50.0, 100.0)  # 2 samples
@@ -292,7 +293,8 @@ def test_evaluate_compares_with_identity_by_default_on_simulated_samples(tiny_co
 
 def test_simulated_evaluation_splits_the_gain_by_artifact_family(tiny_config):
     from data_sim.simulator import FAMILIES
-    from pixperfect.evaluation.evaluate import evaluate, format_markdown, format_table
+    from pixperfect.evaluation.evaluate import evaluate
+    from pixperfect.evaluation.report import format_markdown, format_table
 
     cfg = tiny_config("eval.samples_per_image=4")
     results = evaluate(cfg, None, methods=["identity", "reinhard"], perceptual=False)

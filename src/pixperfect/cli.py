@@ -54,7 +54,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from pixperfect.evaluation.evaluate import evaluate, format_table, report_paths, write_results
+    from pixperfect.evaluation.evaluate import evaluate
+    from pixperfect.evaluation.report import format_table, report_paths, write_results
 
     cfg = load_config(args.config, args.overrides)
     _check_device(args.device)

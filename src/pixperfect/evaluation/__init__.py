@@ -8,8 +8,8 @@ from pixperfect.evaluation.baselines import (
     reinhard_transfer,
 )
 from pixperfect.evaluation.dataset import load_triples
-from pixperfect.evaluation.evaluate import (
-    evaluate,
+from pixperfect.evaluation.evaluate import evaluate
+from pixperfect.evaluation.report import (
     format_csv,
     format_markdown,
     format_table,
