@@ -5,6 +5,7 @@ patterns without a manifest."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from pixperfect.cli import main
 from pixperfect.shards.build import BuildSpec, build
-from pixperfect.shards.locations import require_counts
+from pixperfect.shards.locations import OPEN_RETRIES, HttpReader, _retry_wait, require_counts
 from pixperfect.shards.reader import (
     MAX_FAILED_READS,
     ReadProgress,
@@ -80,6 +81,15 @@ class _Handler(BaseHTTPRequestHandler):
             die = name.endswith(".tar") and owner.tar_requests == owner.die_on_tar
             cut = name in owner.cut_once
             owner.cut_once.discard(name)
+            busy = owner.busy.get(name, 0) > 0
+            if busy:
+                owner.busy[name] -= 1
+        if busy:  # what S3 says under load: try again, here at once
+            self.send_response(503, "Slow Down")
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -94,12 +104,14 @@ class _Server(ThreadingHTTPServer):
 
 class ShardServer:
     """A real HTTP server on 127.0.0.1 serving folders under prefixes (``/shards/...``);
-    ``cut_once`` names get half their bytes once, and the ``die_on_tar``-th tar request
-    gets half its bytes before the server shuts down and closes its socket."""
+    ``cut_once`` names get half their bytes once, ``busy[name]`` requests of a name are
+    answered 503 first, and the ``die_on_tar``-th tar request gets half its bytes before
+    the server shuts down and closes its socket."""
 
     def __init__(self, folders: dict[str, Path]) -> None:
         self.folders = folders
         self.cut_once: set[str] = set()
+        self.busy: dict[str, int] = {}
         self.die_on_tar: int | None = None
         self.tar_requests = 0
         self.agents: set[str] = set()  # User-Agent headers seen: who opened the URLs
@@ -270,6 +282,30 @@ def test_a_404_a_refused_connection_and_a_silent_server_are_errors_in_bounded_ti
     with pytest.raises(OSError, match="no output for 1 s"):
         read_manifest("pipe:sleep 30; cat manifest.json")
     assert time.monotonic() - start < 20
+
+
+def test_a_busy_server_is_asked_again_and_no_sample_is_lost(shards, server):
+    server.busy["shard-000001.tar"] = OPEN_RETRIES  # 503 on every try but the last
+    assert _targets(f"{server.url}/shards/manifest.json") == _targets(shards)
+    assert server.busy["shard-000001.tar"] == 0
+
+
+def test_a_server_busy_for_good_is_an_error_naming_the_url_after_its_retries(server):
+    url = f"{server.url}/shards/shard-000001.tar"
+    server.busy["shard-000001.tar"] = 100
+    message = rf"{re.escape(url)}: HTTP 503 Slow Down \({OPEN_RETRIES + 1} tries\)"
+    with deadline(30), pytest.raises(OSError, match=message):
+        HttpReader(url)
+    assert server.busy["shard-000001.tar"] == 100 - (OPEN_RETRIES + 1)
+    with pytest.raises(FileNotFoundError, match="HTTP 404"):  # not a "try again": no retry
+        HttpReader(f"{server.url}/shards/missing.tar")
+
+
+def test_retries_wait_longer_each_time_or_as_the_server_asks_within_a_cap():
+    assert [_retry_wait(a, None) for a in range(3)] == [1.0, 2.0, 4.0]
+    assert _retry_wait(0, "7") == 7.0 and _retry_wait(0, "3600") == 30.0
+    assert _retry_wait(9, None) == 30.0
+    assert _retry_wait(1, "Wed, 21 Oct 2026 07:28:00 GMT") == 2.0  # a date: our own wait
 
 
 def test_a_transfer_cut_half_way_is_skipped_and_counted_and_reading_goes_on(shards, server):

@@ -23,7 +23,8 @@ which import this module when they unpickle the pipeline): webdataset 1.0.2 runs
 for http(s) with retries but no stall timeout and checks its exit status racily, so a dead
 server could hang a reader for ever or cut a shard silently. Ours fail within
 :func:`read_timeout` seconds without a byte (``PIXPERFECT_READ_TIMEOUT``, default
-``READ_TIMEOUT_S``), make an HTTP error (404...) an error, and a transfer shorter than its
+``READ_TIMEOUT_S``), retry an HTTP "try again" status (:data:`RETRY_STATUSES`) at open,
+make any other HTTP error (404...) an error, and a transfer shorter than its
 ``Content-Length`` or a command that exits non-zero an error naming the URL.
 """
 
@@ -40,6 +41,7 @@ import shlex
 import signal
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -52,6 +54,14 @@ from pixperfect.shards.build import MANIFEST
 from pixperfect.shards.format import decode_sample
 
 READ_TIMEOUT_S = 60.0  # seconds without a byte (or a connection) before a read fails
+# HTTP answers that say "try again" (rate limits, a busy or restarting server: S3's
+# 503 SlowDown, a proxy's 502) are retried at open, before any byte is read, after
+# RETRY_WAIT_S doubling each time or the server's Retry-After (capped): a cluster's
+# thousands of readers must not lose a shard to a moment of load.
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+OPEN_RETRIES = 3
+RETRY_WAIT_S = 1.0
+MAX_RETRY_WAIT_S = 30.0
 TIMEOUT_ENV = "PIXPERFECT_READ_TIMEOUT"
 KIND_PROBE_SHARDS = 3  # shards of a bare pattern tried for a first readable sample
 # the module (``webdataset.gopen`` the attribute is the function of the same name)
@@ -75,15 +85,7 @@ class HttpReader(io.RawIOBase):
         super().__init__()
         self.url, self.timeout = url, read_timeout() if timeout is None else timeout
         self._got = 0
-        try:
-            self._response = urllib.request.urlopen(url, timeout=self.timeout)
-        except urllib.error.HTTPError as e:
-            e.close()
-            error = FileNotFoundError if e.code in (404, 410) else OSError
-            raise error(f"{url}: HTTP {e.code} {e.reason}") from None
-        except (OSError, http.client.HTTPException) as e:
-            reason = getattr(e, "reason", e)
-            raise OSError(f"{url}: no answer ({reason}; timeout {self.timeout:g} s)") from None
+        self._response = _http_open(url, self.timeout)
         length = self._response.headers.get("Content-Length")
         chunked = "chunked" in self._response.headers.get("Transfer-Encoding", "").lower()
         self._expected = int(length) if length and length.isdigit() and not chunked else None
@@ -111,6 +113,36 @@ class HttpReader(io.RawIOBase):
         if not self.closed and hasattr(self, "_response"):
             self._response.close()
         super().close()
+
+
+def _http_open(url: str, timeout: float):
+    """The response to a GET of ``url``; "try again" statuses (:data:`RETRY_STATUSES`) are
+    retried :data:`OPEN_RETRIES` times, any other failure raises at once, naming the URL."""
+    for attempt in range(OPEN_RETRIES + 1):
+        try:
+            return urllib.request.urlopen(url, timeout=timeout)
+        except urllib.error.HTTPError as e:
+            retry_after = e.headers.get("Retry-After") if e.headers else None
+            e.close()
+            if e.code in RETRY_STATUSES and attempt < OPEN_RETRIES:
+                time.sleep(_retry_wait(attempt, retry_after))
+                continue
+            error = FileNotFoundError if e.code in (404, 410) else OSError
+            tries = f" ({attempt + 1} tries)" if attempt else ""
+            raise error(f"{url}: HTTP {e.code} {e.reason}{tries}") from None
+        except (OSError, http.client.HTTPException) as e:
+            reason = getattr(e, "reason", e)
+            raise OSError(f"{url}: no answer ({reason}; timeout {timeout:g} s)") from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _retry_wait(attempt: int, retry_after: str | None) -> float:
+    """Seconds before retry ``attempt + 1``: the server's Retry-After in seconds when it
+    gives one, else RETRY_WAIT_S doubled per attempt; at most MAX_RETRY_WAIT_S."""
+    wait = RETRY_WAIT_S * 2**attempt
+    if retry_after and retry_after.strip().isdigit():
+        wait = float(retry_after)
+    return min(wait, MAX_RETRY_WAIT_S)
 
 
 class CommandReader(io.RawIOBase):
