@@ -211,3 +211,57 @@ def test_a_folder_run_changes_only_each_edit_and_3_px_around_it(
         far = _distance(mask) > DEFAULT_REACH
         assert np.array_equal(result[far], pixels[far]), name
         assert _changed(result, pixels)[mask > 0].mean() > 0.9, name
+
+
+def _photo_jpeg(path, shape=(96, 128)):
+    """A real photo (scikit-image's astronaut) saved as an ordinary JPEG (quality 90)."""
+    import cv2
+    from skimage import data
+
+    pixels = cv2.resize(data.astronaut(), shape[::-1], interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(path), cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return read_image(path).pixels  # as decoded: what the refiner is given
+
+
+def test_a_jpeg_output_says_it_reencodes_and_loses_the_least_it_can(
+    trained_checkpoint, tmp_path, capsys
+):
+    pixels = _photo_jpeg(tmp_path / "photo.jpg")
+    mask = _write(tmp_path / "mask.png", _mask(96, 128))
+    args = ["refine", "--ckpt", str(trained_checkpoint), "--image", str(tmp_path / "photo.jpg")]
+    assert main([*args, "--mask", str(mask), "--out", str(tmp_path / "out.jpg")]) == 0
+    assert "re-encodes the whole image" in capsys.readouterr().err
+    far = _distance(_mask(96, 128)) > DEFAULT_REACH
+    change = np.abs(read_image(tmp_path / "out.jpg").pixels.astype(int) - pixels)[far]
+    # Quality 100 without chroma subsampling. Measured on this photo: OpenCV's default
+    # (95, 4:2:0) changed these pixels by up to 18 levels, this by up to 3.
+    assert change.max() <= 6, change.max()
+
+
+def test_lossless_outputs_keep_the_photo_byte_for_byte_png_for_a_jpeg_folder_and_webp(
+    trained_checkpoint, tmp_path, capsys
+):
+    (tmp_path / "edits").mkdir()
+    pixels = _photo_jpeg(tmp_path / "edits" / "photo.jpg")
+    _write(tmp_path / "edits" / "photo_mask.png", _mask(96, 128))
+    _write(tmp_path / "edits" / "plain.webp", pixels)
+    _write(tmp_path / "edits" / "plain_mask.png", _mask(96, 128))
+    edits = str(tmp_path / "edits")
+    args = ["refine", "--ckpt", str(trained_checkpoint), "--images", edits, "--masks", edits]
+    assert main([*args, "--out", str(tmp_path / "png"), "--png"]) == 0
+    assert main([*args, "--out", str(tmp_path / "same")]) == 0
+    assert "1 output(s) are JPEG" in capsys.readouterr().out  # the second run's report
+    far = _distance(_mask(96, 128)) > DEFAULT_REACH
+    for out in ("png/photo.png", "png/plain.png", "same/plain.webp"):
+        assert np.array_equal(read_image(tmp_path / out).pixels[far], pixels[far]), out
+
+
+def test_png_outputs_that_would_collide_are_reported_not_overwritten(trained_checkpoint, tmp_path):
+    (tmp_path / "edits").mkdir()
+    for name in ("photo.jpg", "photo.png"):
+        _write(tmp_path / "edits" / name, np.full((32, 32, 3), 128, np.uint8))
+    _write(tmp_path / "edits" / "photo_mask.png", _mask(32, 32))
+    edits = str(tmp_path / "edits")
+    args = ["refine", "--ckpt", str(trained_checkpoint), "--images", edits, "--masks", edits]
+    assert main([*args, "--out", str(tmp_path / "out"), "--png"]) == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo.png"]

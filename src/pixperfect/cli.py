@@ -110,6 +110,8 @@ def _check_refine_inputs(args: argparse.Namespace) -> bool:
         raise ValueError("--image needs --mask (the edit mask, same size, white = edited)")
     if not single and not args.masks:
         raise ValueError("--images needs --masks (the folder of edit masks)")
+    if single and args.png:
+        raise ValueError("--png is for folder runs (--images); with --image, name --out *.png")
     if single:
         for name, path in (("image", args.image), ("mask", args.mask)):
             if not Path(path).is_file():
@@ -121,7 +123,9 @@ def _check_refine_inputs(args: argparse.Namespace) -> bool:
 
 
 def _refine(args: argparse.Namespace) -> int:
+    from pixperfect.imageio import is_lossy
     from pixperfect.inference import Refiner, refine_file, refine_folder
+    from pixperfect.inference.files import LOSSY_NOTE
 
     single = _check_refine_inputs(args)
     names = ("margin", "band", "feather", "spill", "tile_size", "tile_overlap", "pooling", "paste")
@@ -135,8 +139,10 @@ def _refine(args: argparse.Namespace) -> int:
             print(f"model: {name} (shipped default; --model DIR or --ckpt CKPT for another)")
     if single:
         print(f"refined: {refine_file(refiner, args.image, args.mask, args.out)}")
+        if is_lossy(args.out):
+            print(f"note: {args.out}: {LOSSY_NOTE}; name it *.png to keep them", file=sys.stderr)
         return 0
-    report = refine_folder(refiner, args.images, args.masks, args.out)
+    report = refine_folder(refiner, args.images, args.masks, args.out, png=args.png)
     print(report.format())
     return 0 if report.ok else 1
 
@@ -265,7 +271,9 @@ EXAMPLES = {
   pixperfect refine --image runs/demo/examples/chelsea_0_composite.png \\
       --mask runs/demo/examples/chelsea_0_mask.png --out refined.png
   pixperfect refine --model runs/demo/release --images edits --masks masks --out refined
-      (edits/photo.png is refined with masks/photo.png or masks/photo_mask.png)""",
+      (edits/photo.png is refined with masks/photo.png or masks/photo_mask.png)
+  pixperfect refine --images jpegs --masks jpegs --out refined --png
+      (jpegs/photo.jpg with jpegs/photo_mask.png -> refined/photo.png, lossless)""",
     "export": """\
   pixperfect export runs/demo/checkpoints/last.ckpt runs/demo/release
   pixperfect export --raw runs/demo/checkpoints/last.ckpt runs/demo/release-raw""",
@@ -398,7 +406,9 @@ def _add_refine_parser(sub: argparse._SubParsersAction) -> None:
         description="Refine one image (--image --mask --out FILE) or a folder (--images DIR "
         "--masks DIR --out DIR). In a folder, the mask of <stem>.<ext> is <stem>.<ext> or "
         "<stem>_mask.<ext> in --masks; outputs keep the image's file name. Masks: white = "
-        "edited, binarised at half of full scale, same size as the image. A folder run "
+        "edited, binarised at half of full scale, same size as the image. Outputs keep the "
+        "image's format; a JPEG re-encodes the whole image (quality 100, 4:4:4: a few levels "
+        "everywhere), so --png (folders) or a .png --out keeps the photo exact. A folder run "
         "reports the files that failed at the end and exits 1 if any did. What changes: the "
         "edited pixels (the mask) and those within spill + band + feather px of it (3 px by "
         "default); every other pixel is the input's, byte for byte. Wider --spill, --band or "
@@ -433,6 +443,12 @@ def _add_refine_parser(sub: argparse._SubParsersAction) -> None:
         choices=("band", "crop"),
         help="paste back the band (default) or the whole crop (changes --margin px and more "
         "around the mask's box)",
+    )
+    p.add_argument(
+        "--png",
+        action="store_true",
+        help="folder runs: write every output as <stem>.png (lossless) instead of in its "
+        "input's format",
     )
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_refine)

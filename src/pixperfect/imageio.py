@@ -1,6 +1,13 @@
 """Image files in and out, keeping what the user gave: size, mode (grey/RGB/RGBA) and bit
 depth (8 or 16). OpenCV reads and writes 16-bit and alpha losslessly; we convert its BGR
-order at the boundary so everything inside the project is RGB."""
+order at the boundary so everything inside the project is RGB. Palette and CMYK files are
+read as RGB and written back as RGB.
+
+Writing keeps every pixel where the format can: PNG, TIFF and BMP are lossless, and WebP is
+written in its lossless mode (OpenCV's default too; said here so it stays). JPEG cannot:
+saving re-encodes the whole image. It is written with the least loss JPEG offers (quality
+100, no chroma subsampling): pixels change by a few levels, where OpenCV's default (quality
+95, 4:2:0) changes them by up to ~20 (:func:`is_lossy` tells callers, so they can say so)."""
 
 from __future__ import annotations
 
@@ -10,6 +17,23 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
+_WRITE_PARAMS = {
+    **dict.fromkeys(
+        JPEG_SUFFIXES,
+        [
+            *(cv2.IMWRITE_JPEG_QUALITY, 100),
+            *(cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444),
+        ],
+    ),
+    ".webp": [cv2.IMWRITE_WEBP_QUALITY, 101],  # above 100: lossless
+}
+
+
+def is_lossy(path: str | Path) -> bool:
+    """Whether writing to ``path`` changes pixels (its format is JPEG)."""
+    return Path(path).suffix.lower() in JPEG_SUFFIXES
 
 
 @dataclass
@@ -50,7 +74,7 @@ def write_image(path: str | Path, image: Image) -> None:
     if pixels.ndim == 3:
         code = cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR
         pixels = cv2.cvtColor(pixels, code)
-    if not cv2.imwrite(str(path), pixels):
+    if not cv2.imwrite(str(path), pixels, _WRITE_PARAMS.get(path.suffix.lower(), [])):
         raise ValueError(f"could not write {path}: unsupported extension or folder not writable")
 
 

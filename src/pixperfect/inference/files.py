@@ -4,7 +4,8 @@ Folder convention: every visible file in the image folder is an edited image; it
 the file in the mask folder named ``<stem>.<ext>`` or, failing that, ``<stem>_mask.<ext>``
 (any image extension for either). When the two folders are the same, files whose stem ends
 in ``_mask`` are masks, not images. Each output is written to the output folder under the
-image's own file name (same format). Masks are binarised at
+image's own file name (same format), or as ``<stem>.png`` with ``png=True`` (JPEG outputs
+re-encode the whole image: :mod:`pixperfect.imageio`). Masks are binarised at
 :data:`~pixperfect.inference.crop.MASK_THRESHOLD` of full scale (white = edited).
 """
 
@@ -17,11 +18,15 @@ from pathlib import Path
 import cv2
 import torch
 
-from pixperfect.imageio import Image, read_image, write_image
+from pixperfect.imageio import Image, is_lossy, read_image, write_image
 from pixperfect.inference.crop import binarize_mask
 from pixperfect.inference.refiner import Refiner
 
 MASK_SUFFIX = "_mask"
+LOSSY_NOTE = (
+    "JPEG re-encodes the whole image when saved, so pixels outside the edit change by a few "
+    "levels (written at quality 100, no chroma subsampling)"
+)
 
 
 def read_mask(path: str | Path, like: Image, image_path: str | Path) -> torch.Tensor:
@@ -74,6 +79,11 @@ class FolderReport:
     failed: dict[str, str] = field(default_factory=dict)
 
     @property
+    def lossy(self) -> int:
+        """How many outputs are JPEG (every pixel re-encoded)."""
+        return sum(is_lossy(p) for p in self.refined)
+
+    @property
     def ok(self) -> bool:
         return not self.failed
 
@@ -84,6 +94,11 @@ class FolderReport:
         if self.failed:
             lines[0] += " that failed:"
             lines += [f"  {name}: {why}" for name, why in self.failed.items()]
+        if self.lossy:
+            lines.append(
+                f"note: {self.lossy} output(s) are JPEG: {LOSSY_NOTE}; --png writes lossless "
+                "PNG files instead"
+            )
         return "\n".join(lines)
 
 
@@ -104,11 +119,13 @@ def refine_folder(
     masks: str | Path,
     out: str | Path,
     progress: bool = True,
+    png: bool = False,
 ) -> FolderReport:
     """Refine every image of the folder ``images`` with its mask from ``masks`` into ``out``.
     A file that fails (unreadable, not an image, no mask, size mismatch) is recorded in
     the report, skipped, and the run goes on. ``progress``: a bar on stderr with the
-    refined and skipped counts (refreshed every 10 s when stderr is not a terminal)."""
+    refined and skipped counts (refreshed every 10 s when stderr is not a terminal).
+    ``png``: every output is ``<stem>.png`` (lossless) instead of the input's name."""
     from tqdm import tqdm
 
     check_folders(images, masks, out)
@@ -118,6 +135,7 @@ def refine_folder(
     if masks.resolve() == images.resolve():
         candidates = [p for p in candidates if not p.stem.endswith(MASK_SUFFIX)]
     report = FolderReport()
+    written: dict[str, str] = {}  # output name -> the image it came from
     bar = tqdm(
         candidates,
         desc="refine",
@@ -131,7 +149,11 @@ def refine_folder(
             if not cv2.haveImageReader(str(image)):  # reads the header only
                 raise ValueError("not a readable image (PNG, JPEG, WebP, TIFF, BMP)")
             mask = find_mask(image, mask_files)
-            report.refined.append(refine_file(refiner, image, mask, out / image.name))
+            name = image.stem + ".png" if png else image.name
+            if name in written:  # with png: photo.jpg and photo.png
+                raise ValueError(f"its output {name} is {written[name]}'s too; rename one")
+            written[name] = image.name
+            report.refined.append(refine_file(refiner, image, mask, out / name))
         except Exception as e:  # one bad file must not stop the folder
             report.failed[image.name] = str(e) or type(e).__name__
         bar.set_postfix(refined=len(report.refined), skipped=len(report.failed), refresh=False)
