@@ -1,24 +1,30 @@
 """The recipes of docs/extending.md, followed to the letter: an artifact family, a refiner
-architecture and an evaluation baseline, each added where the page says (here by patching
-the registries for the test's duration), work through the simulator, training, inference
-and evaluation without a change anywhere else."""
+architecture, a loss term and an evaluation baseline, each added where the page says (here
+by patching the schema and the registries for the test's duration), work through the
+simulator, the config, the objective, training, inference and evaluation without a change
+anywhere else."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, make_dataclass
 
+import pytest
 import torch
+from conftest import ROOT, TINY
 from torch import nn
 
 import data_sim.simulator as simulator
+import pixperfect.config as config_module
 from data_sim.family import Family, Params, applied_output
 from data_sim.simulator import ArtifactSimulator, SimConfig, describe, family_names
+from pixperfect.config import Config, LossConfig, load_config
 from pixperfect.evaluation.acceptance import best_baseline
 from pixperfect.evaluation.baselines import BASELINES
 from pixperfect.evaluation.evaluate import build_methods
 from pixperfect.inference.refiner import Refiner
 from pixperfect.models import REFINERS
 from pixperfect.models.residual import ResidualRefiner, apply_correction, conv3x3, decode
+from pixperfect.training.objective import PIXEL_TERMS, Compared, Objective
 from pixperfect.training.train import train
 
 # --- An artifact family: data_sim/vignette.py in the recipe ------------------------------
@@ -129,6 +135,43 @@ def test_a_refiner_added_as_the_docs_say_trains_and_refines(monkeypatch, tiny_co
     far = torch.ones(64, 64, dtype=torch.bool)
     far[12:48, 16:52] = False  # beyond the model's margin and the paste's reach
     assert torch.equal(out[:, far], composite[:, far])
+
+
+# --- A loss term: a PIXEL_TERMS entry and two LossConfig weights ---------------------------
+
+
+def _charbonnier(objective: Objective, images: Compared) -> torch.Tensor:
+    return (images.error.square() + 1e-6).sqrt().mean()
+
+
+def test_a_loss_term_added_as_the_docs_say_is_weighted_warmed_up_and_in_both_spaces(
+    monkeypatch,
+):
+    weights = [("charbonnier", float, 0.0), ("tone_charbonnier", float, 0.0)]
+    loss = make_dataclass("LossConfigWithCharbonnier", weights, bases=(LossConfig,))
+    schema = make_dataclass(
+        "ConfigWithCharbonnier", [("loss", loss, field(default_factory=loss))], bases=(Config,)
+    )
+    monkeypatch.setattr(config_module, "Config", schema)  # step 1: the weights in the schema
+    monkeypatch.setitem(PIXEL_TERMS, "charbonnier", _charbonnier)  # step 2: the entry
+    only_it = ["loss.mse=0", "loss.charbonnier=2", "loss.tone_charbonnier=0.5"]
+    cfg = load_config(
+        ROOT / "configs" / "demo.yaml", [*TINY, *only_it, "loss.tone.warmup_steps=1"]
+    )  # accepted: the only pixel terms with weight are the new ones
+    objective = Objective(cfg)
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 32, 32, generator=g)
+    pred = (target + 0.1 * torch.rand(2, 3, 32, 32, generator=g)).clamp(0, 1)
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[..., 8:24, 8:24] = 1
+
+    first = objective.generator_terms(pred, target, mask, 0, torch.Generator().manual_seed(1))
+    assert set(first.terms) == {"charbonnier", "loss"}  # the tone twin waits for its warm-up
+    later = objective.generator_terms(pred, target, mask, 1, torch.Generator().manual_seed(1))
+    assert set(later.terms) == {"charbonnier", "tone_charbonnier", "loss"}
+    expected = 2 * later.terms["charbonnier"] + 0.5 * later.terms["tone_charbonnier"]
+    assert torch.allclose(later.loss, expected)
+    assert later.terms["charbonnier"] == pytest.approx(float((pred - target).abs().mean()), 1e-3)
 
 
 # --- An evaluation baseline: a function and a BASELINES entry -----------------------------

@@ -24,7 +24,9 @@ the batch is split.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from omegaconf import DictConfig
@@ -42,7 +44,39 @@ from pixperfect.losses.adversarial import Discriminator
 
 log = logging.getLogger(__name__)
 
-PIXEL_TERMS = ("l1", "mse", "lpips")
+
+@dataclass
+class Compared:
+    """A prediction and its target as the pixel terms see them; their float32 difference is
+    computed once, for every term that uses it (one node in the graph, one gradient)."""
+
+    pred: torch.Tensor
+    target: torch.Tensor
+
+    @cached_property
+    def error(self) -> torch.Tensor:
+        return self.pred.float() - self.target.float()
+
+
+PixelTerm = Callable[["Objective", Compared], torch.Tensor]
+
+
+def _l1(objective: Objective, images: Compared) -> torch.Tensor:
+    return images.error.abs().mean()
+
+
+def _mse(objective: Objective, images: Compared) -> torch.Tensor:
+    return images.error.square().mean()
+
+
+def _lpips(objective: Objective, images: Compared) -> torch.Tensor:
+    return objective.lpips(images.pred, images.target).mean()
+
+
+# The terms that compare the prediction with the target, by their config name: each runs in
+# RGB and, as ``tone_<name>``, between the tone-mapped images. A new one is an entry here and
+# its two weights in LossConfig (docs/extending.md).
+PIXEL_TERMS: dict[str, PixelTerm] = {"l1": _l1, "mse": _mse, "lpips": _lpips}
 
 
 @dataclass(frozen=True)
@@ -134,15 +168,12 @@ class Objective:
     def _pixel_terms(
         self, prefix: str, pred: torch.Tensor, target: torch.Tensor, active: dict[str, float]
     ) -> dict[str, torch.Tensor]:
-        terms = {}
-        error = pred.float() - target.float()
-        if f"{prefix}l1" in active:
-            terms[f"{prefix}l1"] = error.abs().mean()
-        if f"{prefix}mse" in active:
-            terms[f"{prefix}mse"] = error.square().mean()
-        if f"{prefix}lpips" in active:
-            terms[f"{prefix}lpips"] = self.lpips(pred, target).mean()
-        return terms
+        images = Compared(pred, target)
+        return {
+            prefix + name: term(self, images)
+            for name, term in PIXEL_TERMS.items()
+            if prefix + name in active
+        }
 
     def tone_map(
         self,
