@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,24 @@ def local_ddp_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return env
+
+
+def local_ddp_train(root: Path, name: str, *overrides: str) -> list[str]:
+    """The command line of `pixperfect train` on the tiny demo recipe as two gloo ranks on
+    this machine (run ``name`` under ``root``), for tests that start it as a process; run it
+    with :func:`local_ddp_env`."""
+    return [
+        str(Path(sys.executable).parent / "pixperfect"),
+        "train",
+        "--config",
+        str(ROOT / "configs" / "demo.yaml"),
+        *TINY,
+        f"run.root={root}",
+        f"run.name={name}",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        *overrides,
+    ]
 
 
 def gloo_timed_out(log: str, timeout_s: int) -> bool:

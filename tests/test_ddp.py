@@ -5,31 +5,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
-from conftest import ROOT, TINY, local_ddp_env
+from conftest import local_ddp_env, local_ddp_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-PIXPERFECT = Path(sys.executable).parent / "pixperfect"
 
 
 def _train(root: Path, *overrides: str) -> str:
     env = local_ddp_env()
     result = subprocess.run(
-        [
-            str(PIXPERFECT),
-            "train",
-            "--config",
-            str(ROOT / "configs" / "demo.yaml"),
-            *TINY,
-            f"run.root={root}",
-            "run.name=ddp",
-            "trainer.devices=2",
-            "trainer.strategy=ddp",
-            *overrides,
-        ],
+        local_ddp_train(root, "ddp", *overrides),
         capture_output=True,
         text=True,
         env=env,

@@ -9,14 +9,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import procs
-from conftest import ROOT, TINY, gloo_timed_out, local_ddp_env
+from conftest import gloo_timed_out, local_ddp_env, local_ddp_train
 
-PIXPERFECT = Path(sys.executable).parent / "pixperfect"
 TIMEOUT_S = 15
 
 
@@ -26,20 +23,13 @@ def test_a_stopped_rank_ends_the_run_with_an_error_after_ddp_timeout_s(tmp_path)
     first = tmp_path / "ddp" / "checkpoints" / "step=5.ckpt"
     with open(log, "w") as out:
         command = subprocess.Popen(
-            [
-                str(PIXPERFECT),
-                "train",
-                "--config",
-                str(ROOT / "configs" / "demo.yaml"),
-                *TINY,
-                f"run.root={tmp_path}",
-                "run.name=ddp",
-                "trainer.devices=2",
-                "trainer.strategy=ddp",
+            local_ddp_train(
+                tmp_path,
+                "ddp",
                 "trainer.max_steps=100000",
                 "trainer.ckpt_every_n_steps=5",
                 f"trainer.ddp_timeout_s={TIMEOUT_S}",
-            ],
+            ),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

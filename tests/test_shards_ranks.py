@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from assets import SHARED, require
-from conftest import ROOT, TINY, local_ddp_env
+from conftest import ROOT, local_ddp_env, local_ddp_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader
 
@@ -25,7 +25,6 @@ from pixperfect.shards.build import BuildSpec, build, shard_name
 from pixperfect.shards.reader import epoch_plan, read_all, training_stream
 
 WORKER = Path(__file__).parent / "shard_ranks_worker.py"
-PIXPERFECT = Path(sys.executable).parent / "pixperfect"
 TRAIN = SHARED / "data" / "photos" / "train" / "cbsd68"
 RANKS, WORKERS, BATCH = 2, 2, 2
 
@@ -152,11 +151,9 @@ def test_the_corrupt_count_in_tensorboard_sums_every_worker_of_every_rank(uneven
 
     env = local_ddp_env()
     result = subprocess.run(
-        [str(PIXPERFECT), "train", "--config", str(ROOT / "configs" / "demo.yaml"), *TINY,
-         f"run.root={tmp_path}", "run.name=corrupt", "trainer.devices=2",
-         "trainer.strategy=ddp", "data.source=shards", f"data.shards={folder}",
+        local_ddp_train(tmp_path, "corrupt", "data.source=shards", f"data.shards={folder}",
          f"data.num_workers={WORKERS}", f"data.batch_size={BATCH}", "data.resample=false",
-         "data.shuffle_buffer=0", f"trainer.max_steps={steps}"],
+         "data.shuffle_buffer=0", f"trainer.max_steps={steps}"),
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]

@@ -45,17 +45,23 @@ def _logged_steps(event_file: Path) -> list[int]:
     return [e.step for e in acc.Scalars("train/loss")]
 
 
+def _wait_for_checkpoint(job: str, checkpoint: Path, log_path: Path, poll: float) -> None:
+    """Until ``checkpoint`` exists (every rank is stepping), polling every ``poll`` s; fails
+    if the job leaves PENDING/RUNNING first or after 240 s."""
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists():
+        state = _record(job)["JobState"]
+        assert state in {"PENDING", "RUNNING"}, f"{state}\n{_read(log_path)}"
+        assert time.monotonic() < deadline, f"no {checkpoint.name} in 240 s\n{_read(log_path)}"
+        time.sleep(poll)
+
+
 def _preempt_requeue_and_finish(job: str, first: Path, log_path: Path) -> str:
     """Wait for checkpoint ``first`` (both ranks train), preempt the job with SIGUSR1, start
     its requeued copy at once and wait for it to complete; returns the job's log."""
     # Without --batch (or --full) scancel signals the job's steps, i.e. every training
     # process, as `#SBATCH --signal=USR1@N` does before the time limit.
-    deadline = time.monotonic() + 240
-    while not first.exists():
-        state = _record(job)["JobState"]
-        assert state in {"PENDING", "RUNNING"}, f"{state}\n{_read(log_path)}"
-        assert time.monotonic() < deadline, f"no {first.name} in 240 s\n{_read(log_path)}"
-        time.sleep(0.5)
+    _wait_for_checkpoint(job, first, log_path, poll=0.5)
     subprocess.run(["scancel", "--signal=USR1", job], check=True, timeout=30)
 
     # Requeued: SLURM holds it PENDING (BeginTime) for a few seconds; start it now.
@@ -248,12 +254,7 @@ DEAD_RANK_STEPS = 80  # the killed job gets to step 10-15; the resubmitted one f
 def _rank_process(job: str, rank: int, checkpoint: Path, log_path: Path) -> int:
     """Once ``checkpoint`` exists (every rank is stepping): the pid of the job's training
     process of global rank ``rank`` (SLURM_PROCID), found by its environment."""
-    deadline = time.monotonic() + 240
-    while not checkpoint.exists():
-        state = _record(job)["JobState"]
-        assert state in {"PENDING", "RUNNING"}, f"{state}\n{_read(log_path)}"
-        assert time.monotonic() < deadline, f"no {checkpoint.name} in 240 s\n{_read(log_path)}"
-        time.sleep(0.2)
+    _wait_for_checkpoint(job, checkpoint, log_path, poll=0.2)
     found = [
         pid
         for pid in procs.processes(SLURM_JOB_ID=job, SLURM_PROCID=str(rank))
