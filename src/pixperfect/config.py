@@ -11,7 +11,7 @@ with the key named; ranges and choices are checked by :func:`validate`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,10 @@ class ModelConfig:
     # unet: a learned per-image 3x4 colour map on top of the start image, from the pooled
     # bottleneck features (pixperfect.models.unet.ColourHead)
     colour_head: bool = False
+    # resunet: residual blocks per level; a per-pixel 3x4 colour map predicted at the
+    # bottleneck and applied on top of the start image (pixperfect.models.colour_field)
+    blocks: int = 1
+    colour_field: bool = False
     ffc_blocks: int = 12  # ffc: Fourier-convolution residual blocks in the bottleneck
     global_ratio: float = 0.75  # ffc: share of channels in the global (spectral) branch
 
@@ -103,10 +107,14 @@ class LossConfig:
 
     l1: float = 64.0
     mse: float = 0.0  # learns small colour shifts faster than L1 at CPU scale (docs/training.md)
+    # L1 averaged over a Gaussian pyramid (training/objective.py): weighs smooth colour
+    # errors against texture errors the way a viewer does
+    pyramid_l1: float = 0.0
     lpips: float = 5.0
     adversarial: float = 1.0
     tone_l1: float = 64.0
     tone_mse: float = 0.0
+    tone_pyramid_l1: float = 0.0
     tone_lpips: float = 5.0
     tone_adversarial: float = 1.0
     tone: ToneMapConfig = field(default_factory=ToneMapConfig)
@@ -135,6 +143,13 @@ class GANConfig:
 class OptimConfig:
     lr: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.99)
+    # Adam's eps: a gradient far below it barely moves its weight (docs/training.md)
+    eps: float = 1e-8
+    # constant | cosine: the generator's learning rate after a linear warm-up
+    # (training/schedule.py); cosine decays to lr * min_lr_ratio at trainer.max_steps
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.01
     weight_decay: float = 0.0
     ema_decay: float = 0.0  # > 0: keep an EMA of the generator for validation and refine
     grad_clip: float = 1.0  # max gradient norm for G and D; 0: no clipping
@@ -193,6 +208,7 @@ CHOICES = {
     "loss.lpips_missing": ("error", "skip"),
     "loss.lpips_net": LPIPS_NETS,
     "gan.discriminator": DISCRIMINATORS,
+    "optim.schedule": ("constant", "cosine"),
 }
 
 
@@ -287,6 +303,13 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model.base_channels={cfg.model.base_channels} must be > 0 (or null)")
     _check_warmups(cfg)
     _check_precision(cfg.trainer.precision)
+    if cfg.model.blocks < 0:
+        raise ConfigError(f"model.blocks={cfg.model.blocks} must be >= 0")
+    if not (cfg.optim.eps > 0 and 0 <= cfg.optim.min_lr_ratio <= 1 and cfg.optim.warmup_steps >= 0):
+        raise ConfigError(
+            f"optim.eps={cfg.optim.eps} must be > 0, optim.min_lr_ratio="
+            f"{cfg.optim.min_lr_ratio} in [0, 1], optim.warmup_steps={cfg.optim.warmup_steps} >= 0"
+        )
     if cfg.model.ffc_blocks < 0 or not 0 < cfg.model.global_ratio < 1:
         raise ConfigError(
             f"model.ffc_blocks={cfg.model.ffc_blocks} must be >= 0 and model.global_ratio="
@@ -311,7 +334,10 @@ def _check_warmups(cfg: DictConfig) -> None:
     """A warm-up as long as the run would switch its terms off without a word: refuse it."""
     max_steps = cfg.trainer.max_steps
     groups = (
-        ("loss.tone.warmup_steps", ("tone_l1", "tone_mse", "tone_lpips", "tone_adversarial")),
+        (
+            "loss.tone.warmup_steps",
+            tuple(f.name for f in fields(LossConfig) if f.name.startswith("tone_")),
+        ),
         ("gan.warmup_steps", ("adversarial", "tone_adversarial")),
     )
     for key, terms in groups:

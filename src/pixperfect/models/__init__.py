@@ -8,16 +8,23 @@ from torch import nn
 
 from pixperfect.models.discriminator import DISCRIMINATORS, PatchDiscriminator, build_discriminator
 from pixperfect.models.ffc import FFCRefiner
+from pixperfect.models.resunet import ResUNetRefiner
 from pixperfect.models.unet import UNetRefiner
 
 # ``model.name`` -> architecture; the config's allowed names are these keys.
-REFINERS: dict[str, type[nn.Module]] = {"unet": UNetRefiner, "ffc": FFCRefiner}
+REFINERS: dict[str, type[nn.Module]] = {
+    "unet": UNetRefiner,
+    "resunet": ResUNetRefiner,
+    "ffc": FFCRefiner,
+}
 
 
 def build_refiner(name: str, **kwargs) -> nn.Module:
     """The refiner named in ``model.name`` with the remaining ``model`` keys as arguments.
 
     unet: UNetRefiner(base_channels=24, depth=3, edit_margin=-1, colour_prior="none"), CPU-sized.
+    resunet: ResUNetRefiner(..., blocks=1, colour_field=False): the U-Net with residual,
+         GroupNorm levels whose every level trains, optionally a per-pixel colour map.
     ffc: FFCRefiner(base_channels=64, depth=3, edit_margin=-1, ffc_blocks=12,
          global_ratio=0.75), paper-scale (about 40M parameters), global receptive field.
     """
@@ -34,6 +41,7 @@ __all__ = [
     "REFINERS",
     "FFCRefiner",
     "PatchDiscriminator",
+    "ResUNetRefiner",
     "UNetRefiner",
     "build_discriminator",
     "build_refiner",

@@ -35,7 +35,9 @@ from pixperfect.config import from_container, sim_config
 from pixperfect.metrics import SeamMetrics
 from pixperfect.models import build_discriminator, build_refiner
 from pixperfect.shards.format import to_float
+from pixperfect.training.diagnostics import Diagnostics
 from pixperfect.training.objective import GeneratorTerms, Objective
+from pixperfect.training.schedule import learning_rate
 from pixperfect.training.visuals import comparison_grid, should_log_images
 
 
@@ -102,6 +104,7 @@ class RefinerModule(L.LightningModule):
         self.val_metrics = SeamMetrics(band_width=self.cfg.eval.band_width)
         # LPIPS in validation only when its weights were found (the objective built it).
         self.val_lpips = MeanMetric() if self.objective.lpips is not None else None
+        self.diagnostics = Diagnostics(self.cfg.eval.band_width)  # diag/*, grad/*, *_family/*
         self._last_batch_end: float | None = None
         self._data_s: float | None = None  # this step's wait for its batch
         self._skipped: dict[int, int] = {}  # worker id -> corrupt samples/shards skipped
@@ -135,9 +138,10 @@ class RefinerModule(L.LightningModule):
         seed = derive_seed(self.cfg.run.seed, self.global_step, self.global_rank)
         # Simulation stays in float32 under mixed precision (autocast is for the networks).
         with torch.autocast(self.device.type, enabled=False):
-            simulated, _ = self.simulator(
+            simulated, params = self.simulator(
                 batch["target"].float(), torch.Generator().manual_seed(seed)
             )
+        self.diagnostics.simulated(params)
         return simulated
 
     def on_fit_start(self) -> None:
@@ -185,7 +189,8 @@ class RefinerModule(L.LightningModule):
         step = self.global_step
         generator = self.step_generator(step)
         self._stepped = False
-        refined, terms = self.generator_forward(batch, step, generator)
+        with self.diagnostics.watch(self.generator, enabled=self._logs_this_step()):
+            refined, terms = self.generator_forward(batch, step, generator)
         if not self.generator_update(terms):
             return
         self._stepped = True
@@ -225,6 +230,12 @@ class RefinerModule(L.LightningModule):
         if self.cfg.optim.grad_clip > 0:
             self.clip_gradients(
                 g_opt, gradient_clip_val=self.cfg.optim.grad_clip, gradient_clip_algorithm="norm"
+            )
+        if self._logs_this_step():  # per level, clipped: what Adam receives
+            self.diagnostics.log_gradients(self, self.generator)
+        for group in g_opt.param_groups:  # the schedule is a function of the step
+            group["lr"] = learning_rate(
+                self.cfg.optim, self.global_step, self.cfg.trainer.max_steps
             )
         g_opt.step()
         for name, value in terms.terms.items():
@@ -305,6 +316,7 @@ class RefinerModule(L.LightningModule):
             self.log("memory/peak_gib", torch.cuda.max_memory_allocated(self.device) / 2**30)
         if self._logs_this_step():
             self._log_rates_and_memory()
+            self.diagnostics.log_training(self, batch, refined)
         if self.global_rank == 0 and should_log_images(
             step + 1, self.cfg.trainer.image_every_n_steps
         ):
@@ -329,7 +341,8 @@ class RefinerModule(L.LightningModule):
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         """Shard batches carry their worker's id and running count of skipped corrupt data:
         read here, on the host, before the batch goes to the device (read there, each value
-        would make the host wait for the GPU)."""
+        would make the host wait for the GPU). Its ``families`` go to the diagnostics."""
+        self.diagnostics.take_families(batch)
         if isinstance(batch, dict) and "corrupt_skipped" in batch:
             self._skipped[int(batch.pop("worker_id"))] = int(batch.pop("corrupt_skipped"))
         return batch
@@ -353,6 +366,7 @@ class RefinerModule(L.LightningModule):
         batch = self.with_artifacts(to_float(batch))
         refined = self.evaluation_generator()(batch["composite"], batch["mask"])
         self.val_metrics.update(refined, batch["target"], batch["mask"])
+        self.diagnostics.update_validation(batch, refined)
         if self.val_lpips is not None:
             self.val_lpips.update(self.objective.lpips(refined, batch["target"]).flatten())
         if batch_idx == 0 and self.global_rank == 0:
@@ -369,6 +383,7 @@ class RefinerModule(L.LightningModule):
             scores["lpips"] = self.val_lpips.compute()
             self.val_lpips.reset()
         self.log_dict({f"val/{k}": v for k, v in scores.items()}, sync_dist=False)
+        self.log_dict(self.diagnostics.validation_scalars(), sync_dist=False)  # synced
         self.val_metrics.reset()
 
     def _log_grid(self, tag: str, batch: dict, refined: torch.Tensor, step: int) -> None:
@@ -388,7 +403,11 @@ class RefinerModule(L.LightningModule):
                 self._d_optimizer.load_state_dict(self._d_state)
                 self._d_state = None
         return torch.optim.Adam(
-            self.generator.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay
+            self.generator.parameters(),
+            lr=o.lr,
+            betas=tuple(o.betas),
+            eps=o.eps,
+            weight_decay=o.weight_decay,
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

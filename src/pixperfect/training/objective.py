@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
+import kornia
 import torch
 from omegaconf import DictConfig
 
@@ -69,6 +70,21 @@ def _mse(objective: Objective, images: Compared) -> torch.Tensor:
     return images.error.square().mean()
 
 
+PYRAMID_LEVELS = 4  # full resolution and three Gaussian pyramid levels below it
+
+
+def _pyramid_l1(objective: Objective, images: Compared) -> torch.Tensor:
+    """L1 of the error averaged over a Gaussian pyramid (full size, 1/2, 1/4, 1/8): a smooth
+    colour error keeps its size at every level while texture and noise errors average out
+    below full size, so colour weighs about as much as the levels (per-pixel L1 gives it
+    little gradient where texture error dominates)."""
+    error, total = images.error, images.error.abs().mean()
+    for _ in range(PYRAMID_LEVELS - 1):
+        error = kornia.geometry.transform.pyrdown(error)
+        total = total + error.abs().mean()
+    return total / PYRAMID_LEVELS
+
+
 def _lpips(objective: Objective, images: Compared) -> torch.Tensor:
     return objective.lpips(images.pred, images.target).mean()
 
@@ -76,7 +92,12 @@ def _lpips(objective: Objective, images: Compared) -> torch.Tensor:
 # The terms that compare the prediction with the target, by their config name: each runs in
 # RGB and, as ``tone_<name>``, between the tone-mapped images. A new one is an entry here and
 # its two weights in LossConfig (docs/extending.md).
-PIXEL_TERMS: dict[str, PixelTerm] = {"l1": _l1, "mse": _mse, "lpips": _lpips}
+PIXEL_TERMS: dict[str, PixelTerm] = {
+    "l1": _l1,
+    "mse": _mse,
+    "pyramid_l1": _pyramid_l1,
+    "lpips": _lpips,
+}
 
 
 @dataclass(frozen=True)
