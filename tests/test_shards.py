@@ -332,6 +332,7 @@ def test_webp_shards_decode_to_the_pixels_written(tmp_path):
     build(_spec(shard_size=8), tmp_path / "png", progress=False)
     for a, b in zip(read_all(tmp_path / "webp"), read_all(tmp_path / "png"), strict=True):
         assert a.pop("__key__") == b.pop("__key__")
+        assert a.pop("families") == b.pop("families")  # from params.json: a string
         for key in a:
             assert torch.equal(a[key], b[key]), key
 

@@ -16,6 +16,8 @@ every (rank, worker) "slot" yields exactly ``batches_per_worker`` batches per ep
   (rate-limited), never fatal. Each batch carries its worker's running count
   (``corrupt_skipped``) and id (``worker_id``); the training module sums them over the
   workers of every rank for TensorBoard.
+- Artifact samples carry their artifact ``families`` (from ``params.json``), a string each,
+  for the training diagnostics' per-family curves (:func:`record_families`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import webdataset as wds
 from torch.utils.data import get_worker_info
 
 from data_sim.sampling import derive_seed
+from data_sim.simulator import family_names
 from pixperfect.shards.format import decode_sample
 from pixperfect.shards.locations import require_counts, resolve
 
@@ -190,12 +193,30 @@ class SlotSamples:
             )
 
 
+def record_families(record: dict) -> str:
+    """The artifact families of an artifact sample, from its ``params.json``, joined by ``+``
+    as :func:`pixperfect.data.crops.heldout_triples` labels its samples; empty for a clean
+    sample, and for parameters that cannot be read (the images still train)."""
+    try:
+        sim = json.loads(record["params.json"])["sim"]
+        params = {f: {k: torch.tensor([v]) for k, v in p.items()} for f, p in sim.items()}
+        return "+".join(family_names(params, 0))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return ""
+
+
 class Decode:
+    """A record to the batch schema; an artifact sample also carries its ``families``
+    string (the training module takes it out before the batch goes to the device)."""
+
     def __init__(self, kind: str, as_uint8: bool = False) -> None:
         self.kind, self.as_uint8 = kind, as_uint8
 
     def __call__(self, record: dict) -> dict:
-        return decode_sample(record, self.kind, self.as_uint8)
+        sample = decode_sample(record, self.kind, self.as_uint8)
+        if self.kind == "artifact":
+            sample["families"] = record_families(record)
+        return sample
 
 
 class AttachMeta:

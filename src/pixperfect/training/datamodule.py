@@ -4,7 +4,9 @@ precomputed shards (clean or artifact), each with a fixed validation set.
 Batches are dicts: ``{"target"}`` when clean (the training step simulates artifacts on the
 device), ``{"target", "composite", "mask", "alpha"}`` when the artifacts were precomputed.
 The module simulates whatever is missing, so it does not care which source produced a batch.
-Shard batches also carry ``corrupt_skipped`` and ``worker_id`` (see ``shards.reader``).
+Shard batches also carry ``corrupt_skipped`` and ``worker_id`` (see ``shards.reader``);
+artifact samples carry ``families``, the ``+``-joined names of their artifact families
+(validation triples too), which the module takes out before the batch goes to the device.
 """
 
 from __future__ import annotations
