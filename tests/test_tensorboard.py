@@ -54,6 +54,16 @@ EXPECTED_SCALARS = {
     "memory/host_peak_rss_gib",
     # validation
     *(f"val/{name}" for name in METRIC_NAMES),
+    # diagnostics: the prior gate, the correction, the gradient per level and per path
+    *(f"diag/gate_open_{region}" for region in ("inside", "band", "outside")),
+    *(f"diag/correction_{s}_{r}" for s in ("mean", "max") for r in ("inside", "band", "outside")),
+    "diag/grad_body_via_head",
+    "diag/grad_body_via_gate",
+    *(f"grad/{level}" for level in ("stem", "down.0", "down.1", "fuse.0", "fuse.1", "head")),
+    "grad/gate",
+    "grad/context",
+    "grad/head_over_deepest",
+    "grad/levels_below_adam_eps",
 }
 CATEGORIES = [
     "Generator losses",
@@ -62,6 +72,7 @@ CATEGORIES = [
     "Optimisation",
     "Throughput",
     "Memory",
+    "Diagnostics",
 ]
 
 
@@ -154,7 +165,32 @@ def test_the_scalars_are_grouped_g_d_val_optimisation_throughput_memory(tensorbo
     assert len(shares) == 2 and all(0 <= v < 1 for v in shares), shares
 
 
-def test_the_custom_scalars_layout_has_the_six_groups_and_charts_with_data(tensorboard):
+def test_the_diagnostics_show_an_open_gate_a_small_correction_and_every_level_learning(
+    tensorboard,
+):
+    tags = tensorboard.get("/data/plugin/scalars/tags")[RUN]
+
+    def values(tag: str) -> list[float]:
+        return [v for _, _, v in tensorboard.get("/data/plugin/scalars/scalars", run=RUN, tag=tag)]
+
+    # configs/demo.yaml's seam-affine prior starts behind a gate open at sigmoid(3) = 0.953.
+    for region in ("inside", "band", "outside"):
+        assert values(f"diag/gate_open_{region}") == [pytest.approx(0.953, abs=0.01)] * 3
+    # The near-zero head: a correction of a few 8-bit levels at most.
+    assert all(0 < v < 20 for v in values("diag/correction_max_band"))
+    # Every level of the demo's U-Net (stem, down.0-1, fuse.0-1, head, gate, global branch).
+    levels = {t for t in tags if t.startswith("grad/")}
+    levels -= {"grad/head_over_deepest", "grad/levels_below_adam_eps"}
+    assert len(levels) == 8, sorted(levels)
+    for tag in levels:
+        assert all(math.isfinite(v) and v > 0 for v in values(tag)), tag
+    assert all(v > 1 for v in values("grad/head_over_deepest"))
+    family = [t for t in tags if t.startswith("val_family/") and t.endswith("/band_psnr")]
+    assert family and all(10 < values(t)[0] < 80 for t in family), family
+    assert any(t.startswith("train_family/") for t in tags)
+
+
+def test_the_custom_scalars_layout_has_the_seven_groups_and_charts_with_data(tensorboard):
     layout = tensorboard.get("/data/plugin/custom_scalars/layout")
     categories = {c["title"]: c["chart"] for c in layout["category"]}
     assert list(categories) == CATEGORIES

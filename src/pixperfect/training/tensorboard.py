@@ -7,8 +7,9 @@
   they are written (so the tab shows real numbers, not Lightning's ``hp_metric = -1``);
 - a custom-scalars layout (Custom Scalars tab) that groups the scalars by what an engineer
   looks at together: the generator's losses (``train/*``), the discriminator (``d/*``),
-  validation (``val/*``), optimisation (``grad_norm/*``, ``lr/*``), throughput (``time/*``)
-  and memory (``memory/*``).
+  validation (``val/*``), optimisation (``grad_norm/*``, ``lr/*``), throughput (``time/*``),
+  memory (``memory/*``) and diagnostics (``diag/*``, ``grad/*``, ``val_family/*``,
+  ``train_family/*``: training/diagnostics.py).
 
 :class:`TensorBoardSummary` writes them at the start of training, on rank 0 only: it is
 plain file writing, no collective, and Lightning's logger writes on rank 0 only anyway.
@@ -104,6 +105,37 @@ CUSTOM_SCALARS_LAYOUT = {
         ),
     },
     "Memory": {"Peak memory, GiB (memory/*)": _multiline(r"^memory/")},
+    # Why a refiner learns nothing on top of its prior (training/diagnostics.py).
+    "Diagnostics": {
+        "Prior gate opening, mean sigmoid: inside, band, outside (diag/gate_open_*)": _multiline(
+            r"^diag/gate_open_"
+        ),
+        "Correction, mean |c| in 8-bit levels (diag/correction_mean_*)": _multiline(
+            r"^diag/correction_mean_"
+        ),
+        "Correction, max |c| in 8-bit levels (diag/correction_max_*)": _multiline(
+            r"^diag/correction_max_"
+        ),
+        "Gradient norm reaching the body via the head, the gate (diag/grad_body_via_*)": (
+            _multiline(r"^diag/grad_body_via_")
+        ),
+        "Mean |grad| per parameter element, per level, vs Adam's eps (grad/<level>)": _multiline(
+            r"^grad/(?!head_over_deepest$|levels_below_adam_eps$)"
+        ),
+        "Head's mean |grad| over the smallest level's (grad/head_over_deepest)": _multiline(
+            r"^grad/head_over_deepest$"
+        ),
+        "Levels below Adam's eps (grad/levels_below_adam_eps)": _multiline(
+            r"^grad/levels_below_adam_eps$"
+        ),
+        "Validation band PSNR per family, refined and identity (val_family/*)": _multiline(
+            r"^val_family/.*band_psnr$"
+        ),
+        "Validation band-PSNR gain per family (val_family/*/band_psnr_gain)": _multiline(
+            r"^val_family/.*/band_psnr_gain$"
+        ),
+        "Training band-PSNR gain per family (train_family/*)": _multiline(r"^train_family/"),
+    },
 }
 
 
