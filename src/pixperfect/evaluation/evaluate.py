@@ -23,13 +23,15 @@ Methods (``--methods`` picks a subset; all available ones by default):
   asked for (``--pretrained`` or by name): to see a model you trained beside it.
 
 Metrics: the weight-free seam metrics of :mod:`pixperfect.metrics` (whole image, the
-boundary band, and its inner and outer halves) and, where their weights are staged
-locally, the perceptual ones of :mod:`pixperfect.evaluation.perceptual` (LPIPS, FID,
-U-IDS, P-IDS). Every score is a mean over samples. Outputs are scored as they are (no
-forced paste-back). Each method but identity is also compared with identity sample by
-sample (:mod:`pixperfect.evaluation.breakdown`): its mean band-PSNR gain
-(``band_psnr_gain``), its ``harm_rate`` (% of samples it makes more than 0.5 dB worse in
-the band) and its gain per bucket of identity band PSNR (how bad the seam was).
+boundary band, and its inner and outer halves), the texture gap across the seam and the
+share of identity's gap each method closes (:mod:`pixperfect.texture_gap`) and, where
+their weights are staged locally, the perceptual ones of
+:mod:`pixperfect.evaluation.perceptual` (LPIPS, FID, U-IDS, P-IDS). Every score is a mean
+over samples (the texture gap over those whose mask leaves it rings). Outputs are scored
+as they are (no forced paste-back). Each method but identity is also compared with
+identity sample by sample (:mod:`pixperfect.evaluation.breakdown`): its mean band-PSNR
+gain (``band_psnr_gain``), its ``harm_rate`` (% of samples it makes more than 0.5 dB
+worse in the band) and its gain per bucket of identity band PSNR (how bad the seam was).
 
 Reports (``--out results.json``): ``results.json`` (means, the buckets, per-sample seam
 scores, what was left out and why), ``results.md`` (methods x metrics and the bucket
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,6 +72,7 @@ from pixperfect.evaluation.report import BAND_METRICS, COMPARISON_METRICS, DIREC
 from pixperfect.imageio import Image, write_image
 from pixperfect.inference import Refiner
 from pixperfect.metrics import METRIC_NAMES, seam_scores
+from pixperfect.texture_gap import TEXTURE_METRICS, summarise, texture_balance, texture_rings
 
 log = logging.getLogger(__name__)
 Method = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (composite, mask) -> image
@@ -247,6 +251,7 @@ def evaluate(
         "dataset": source,
         "photos": source["photos"],
         "samples": len(triples),
+        "texture_gap_samples": scored["texture_gap_samples"],  # those whose mask has rings
         "band_width": e.band_width,
         "seed": e.seed,
         "checkpoint": str(checkpoint) if checkpoint else None,
@@ -276,14 +281,18 @@ def _perceptual_scorer(
 
 
 def score_sample(sample: dict, outputs: dict[str, torch.Tensor], band_width: int) -> dict:
-    """One sample's record in ``results["per_sample"]``: each output's seam scores and the
-    composite's band PSNR, which every gain over identity is measured from."""
+    """One sample's record in ``results["per_sample"]``: each output's seam scores and
+    texture gap (None where the mask leaves no rings), and the composite's band PSNR and
+    texture gap, which every gain over identity and every gap closed is measured from."""
     target, composite = sample["target"][None], sample["composite"][None]
     mask = sample["mask"][None]
     scores = {
         name: {k: float(v[0]) for k, v in seam_scores(out, target, mask, band_width).items()}
         for name, out in outputs.items()
     }
+    gaps = _texture_gaps({"identity": composite, **outputs}, target, mask, band_width)
+    for name in scores:
+        scores[name]["texture_gap"] = gaps[name]
     if "identity" in scores:
         reference = scores["identity"]["band_psnr"]
     else:  # identity not asked for: its band PSNR is still the reference of every gain
@@ -292,8 +301,24 @@ def score_sample(sample: dict, outputs: dict[str, torch.Tensor], band_width: int
         "name": sample["name"],
         "families": sample["families"].split("+") if sample.get("families") else [],
         "identity_band_psnr": reference,
+        "identity_texture_gap": gaps["identity"],
         "scores": scores,
     }
+
+
+def _texture_gaps(
+    images: dict[str, torch.Tensor], target: torch.Tensor, mask: torch.Tensor, band_width: int
+) -> dict[str, float | None]:
+    """Each image's texture gap against ``target`` (:mod:`pixperfect.texture_gap`), dB;
+    None when the mask leaves a ring too small. The rings and the target's balance are
+    computed once."""
+    rings = texture_rings(mask, band_width)
+    reference = texture_balance(target, rings)
+    gaps = {}
+    for name, image in images.items():
+        gap = float((texture_balance(image.clamp(0, 1), rings) - reference).abs()[0])
+        gaps[name] = gap if math.isfinite(gap) else None
+    return gaps
 
 
 def aggregate(
@@ -302,15 +327,20 @@ def aggregate(
     scorer: PerceptualScores | None,
     by_family: bool,
 ) -> dict:
-    """Means over samples per method (seam metrics, the perceptual ones, and the comparison
-    with identity), the metric names in table order, the gain per identity band-PSNR bucket
+    """Means over samples per method (seam metrics, the texture gap and the share of
+    identity's it closes, the perceptual ones, and the comparison with identity), the metric
+    names in table order, the gain per identity band-PSNR bucket
     and, when ``by_family``, per artifact family."""
     n = max(len(per_sample), 1)
     means = {
         name: {m: sum(s["scores"][name][m] for s in per_sample) / n for m in METRIC_NAMES}
         for name in methods
     }
-    metric_names = list(METRIC_NAMES)
+    identity_gaps = [s["identity_texture_gap"] for s in per_sample]
+    for name in methods:
+        gaps = [s["scores"][name]["texture_gap"] for s in per_sample]
+        means[name].update(summarise(gaps, identity_gaps))
+    metric_names = [*METRIC_NAMES, *TEXTURE_METRICS]
     if scorer is not None:
         extra = scorer.compute()
         for name in methods:
@@ -329,6 +359,7 @@ def aggregate(
     return {
         "methods": means,
         "metrics": metric_names,
+        "texture_gap_samples": sum(g is not None for g in identity_gaps),
         "buckets": comparison["buckets"],
         "families": families,
     }

@@ -17,6 +17,7 @@ from pixperfect.evaluation.breakdown import (
 )
 from pixperfect.evaluation.perceptual import HIGHER_IS_BETTER as PERCEPTUAL_HIGHER
 from pixperfect.metrics import HIGHER_IS_BETTER, METRIC_NAMES
+from pixperfect.texture_gap import GUARD_PX, TEXTURE_METRICS
 
 FAMILIES_LEGEND = (
     "mean band-PSNR gain over identity (dB) on the samples with each artifact family "
@@ -27,11 +28,14 @@ COMPARISON_METRICS = ("band_psnr_gain", "harm_rate")
 WHOLE_IMAGE_METRICS = ("psnr", "ssim", "l1")
 BAND_METRICS = (
     *(m for m in METRIC_NAMES if m not in WHOLE_IMAGE_METRICS),
+    *TEXTURE_METRICS,
     *COMPARISON_METRICS,
 )
 DIRECTION = {
     **HIGHER_IS_BETTER,
     **PERCEPTUAL_HIGHER,
+    "texture_gap": False,
+    "texture_gap_closed": True,
     "band_psnr_gain": True,
     "harm_rate": False,
 }
@@ -48,6 +52,10 @@ def _fmt(metric: str, value: float | None) -> str:
         return f"{value:+.2f}"
     if metric == "harm_rate":
         return f"{value:.1f}%"
+    if metric == "texture_gap_closed":
+        return f"{value:+.1f}%"
+    if metric == "texture_gap":
+        return f"{value:.2f}"
     if "psnr" in metric or metric in ("fid", "u_ids", "p_ids"):
         return f"{value:.2f}"
     if "ciede" in metric:
@@ -70,6 +78,15 @@ def _legend(results: dict) -> str:
         "in dB, CIEDE2000 in ΔE00 units, seam_grad = RMS gradient of (output - target) in "
         "the band; U-IDS / P-IDS x100"
     )
+    if "texture_gap" in _metrics(results):
+        scored = results.get("texture_gap_samples", results["samples"])
+        legend += (
+            "; texture_gap = |(inner / outer high-frequency energy, dB) of the output - the "
+            "same of the target|, in rings of the band width just inside / outside the mask "
+            f"from {GUARD_PX} px off its boundary (on the {scored} of {results['samples']} "
+            "samples whose mask leaves both rings); texture_gap_closed = % of identity's mean "
+            "texture gap closed"
+        )
     if "harm_rate" in _metrics(results):
         margin = results.get("harm_margin_db", HARM_MARGIN_DB)
         legend += (
@@ -152,6 +169,10 @@ def format_csv(results: dict) -> str:
             where += ", against identity sample by sample"
         if m == "harm_rate":
             where += f", % of samples more than {results.get('harm_margin_db', 0.5):g} dB worse"
+        if m == "texture_gap":
+            where += ", rings just inside / outside the mask; dB"
+        if m == "texture_gap_closed":
+            where += ", % of identity's mean texture gap closed"
         buffer.write(f"# {m}: {direction} is better; {where}\n")
     return buffer.getvalue()
 
