@@ -53,6 +53,10 @@ class DataConfig:
     holdout: list[str] = field(default_factory=lambda: ["chelsea", "coffee"])  # skimage names
     val_images: str | None = None  # held-out photo folder (source=folder)
     crop_size: int = 128
+    # Photos seen at a random scale in [lo, hi] (crop size / scale px, downscaled to the
+    # crop): 1000 px photos cropped natively hold finer texture than the 512 px photos a
+    # refiner is scored on (docs/training.md). [1, 1]: native scale, as before.
+    crop_scale: tuple[float, float] = (1.0, 1.0)
     batch_size: int = 8
     num_workers: int = 0
     val_crop_size: int = 192
@@ -303,6 +307,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model.base_channels={cfg.model.base_channels} must be > 0 (or null)")
     _check_warmups(cfg)
     _check_precision(cfg.trainer.precision)
+    lo, hi = cfg.data.crop_scale
+    if not 0 < lo <= hi <= 1:
+        raise ConfigError(f"data.crop_scale=[{lo}, {hi}] must satisfy 0 < lo <= hi <= 1")
     if cfg.model.blocks < 0:
         raise ConfigError(f"model.blocks={cfg.model.blocks} must be >= 0")
     if not (cfg.optim.eps > 0 and 0 <= cfg.optim.min_lr_ratio <= 1 and cfg.optim.warmup_steps >= 0):

@@ -31,10 +31,16 @@ log = logging.getLogger(__name__)
 class RandomCropStream(IterableDataset):
     """Endless random crops; each (seed, start step, rank, worker) gets its own stream."""
 
-    def __init__(self, images: list[torch.Tensor], crop_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        images: list[torch.Tensor],
+        crop_size: int,
+        seed: int,
+        scale: tuple[float, float] = (1.0, 1.0),
+    ) -> None:
         if not images:
             raise ValueError("no training images")
-        self.images, self.crop_size, self.seed = images, crop_size, seed
+        self.images, self.crop_size, self.seed, self.scale = images, crop_size, seed, scale
 
     def __iter__(self):
         info = get_worker_info()
@@ -42,7 +48,8 @@ class RandomCropStream(IterableDataset):
         generator = torch.Generator().manual_seed(derive_seed(self.seed, worker))
         while True:
             index = int(torch.randint(len(self.images), (1,), generator=generator))
-            yield {"target": random_crop(self.images[index], self.crop_size, generator)}
+            crop = random_crop(self.images[index], self.crop_size, generator, self.scale)
+            yield {"target": crop}
 
 
 class ListDataset(Dataset):
@@ -100,7 +107,9 @@ class PhotoDataModule(L.LightningDataModule):
         step = self.trainer.global_step if self.trainer else 0
         rank = self.trainer.global_rank if self.trainer else 0
         seed = derive_seed(self.cfg.run.seed, step, rank)
-        stream = RandomCropStream(list(self.train_images.values()), d.crop_size, seed)
+        stream = RandomCropStream(
+            list(self.train_images.values()), d.crop_size, seed, tuple(d.crop_scale)
+        )
         return DataLoader(
             stream,
             batch_size=d.batch_size,
