@@ -114,11 +114,15 @@ class LossConfig:
     # L1 averaged over a Gaussian pyramid (training/objective.py): weighs smooth colour
     # errors against texture errors the way a viewer does
     pyramid_l1: float = 0.0
+    # minus the PSNR per sample (dB), averaged: every sample's dB counts alike, so nearly
+    # right edits are kept right (training/objective.py)
+    psnr: float = 0.0
     lpips: float = 5.0
     adversarial: float = 1.0
     tone_l1: float = 64.0
     tone_mse: float = 0.0
     tone_pyramid_l1: float = 0.0
+    tone_psnr: float = 0.0
     tone_lpips: float = 5.0
     tone_adversarial: float = 1.0
     tone: ToneMapConfig = field(default_factory=ToneMapConfig)

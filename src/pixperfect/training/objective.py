@@ -85,6 +85,19 @@ def _pyramid_l1(objective: Objective, images: Compared) -> torch.Tensor:
     return total / PYRAMID_LEVELS
 
 
+PSNR_FLOOR_MSE = 1e-8  # 80 dB: an exact sample's loss stays finite
+
+
+def _psnr(objective: Objective, images: Compared) -> torch.Tensor:
+    """Minus the PSNR (dB) per sample, averaged: ``10 log10(MSE_i)``. A mean MSE or L1 is
+    ruled by the worst samples, so a nearly right edit (band PSNR 40 dB) weighs nothing and
+    the corrections learned on the bad ones leak into it: harm. In log scale a dB gained or
+    lost counts the same on every sample, the way the band-PSNR gain and the harm rate
+    score it."""
+    mse = images.error.square().flatten(1).mean(1)
+    return 10 * torch.log10(mse + PSNR_FLOOR_MSE).mean()
+
+
 def _lpips(objective: Objective, images: Compared) -> torch.Tensor:
     return objective.lpips(images.pred, images.target).mean()
 
@@ -96,6 +109,7 @@ PIXEL_TERMS: dict[str, PixelTerm] = {
     "l1": _l1,
     "mse": _mse,
     "pyramid_l1": _pyramid_l1,
+    "psnr": _psnr,
     "lpips": _lpips,
 }
 

@@ -1,0 +1,56 @@
+"""The pixel terms that weigh errors the way the evaluation scores them: L1 over a Gaussian
+pyramid (smooth colour errors keep their weight below full size) and minus the PSNR per
+sample (every sample's dB counts alike)."""
+
+from __future__ import annotations
+
+import torch
+
+from pixperfect.training.objective import PIXEL_TERMS, Compared
+
+
+def _term(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return PIXEL_TERMS[name](None, Compared(pred, target))
+
+
+def _pair() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A target, the target with a smooth colour shift and with grain of the same L1."""
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 64, 64, generator=gen) * 0.5 + 0.25
+    shift = target + 0.02
+    grain = target + 0.02 * torch.randn(2, 3, 64, 64, generator=gen).sign()
+    return target, shift, grain
+
+
+def test_plain_l1_cannot_tell_a_colour_shift_from_grain_of_the_same_size():
+    target, shift, grain = _pair()
+    assert torch.isclose(_term("l1", shift, target), _term("l1", grain, target), rtol=1e-3)
+
+
+def test_the_pyramid_l1_weighs_a_smooth_colour_shift_above_grain_of_the_same_l1():
+    target, shift, grain = _pair()
+    assert torch.isclose(_term("pyramid_l1", shift, target), torch.tensor(0.02), rtol=1e-3)
+    assert _term("pyramid_l1", shift, target) > 2 * _term("pyramid_l1", grain, target)
+
+
+def test_the_psnr_term_is_minus_the_mean_psnr_and_counts_every_samples_db_alike():
+    target = torch.full((2, 3, 16, 16), 0.5)
+    pred = target.clone()
+    pred[0] += 0.1  # 20 dB
+    pred[1] += 0.001  # 60 dB
+    # (the 1e-8 floor on the MSE moves the 60 dB sample by 0.04 dB)
+    assert torch.isclose(_term("psnr", pred, target), torch.tensor(-40.0), atol=0.05)
+    pred.requires_grad_(True)
+    _term("psnr", pred, target).backward()
+    # Halving either sample's error gains the same 6 dB: the nearly right sample's pixels get
+    # a 100x larger gradient than under MSE, where it would weigh 10^4 times less.
+    g = pred.grad.abs().flatten(1).mean(1)
+    assert torch.isclose(g[1] / g[0], torch.tensor(100.0), rtol=2e-2)
+
+
+def test_the_psnr_term_stays_finite_on_an_exact_sample():
+    target = torch.rand(1, 3, 8, 8)
+    pred = target.clone().requires_grad_(True)
+    loss = _term("psnr", pred, target)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(pred.grad).all()
