@@ -5,7 +5,8 @@
 
 RUN is a run folder (``runs/<name>``, its ``tb/`` is read) or a TensorBoard folder; a
 label can be given as ``label=path``. Tags may end in ``*`` to take every matching tag
-(``val_family/*/band_psnr``). Prints, per tag, one row per logged step and one column per
+(``val_family/*/band_psnr``); ``--ref TAG=VALUE`` draws a dashed line (identity's score)
+on that tag's chart. Prints, per tag, one row per logged step and one column per
 run; with ``--svg`` writes one chart per tag, the runs as coloured lines.
 """
 
@@ -41,13 +42,21 @@ def matching(tags: list[str], available: set[str]) -> list[str]:
     return out
 
 
-def chart(title: str, lines: dict[str, list[tuple[int, float]]], w: int = 420, h: int = 260) -> str:
-    """One SVG <g> chart: axes with min/max labels, a polyline per run, a legend."""
+def chart(
+    title: str,
+    lines: dict[str, list[tuple[int, float]]],
+    reference: float | None = None,
+    w: int = 420,
+    h: int = 260,
+) -> str:
+    """One SVG <g> chart: axes with min/max labels, a polyline per run, a legend, and an
+    optional dashed horizontal ``reference`` line (e.g. identity's score)."""
     points = [p for line in lines.values() for p in line]
     if not points:
         return ""
     x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
-    y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
+    values = [p[1] for p in points] + ([reference] if reference is not None else [])
+    y0, y1 = min(values), max(values)
     x1, y1 = max(x1, x0 + 1), y1 if y1 > y0 else y0 + 1e-6
     left, top, pw, ph = 56, 24, w - 70, h - 60
 
@@ -65,6 +74,13 @@ def chart(title: str, lines: dict[str, list[tuple[int, float]]], w: int = 420, h
         f'<text x="{left + pw}" y="{top + ph + 14}" font-size="10" text-anchor="end">'
         f"step {x1}</text>",
     ]
+    if reference is not None:
+        a, b = xy(x0, reference), xy(x1, reference)
+        parts.append(
+            f'<polyline points="{a} {b}" stroke="#555" stroke-dasharray="4,3" fill="none"/>'
+            f'<text x="{left + pw - 4}" y="{b.split(",")[1]}" dy="-3" font-size="10" '
+            f'text-anchor="end" fill="#555">{reference:.4g}</text>'
+        )
     for i, (label, line) in enumerate(lines.items()):
         colour = COLOURS[i % len(COLOURS)]
         if line:
@@ -100,12 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tags", default="val/band_psnr", help="comma-separated, * allowed")
     parser.add_argument("--svg", type=Path, help="write the charts here")
     parser.add_argument("--every", type=int, default=1, help="print every n-th row")
+    parser.add_argument(
+        "--ref", action="append", default=[], help="TAG=VALUE: a dashed reference line"
+    )
     args = parser.parse_args(argv)
     runs = {}
     for spec in args.runs:
         label, _, path = spec.rpartition("=")
         runs[label or Path(path).name] = read_scalars(Path(path))
     available = {t for series in runs.values() for t in series}
+    refs = {tag: float(v) for tag, _, v in (r.rpartition("=") for r in args.ref)}
     charts = []
     for tag in matching(args.tags.split(","), available):
         lines = {label: series.get(tag, []) for label, series in runs.items()}
@@ -115,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             values = [dict(line).get(step) for line in lines.values()]
             cells = ["" if v is None else f"{v:.4g}" for v in values]
             print(f"| {step} | " + " | ".join(cells) + " |")
-        charts.append(chart(tag, lines))
+        charts.append(chart(tag, lines, refs.get(tag)))
     if args.svg:
         write_svg(args.svg, [c for c in charts if c])
         print(f"\ncharts: {args.svg}")
