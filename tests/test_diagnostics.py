@@ -192,9 +192,9 @@ def test_validation_reports_band_psnr_per_family_present_over_the_set(photo):
     metric.update(refined, batch["composite"], batch["target"], batch["mask"], families)
     metric.update(refined, batch["composite"], batch["target"], batch["mask"], None)
     scalars = metric.scalars()
-    present = {"colour", "texture", "misalign"}
+    present = {"colour", "texture", "misalign", "all"}
     assert {t.split("/")[1] for t in scalars} == present
-    assert set(FAMILIES) > present  # the others have no tag
+    assert set(FAMILIES) > present - {"all"}  # the others have no tag
     ours = seam_scores(refined, batch["target"], batch["mask"], 8)["band_psnr"]
     identity = seam_scores(batch["composite"], batch["target"], batch["mask"], 8)["band_psnr"]
     colour = (ours[0] + ours[0]) / 2  # sample 0 of both batches
@@ -207,6 +207,25 @@ def test_validation_reports_band_psnr_per_family_present_over_the_set(photo):
     )
     assert gain > 0  # halfway to the target is better than the composite
     assert metric.count.sum() == 0  # reset after reading
+    everything = torch.cat([ours, ours]).mean()  # every sample, the clean one included
+    assert scalars["val_family/all/band_psnr"].item() == pytest.approx(everything.item(), 1e-5)
+    assert scalars["val_family/all/harm_rate"].item() == 0
+    assert "val_family/all/prior_band_psnr" not in scalars  # no prior was given
+
+
+def test_validation_scores_the_prior_beside_the_refiner_and_counts_the_harmed(photo):
+    batch = _batch(photo)
+    worse = (batch["composite"] + 0.2).clamp(0, 1)  # far from the target everywhere
+    metric = FamilyBandPSNR(band_width=8)
+    metric.update(worse, batch["composite"], batch["target"], batch["mask"], ["colour", ""],
+                  prior=batch["target"])  # fmt: skip
+    scalars = metric.scalars()
+    assert scalars["val_family/all/harm_rate"].item() == 100
+    assert scalars["val_family/colour/prior_band_psnr"].item() == pytest.approx(100, abs=0.01)
+    ours = seam_scores(worse, batch["target"], batch["mask"], 8)["band_psnr"]
+    assert scalars["val_family/all/gain_over_prior"].item() == pytest.approx(
+        ours.mean().item() - 100, 1e-4
+    )
 
 
 def test_the_validation_batch_keeps_its_families_to_the_per_family_scores(tiny_config):
@@ -225,7 +244,7 @@ def test_the_validation_batch_keeps_its_families_to_the_per_family_scores(tiny_c
         assert "families" not in batch  # strings stay on the host
         module.validation_step(batch, index + 1)  # (index 0 logs an image grid)
     scalars = module.diagnostics.validation_scalars()
-    assert {t.split("/")[1] for t in scalars} == seen
+    assert {t.split("/")[1] for t in scalars} == seen | {"all"}
     assert all(math.isfinite(v.item()) for v in scalars.values())
 
 
@@ -244,7 +263,7 @@ def test_a_step_simulated_in_training_labels_its_samples_with_their_families(tin
     scalars = module.diagnostics.training_scalars(batch, refined)
     gains = {t: v for t, v in scalars.items() if t.startswith("train_family/")}
     names = {f for s in expected for f in s.split("+") if f}
-    assert {t.split("/")[1] for t in gains} == names
+    assert {t.split("/")[1] for t in gains} == names | {"all"}
     assert all(v.item() == 0 for v in gains.values())
 
 

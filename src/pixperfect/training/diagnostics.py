@@ -21,9 +21,10 @@ top of its colour prior. :class:`Diagnostics` owns them for :class:`RefinerModul
 - ``train_family/<family>/band_psnr_gain``: refined minus composite band PSNR, per sample,
   averaged over the step's samples with that artifact family (from the first step that has
   one; NaN on a later step that has none);
-- ``val_family/<family>/band_psnr``, ``.../identity_band_psnr``, ``.../band_psnr_gain``: the
-  same per family over the whole validation set (:class:`FamilyBandPSNR`, synced across
-  ranks).
+- ``val_family/<family>/band_psnr``, ``.../identity_band_psnr``, ``.../band_psnr_gain``,
+  ``.../harm_rate`` and, with a colour prior, ``.../prior_band_psnr`` and
+  ``.../gain_over_prior``: the same per family, and over every sample as the family
+  ``all``, over the whole validation set (:class:`FamilyBandPSNR`, synced across ranks).
 
 Regions (band width ``eval.band_width``, 8 px): ``band`` is every pixel within the width of
 the mask's boundary on both sides (:func:`~pixperfect.metrics.boundary_band`), ``inside``
@@ -51,6 +52,7 @@ from torchmetrics import Metric
 from data_sim.morphology import max_filter
 from data_sim.simulator import FAMILIES, family_names
 from pixperfect.metrics import boundary_band
+from pixperfect.models.colour_prior import apply_colour_prior
 
 REGIONS = ("inside", "band", "outside")
 ADAM_EPS = 1e-8  # torch.optim.Adam's default, used when the optimiser does not say
@@ -85,11 +87,16 @@ def band_psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, widt
     return 10 * torch.log10(1 / mse.clamp_min(1e-10))
 
 
+LABELS = (*FAMILIES, "all")  # the validation groups: each family, and every sample
+HARM_DB = 0.5  # a sample loses more than this against identity: harmed (as evaluate counts)
+
+
 def membership(families: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
-    """(B, len(FAMILIES)) float: 1 where sample i has family j; ``families[i]`` is its
-    names joined by ``+`` (empty: a clean sample, in no family)."""
-    rows = [[float(name in s.split("+")) for name in FAMILIES] for s in families]
-    return torch.tensor(rows, device=device).reshape(len(families), len(FAMILIES))
+    """(B, len(LABELS)) float: 1 where sample i has family j, and 1 in the last column
+    ("all") for every sample; ``families[i]`` is its names joined by ``+`` (empty: a clean
+    sample, in no family but in "all")."""
+    rows = [[float(name in s.split("+")) for name in FAMILIES] + [1.0] for s in families]
+    return torch.tensor(rows, device=device).reshape(len(families), len(LABELS))
 
 
 def parameter_levels(model: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -128,19 +135,20 @@ def gradient_scalars(model: nn.Module, eps: float = ADAM_EPS) -> dict[str, torch
 
 
 class FamilyBandPSNR(Metric):
-    """Per artifact family over a validation set: the mean band PSNR of the refined images
-    and of the composites (the identity), from per-sample sums and counts (synced across
-    ranks by torchmetrics). :meth:`scalars` names the families seen."""
+    """Per artifact family, and over every sample ("all"), over a validation set: the mean
+    band PSNR of the refined images, of the composites (the identity) and, for a refiner
+    with a colour prior, of the prior alone; and the share of samples the refiner harms
+    (more than ``HARM_DB`` below identity), from per-sample sums and counts (synced across
+    ranks by torchmetrics). :meth:`scalars` names the groups seen."""
 
     full_state_update = False
 
     def __init__(self, band_width: int = 8, **kwargs) -> None:
         super().__init__(**kwargs)
         self.band_width = band_width
-        n = len(FAMILIES)
-        self.add_state("refined", torch.zeros(n, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("identity", torch.zeros(n, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros(n, dtype=torch.float64), dist_reduce_fx="sum")
+        n = len(LABELS)
+        for state in ("refined", "identity", "prior", "harmed", "count", "prior_count"):
+            self.add_state(state, torch.zeros(n, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(
         self,
@@ -149,30 +157,50 @@ class FamilyBandPSNR(Metric):
         target: torch.Tensor,
         mask: torch.Tensor,
         families: list[str] | None,
+        prior: torch.Tensor | None = None,
     ) -> None:
         """``families``: one ``+``-joined string per sample; None adds nothing (a batch
-        without labels still counts as an update, so every rank computes alike)."""
+        without labels still counts as an update, so every rank computes alike).
+        ``prior``: the colour prior's image of the composites, scored alongside."""
         if families is None or len(families) != refined.shape[0]:
             return
         member = membership(families, refined.device).double()
-        self.refined += band_psnr(refined, target, mask, self.band_width).double() @ member
-        self.identity += band_psnr(composite, target, mask, self.band_width).double() @ member
+        scored = band_psnr(refined, target, mask, self.band_width).double()
+        identity = band_psnr(composite, target, mask, self.band_width).double()
+        self.refined += scored @ member
+        self.identity += identity @ member
+        self.harmed += (scored < identity - HARM_DB).double() @ member
         self.count += member.sum(0)
+        if prior is not None:
+            self.prior += band_psnr(prior, target, mask, self.band_width).double() @ member
+            self.prior_count += member.sum(0)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        return {"refined": self.refined, "identity": self.identity, "count": self.count}
+        return {
+            "refined": self.refined,
+            "identity": self.identity,
+            "prior": self.prior,
+            "harmed": self.harmed,
+            "count": self.count,
+            "prior_count": self.prior_count,
+        }
 
     def scalars(self) -> dict[str, torch.Tensor]:
         """``val_family/<family>/...`` for every family with samples, then a reset."""
         totals = self.compute()
         out = {}
-        for j, name in enumerate(FAMILIES):
+        for j, name in enumerate(LABELS):
             n = float(totals["count"][j])
             if n > 0:
                 refined, identity = totals["refined"][j] / n, totals["identity"][j] / n
                 out[f"val_family/{name}/band_psnr"] = refined.float()
                 out[f"val_family/{name}/identity_band_psnr"] = identity.float()
                 out[f"val_family/{name}/band_psnr_gain"] = (refined - identity).float()
+                out[f"val_family/{name}/harm_rate"] = (100 * totals["harmed"][j] / n).float()
+            if float(totals["prior_count"][j]) > 0:
+                prior = totals["prior"][j] / totals["prior_count"][j]
+                out[f"val_family/{name}/prior_band_psnr"] = prior.float()
+                out[f"val_family/{name}/gain_over_prior"] = (refined - prior).float()
         self.reset()
         return out
 
@@ -296,7 +324,7 @@ class Diagnostics(nn.Module):
             return {}
         member = membership(families)  # on the host: the counts need no device sync
         counts = member.sum(0)
-        self._seen.update(name for name, n in zip(FAMILIES, counts, strict=True) if n > 0)
+        self._seen.update(name for name, n in zip(LABELS, counts, strict=True) if n > 0)
         target, mask = batch["target"], batch["mask"]
         gain = band_psnr(refined, target, mask, self.band_width)
         gain = gain - band_psnr(batch["composite"], target, mask, self.band_width)
@@ -306,7 +334,7 @@ class Diagnostics(nn.Module):
         means = (gain @ member.to(gain.device)) / counts.to(gain.device)
         return {
             f"train_family/{name}/band_psnr_gain": means[j]
-            for j, name in enumerate(FAMILIES)
+            for j, name in enumerate(LABELS)
             if name in self._seen
         }
 
@@ -325,10 +353,16 @@ class Diagnostics(nn.Module):
 
     # -- validation -------------------------------------------------------------------
 
-    def update_validation(self, batch: dict, refined: torch.Tensor) -> None:
+    def update_validation(
+        self, batch: dict, refined: torch.Tensor, colour_prior: str = "none"
+    ) -> None:
+        """Score a validation batch; with a ``colour_prior``, the prior alone beside it."""
         composite, target, mask = batch["composite"], batch["target"], batch["mask"]
         families = self.families(refined.shape[0])
-        self.val_families.update(refined, composite, target, mask, families)
+        prior = None
+        if colour_prior != "none":
+            prior = apply_colour_prior(colour_prior, composite.float(), mask)
+        self.val_families.update(refined, composite, target, mask, families, prior)
 
     def validation_scalars(self) -> dict[str, torch.Tensor]:
         """``val_family/*`` over the validation set (synced), then a reset."""

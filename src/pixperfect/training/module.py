@@ -366,7 +366,8 @@ class RefinerModule(L.LightningModule):
         batch = self.with_artifacts(to_float(batch))
         refined = self.evaluation_generator()(batch["composite"], batch["mask"])
         self.val_metrics.update(refined, batch["target"], batch["mask"])
-        self.diagnostics.update_validation(batch, refined)
+        prior = getattr(self.generator, "colour_prior", "none")  # scored alone beside it
+        self.diagnostics.update_validation(batch, refined, prior)
         if self.val_lpips is not None:
             self.val_lpips.update(self.objective.lpips(refined, batch["target"]).flatten())
         if batch_idx == 0 and self.global_rank == 0:

@@ -134,6 +134,12 @@ CUSTOM_SCALARS_LAYOUT = {
         "Validation band-PSNR gain per family (val_family/*/band_psnr_gain)": _multiline(
             r"^val_family/.*/band_psnr_gain$"
         ),
+        "Validation gain over the colour prior per family (val_family/*/gain_over_prior)": (
+            _multiline(r"^val_family/.*/gain_over_prior$")
+        ),
+        "Validation harm rate per family, % (val_family/*/harm_rate)": _multiline(
+            r"^val_family/.*/harm_rate$"
+        ),
         "Training band-PSNR gain per family (train_family/*)": _multiline(r"^train_family/"),
     },
 }
