@@ -90,6 +90,9 @@ class ModelConfig:
     colour_field: bool = False
     ffc_blocks: int = 12  # ffc: Fourier-convolution residual blocks in the bottleneck
     global_ratio: float = 0.75  # ffc: share of channels in the global (spectral) branch
+    # ffc: group (GroupNorm residual blocks, every level trains) | none (the plain stack,
+    # whose bottleneck gets gradients at Adam's eps: docs/training.md)
+    ffc_norm: str = "group"
 
 
 @dataclass
@@ -217,6 +220,7 @@ CHOICES = {
     "loss.lpips_net": LPIPS_NETS,
     "gan.discriminator": DISCRIMINATORS,
     "optim.schedule": ("constant", "cosine"),
+    "model.ffc_norm": ("group", "none"),
 }
 
 

@@ -19,15 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixperfect.models.blocks import group_norm
+
 
 class ColourField(nn.Module):
     """Per-pixel affine colour maps from coarse features, added to the identity map."""
 
     def __init__(self, channels: int, stride: int) -> None:
         super().__init__()
-        groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
         self.coef = nn.Sequential(
-            nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, 12, 3, padding=1)
+            group_norm(channels), nn.SiLU(), nn.Conv2d(channels, 12, 3, padding=1)
         )
         nn.init.zeros_(self.coef[-1].weight)
         nn.init.zeros_(self.coef[-1].bias)

@@ -17,8 +17,10 @@ whole edit, or a seam far from the rest of the mask, needs. The FFT is circular:
 spectral branch opposite image borders are neighbours (as in LaMa).
 
 Parameters at the defaults (base_channels=64, depth=3, ffc_blocks=12, global_ratio=0.75):
-40,016,579 (about 40M). The modulated decoder of CM-GAN is not reproduced: its style code
-came from the removed fully-connected bottleneck.
+38,757,315 with ``ffc_norm="group"`` (the default: GroupNorm residual blocks, a residual
+decoder and a head on normalised features, so every level trains), 40,016,579 with
+``"none"``. The modulated decoder of CM-GAN is not reproduced: its style code came from
+the removed fully-connected bottleneck.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pixperfect.models.blocks import HEAD_STD, group_norm, residual_level
 from pixperfect.models.residual import ResidualRefiner, apply_correction, conv3x3, decode
 
 
@@ -98,15 +101,18 @@ class FFC(nn.Module):
 
 
 class FFCResBlock(nn.Module):
-    """x + gamma * FFC(act(FFC(x))). No normalisation layer: batch statistics differ between
-    training crops and single full images, and per-image normalisation would erase the
-    absolute colour the refiner must correct. A per-channel ``gamma`` starting at 0.1 keeps
-    the deep residual stack close to the identity at initialisation instead."""
+    """x + gamma * FFC(act(FFC(x))); with ``norm``, pre-activation with GroupNorm on the
+    branch: x + gamma * FFC(act(GN(FFC(act(GN(x)))))). The norm sits on the branch only, so
+    the stream keeps the absolute colour the refiner must correct; without it the deep
+    stack's gradients fall to Adam's eps (docs/training.md). A per-channel ``gamma``
+    starting at 0.1 keeps the stack close to the identity at initialisation."""
 
-    def __init__(self, channels: int, global_ratio: float) -> None:
+    def __init__(self, channels: int, global_ratio: float, norm: bool = False) -> None:
         super().__init__()
+        pre = [group_norm(channels), nn.SiLU()] if norm else []
+        mid = [group_norm(channels), nn.SiLU()] if norm else [nn.SiLU()]
         self.body = nn.Sequential(
-            FFC(channels, global_ratio), nn.SiLU(), FFC(channels, global_ratio)
+            *pre, FFC(channels, global_ratio), *mid, FFC(channels, global_ratio)
         )
         self.gamma = nn.Parameter(torch.full((1, channels, 1, 1), 0.1))
 
@@ -130,29 +136,38 @@ class FFCRefiner(ResidualRefiner):
         prior_gate: bool = True,
         ffc_blocks: int = 12,
         global_ratio: float = 0.75,
+        ffc_norm: str = "group",
     ) -> None:
-        """``edit_margin``, ``colour_prior`` and ``prior_gate`` as in :class:`UNetRefiner`."""
+        """``edit_margin``, ``colour_prior`` and ``prior_gate`` as in :class:`UNetRefiner`.
+        ``ffc_norm``: "group" (GroupNorm residual blocks everywhere and a head on normalised
+        features, so every level trains) or "none" (the plain stack of earlier versions)."""
         super().__init__(base_channels, depth, edit_margin, colour_prior)
+        norm = ffc_norm == "group"
         widths = self.widths
         # One FFC block per encoder level: global context already at high resolution,
         # where the skip connections pick it up for the decoder.
         self.down = nn.ModuleList(
             nn.Sequential(
                 conv3x3(widths[i], widths[i + 1], stride=2),
-                FFCResBlock(widths[i + 1], global_ratio),
+                FFCResBlock(widths[i + 1], global_ratio, norm),
             )
             for i in range(depth)
         )
         self.bottleneck = nn.Sequential(
-            *(FFCResBlock(widths[-1], global_ratio) for _ in range(ffc_blocks))
+            *(FFCResBlock(widths[-1], global_ratio, norm) for _ in range(ffc_blocks))
         )
         self.fuse = nn.ModuleList(
-            nn.Sequential(
+            residual_level(widths[i + 1] + widths[i], widths[i], 1, stride=1)
+            if norm
+            else nn.Sequential(
                 conv3x3(widths[i + 1] + widths[i], widths[i]), conv3x3(widths[i], widths[i])
             )
             for i in reversed(range(depth))
         )
+        self.out_norm = nn.Sequential(group_norm(widths[0]), nn.SiLU()) if norm else None
         self._add_head(prior_gate)
+        if norm:
+            nn.init.normal_(self.head.weight, std=HEAD_STD)
 
     def forward(
         self, composite: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor | None = None
@@ -160,5 +175,7 @@ class FFCRefiner(ResidualRefiner):
         """``prior``: the colour prior's image, when computed outside (tiled inference)."""
         x, skips, base = self._encode(composite, mask, prior)
         x = decode(self.fuse, self.up, self.bottleneck(x), skips)
+        if self.out_norm is not None:
+            x = self.out_norm(x)
         base = self._start(x, composite, base)
         return apply_correction(base, mask, self.head(x), self.edit_margin)
