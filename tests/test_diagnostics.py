@@ -18,7 +18,7 @@ from torch import nn
 from data_sim.sampling import derive_seed
 from data_sim.simulator import FAMILIES, family_names
 from pixperfect.metrics import seam_scores
-from pixperfect.models import FFCRefiner, UNetRefiner
+from pixperfect.models import FFCRefiner, UNetRefiner, build_refiner
 from pixperfect.models.residual import GATE_OPEN
 from pixperfect.training.diagnostics import (
     Diagnostics,
@@ -149,10 +149,23 @@ def test_the_taps_see_through_ddp_as_lightning_wraps_the_module(photo):
         ),
         (
             lambda: FFCRefiner(base_channels=8, depth=2, ffc_blocks=2, colour_prior="reinhard"),
-            {"stem", "down.0", "down.1", "bottleneck", "fuse.0", "fuse.1", "head", "gate"},
+            {"stem", "down.0", "down.1", "bottleneck", "fuse.0", "fuse.1", "out_norm", "head"}
+            | {"gate"},
+        ),
+        (
+            lambda: build_refiner(
+                "resunet",
+                base_channels=8,
+                depth=2,
+                colour_prior="seam_affine",
+                global_context=True,
+                colour_field=True,
+            ),  # fmt: skip
+            {"stem", "down.0", "down.1", "fuse.0", "fuse.1", "out_norm", "head", "gate"}
+            | {"context", "field"},
         ),
     ],
-    ids=["unet", "ffc"],
+    ids=["unet", "ffc", "resunet"],
 )
 def test_the_levels_cover_every_parameter_exactly_once(model, levels):
     model = model()
