@@ -46,9 +46,10 @@ COSINE = "optim.schedule=cosine optim.warmup_steps=50"
 ARMS = {
     "unet": "",  # the demo recipe: plain U-Net, MSE x 1, constant learning rate
     "unet-cosine": COSINE,
-    "unet-psnr": f"{COSINE} loss.mse=0 loss.psnr=1",
+    "unet-psnr": f"{COSINE} loss.mse=0 loss.psnr=1 loss.psnr_floor_db=80",
     "resunet-l1": f"model.name=resunet {COSINE} loss.mse=0 loss.l1=64",
-    "resunet-psnr": f"model.name=resunet {COSINE} loss.mse=0 loss.psnr=1",
+    "resunet-psnr": f"model.name=resunet {COSINE} loss.mse=0 loss.psnr=1 loss.psnr_floor_db=80",
+    "resunet-psnr50": f"model.name=resunet {COSINE} loss.mse=0 loss.psnr=1 loss.psnr_floor_db=50",
 }
 METHODS = "identity,reinhard,seam_affine,poisson,laplacian,refiner"
 BASELINES = ("reinhard", "seam_affine", "poisson", "laplacian")

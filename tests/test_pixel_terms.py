@@ -4,13 +4,19 @@ sample (every sample's dB counts alike)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import pytest
 import torch
 
 from pixperfect.training.objective import PIXEL_TERMS, Compared
 
 
-def _term(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return PIXEL_TERMS[name](None, Compared(pred, target))
+def _term(
+    name: str, pred: torch.Tensor, target: torch.Tensor, floor_db: float = 80
+) -> torch.Tensor:
+    objective = SimpleNamespace(cfg=SimpleNamespace(psnr_floor_db=floor_db))
+    return PIXEL_TERMS[name](objective, Compared(pred, target))
 
 
 def _pair() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -54,3 +60,27 @@ def test_the_psnr_term_stays_finite_on_an_exact_sample():
     loss = _term("psnr", pred, target)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(pred.grad).all()
+
+
+def test_the_psnr_floor_keeps_an_untouched_edit_from_outweighing_a_bad_one():
+    """Below the floor's error a sample counts as right: with an 80 dB floor an untouched edit
+    moved by 0.1 level pulls 240 times harder on the network than a 20 dB edit, with the
+    default 50 dB floor 4 times (60 times less)."""
+    target = torch.full((2, 3, 16, 16), 0.5)
+    pred = target.clone()
+    pred[0] += 0.1  # a bad edit, 20 dB
+    pred[1] += 0.1 / 255  # an untouched edit moved by 0.1 level, 68 dB
+    pulls = {}
+    for floor in (80.0, 50.0):
+        p = pred.clone().requires_grad_(True)
+        _term("psnr", p, target, floor).backward()
+        g = p.grad.abs().flatten(1).sum(1)
+        pulls[floor] = float(g[1] / g[0])
+    assert pulls[80.0] > 100 and pulls[50.0] < 10 and pulls[80.0] > 50 * pulls[50.0], pulls
+
+
+def test_the_floor_is_a_setting_not_a_weight(tiny_config):
+    from pixperfect.config import ConfigError
+
+    with pytest.raises(ConfigError, match="at least one of"):
+        tiny_config("loss.mse=0", "loss.l1=0", "loss.psnr=0", "loss.psnr_floor_db=50")

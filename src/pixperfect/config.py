@@ -120,6 +120,7 @@ class LossConfig:
     # minus the PSNR per sample (dB), averaged: every sample's dB counts alike, so nearly
     # right edits are kept right (training/objective.py)
     psnr: float = 0.0
+    psnr_floor_db: float = 50.0  # the psnr term's ceiling: 50 dB is 0.8 8-bit levels RMS
     lpips: float = 5.0
     adversarial: float = 1.0
     tone_l1: float = 64.0
@@ -132,6 +133,9 @@ class LossConfig:
     lpips_net: str = "alex"
     lpips_weights: str | None = None  # folder with the backbone + linear weights (or torch cache)
     lpips_missing: str = "error"  # LPIPS weights absent: error (name the file) or skip (say so)
+
+
+LOSS_SETTINGS = ("psnr_floor_db",)  # the numbers of LossConfig that are not term weights
 
 
 @dataclass
@@ -279,7 +283,9 @@ def validate(cfg: DictConfig) -> None:
         OmegaConf.to_object(cfg.sim).validate()
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    weights = {k: v for k, v in cfg.loss.items() if isinstance(v, (int, float))}
+    weights = {
+        k: v for k, v in cfg.loss.items() if isinstance(v, (int, float)) and k not in LOSS_SETTINGS
+    }
     negative = [k for k, v in weights.items() if v < 0]
     pixel = [k for k in weights if not k.endswith("adversarial")]  # a term new to LossConfig too
     if negative or not any(weights[k] > 0 for k in pixel):
@@ -318,6 +324,8 @@ def validate(cfg: DictConfig) -> None:
     lo, hi = cfg.data.crop_scale
     if not 0 < lo <= hi <= 1:
         raise ConfigError(f"data.crop_scale=[{lo}, {hi}] must satisfy 0 < lo <= hi <= 1")
+    if not 0 < cfg.loss.psnr_floor_db <= 100:
+        raise ConfigError(f"loss.psnr_floor_db={cfg.loss.psnr_floor_db} must be in (0, 100]")
     if cfg.model.blocks < 0:
         raise ConfigError(f"model.blocks={cfg.model.blocks} must be >= 0")
     if not (cfg.optim.eps > 0 and 0 <= cfg.optim.min_lr_ratio <= 1 and cfg.optim.warmup_steps >= 0):

@@ -85,17 +85,16 @@ def _pyramid_l1(objective: Objective, images: Compared) -> torch.Tensor:
     return total / PYRAMID_LEVELS
 
 
-PSNR_FLOOR_MSE = 1e-8  # 80 dB: an exact sample's loss stays finite
-
-
 def _psnr(objective: Objective, images: Compared) -> torch.Tensor:
-    """Minus the PSNR (dB) per sample, averaged: ``10 log10(MSE_i)``. A mean MSE or L1 is
-    ruled by the worst samples, so a nearly right edit (band PSNR 40 dB) weighs nothing and
-    the corrections learned on the bad ones leak into it: harm. In log scale a dB gained or
-    lost counts the same on every sample, the way the band-PSNR gain and the harm rate
-    score it."""
+    """Minus the PSNR (dB) per sample, averaged: ``10 log10(MSE_i + floor)``. A mean MSE or
+    L1 is ruled by the worst samples, so a nearly right edit (band PSNR 40 dB) weighs nothing
+    and the corrections learned on the bad ones leak into it: harm. In log scale a dB gained
+    or lost counts the same on every sample, the way the band-PSNR gain and the harm rate
+    score it. The floor (``loss.psnr_floor_db``) is where a sample counts as right: without
+    it an untouched edit's last 0.1 level would outweigh a bad edit's whole error."""
+    floor = 10 ** (-objective.cfg.psnr_floor_db / 10)
     mse = images.error.square().flatten(1).mean(1)
-    return 10 * torch.log10(mse + PSNR_FLOOR_MSE).mean()
+    return 10 * torch.log10(mse + floor).mean()
 
 
 def _lpips(objective: Objective, images: Compared) -> torch.Tensor:
