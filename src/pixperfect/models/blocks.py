@@ -38,6 +38,20 @@ class ResBlock(nn.Module):
         return x + self.gamma * self.body(x)
 
 
+class ReadOut(nn.Module):
+    """What an output layer (head, gate, colour map) reads: the normalised features beside
+    the raw stream, ``cat([SiLU(GN(x)), x])`` (2x the channels). Normalised features alone
+    carry no absolute scale, and a colour shift's size is exactly that: a head that read
+    only them learned no colour correction (docs/training.md)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.Sequential(group_norm(channels), nn.SiLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.norm(x), x], dim=1)
+
+
 def residual_level(cin: int, cout: int, blocks: int, stride: int) -> nn.Sequential:
     """A change of width (a stride-2 3x3 conv down, a 1x1 conv after a concatenation up),
     then ``blocks`` residual blocks."""

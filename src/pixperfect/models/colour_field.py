@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixperfect.models.blocks import group_norm
+from pixperfect.models.blocks import ReadOut
 
 
 class ColourField(nn.Module):
@@ -27,9 +27,7 @@ class ColourField(nn.Module):
 
     def __init__(self, channels: int, stride: int) -> None:
         super().__init__()
-        self.coef = nn.Sequential(
-            group_norm(channels), nn.SiLU(), nn.Conv2d(channels, 12, 3, padding=1)
-        )
+        self.coef = nn.Sequential(ReadOut(channels), nn.Conv2d(2 * channels, 12, 3, padding=1))
         nn.init.zeros_(self.coef[-1].weight)
         nn.init.zeros_(self.coef[-1].bias)
         self.stride = stride

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pixperfect.models.blocks import HEAD_STD, group_norm, residual_level
+from pixperfect.models.blocks import HEAD_STD, ReadOut, group_norm, residual_level
 from pixperfect.models.residual import ResidualRefiner, apply_correction, conv3x3, decode
 
 
@@ -164,8 +164,8 @@ class FFCRefiner(ResidualRefiner):
             )
             for i in reversed(range(depth))
         )
-        self.out_norm = nn.Sequential(group_norm(widths[0]), nn.SiLU()) if norm else None
-        self._add_head(prior_gate)
+        self.out_norm = ReadOut(widths[0]) if norm else None
+        self._add_head(prior_gate, 2 * widths[0] if norm else None)
         if norm:
             nn.init.normal_(self.head.weight, std=HEAD_STD)
 

@@ -133,10 +133,12 @@ class ResidualRefiner(nn.Module):
         self.stem = conv3x3(input_channels(colour_prior), self.widths[0])
         self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
 
-    def _add_head(self, prior_gate: bool) -> None:
-        self.head = near_zero_(nn.Conv2d(self.widths[0], 3, 3, padding=1))
+    def _add_head(self, prior_gate: bool, channels: int | None = None) -> None:
+        """The head and the gate, reading ``channels`` features (default: the top width)."""
+        channels = channels or self.widths[0]
+        self.head = near_zero_(nn.Conv2d(channels, 3, 3, padding=1))
         use_gate = prior_gate and self.colour_prior != "none"
-        self.gate = PriorGate(self.widths[0]) if use_gate else None
+        self.gate = PriorGate(channels) if use_gate else None
 
     def _encode(
         self, composite: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor | None

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pixperfect.models.blocks import HEAD_STD, group_norm, residual_level
+from pixperfect.models.blocks import HEAD_STD, ReadOut, residual_level
 from pixperfect.models.colour_field import ColourField
 from pixperfect.models.residual import ResidualRefiner, apply_correction, decode
 from pixperfect.models.unet import GlobalContext
@@ -64,8 +64,8 @@ class ResUNetRefiner(ResidualRefiner):
             residual_level(widths[i + 1] + widths[i], widths[i], blocks, stride=1)
             for i in reversed(range(depth))
         )
-        self.out_norm = nn.Sequential(group_norm(widths[0]), nn.SiLU())
-        self._add_head(prior_gate)
+        self.out_norm = ReadOut(widths[0])
+        self._add_head(prior_gate, 2 * widths[0])
         nn.init.normal_(self.head.weight, std=HEAD_STD)
         self.context = GlobalContext(widths[-1]) if global_context else None
         self.field = ColourField(widths[-1], 2**depth) if colour_field else None
