@@ -8,7 +8,7 @@ is a pre-activation residual stream:
 
     stem 3x3 -> depth x [stride-2 conv, ResBlock x blocks] -> global context
              -> depth x [upsample, concat skip, 1x1 conv, ResBlock x blocks]
-             -> GroupNorm, SiLU -> near-zero head (and gate, and colour field)
+             -> [GroupNorm, SiLU](x) beside x -> near-zero head (and gate, colour field)
 
 - Each :class:`ResBlock` is ``x + gamma * conv(SiLU(GN(conv(SiLU(GN(x))))))``: the
   normalisation sits on the branch only, so the stream keeps the absolute colour the
@@ -17,7 +17,9 @@ is a pre-activation residual stream:
   at initialisation.
 - Gradients reach every level through the identity paths, and the head reads normalised
   features, so its small initial weights scale every level's gradient alike instead of
-  compounding with depth.
+  compounding with depth; it reads the raw stream beside them
+  (:class:`~pixperfect.models.blocks.ReadOut`), since normalised features have lost the
+  absolute size of a colour shift.
 - Optional :class:`~pixperfect.models.colour_field.ColourField`: a per-pixel 3x4 colour
   map predicted at the bottleneck's resolution, upsampled and applied to the start image
   inside the edit (PCT-Net's idea), starting at no change, i.e. at the colour prior.
