@@ -152,7 +152,7 @@ def test_paper_preflight_with_nothing_staged_lists_each_missing_input_with_its_f
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 1
-    assert "refiner ffc: 38,757,315 parameters" in out  # 38-44M: the paper's ~41M
+    assert "refiner ffc: 38,759,043 parameters" in out  # 38-44M: the paper's ~41M
     assert "from step 10000: tone_l1 64, tone_lpips 5, adversarial 1, tone_adversarial 1" in out
     failures = [line for line in out.splitlines() if line.strip().startswith("FAIL")]
     assert len(failures) == 3, out

@@ -17,10 +17,10 @@ whole edit, or a seam far from the rest of the mask, needs. The FFT is circular:
 spectral branch opposite image borders are neighbours (as in LaMa).
 
 Parameters at the defaults (base_channels=64, depth=3, ffc_blocks=12, global_ratio=0.75):
-38,757,315 with ``ffc_norm="group"`` (the default: GroupNorm residual blocks, a residual
-decoder and a head on normalised features beside the raw stream, so every level trains), 40,016,579 with
-``"none"``. The modulated decoder of CM-GAN is not reproduced: its style code came from
-the removed fully-connected bottleneck.
+38,759,043 with ``ffc_norm="group"`` (the default: GroupNorm residual blocks, a residual
+decoder and a head on normalised features beside the raw stream, so every level trains),
+40,016,579 with ``"none"``. The modulated decoder of CM-GAN is not reproduced: its style
+code came from the removed fully-connected bottleneck.
 """
 
 from __future__ import annotations
