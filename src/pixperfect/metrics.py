@@ -94,6 +94,15 @@ def _psnr(mse: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1 / mse.clamp_min(1e-10))
 
 
+def band_psnr(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, band_width: int
+) -> torch.Tensor:
+    """Per-image band PSNR (B,), as :func:`seam_scores` computes it, without its other
+    scores (for a caller that needs this one only, every batch)."""
+    sq = (pred.float().clamp(0, 1) - target.float()) ** 2
+    return _psnr(_masked_mean(sq, boundary_band(mask, band_width)))
+
+
 def ciede2000(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:
     """CIEDE2000 colour difference (kL = kC = kH = 1) between CIE Lab images (B, 3, H, W)
     -> (B, 1, H, W), following Sharma, Wu & Dalal (2005), as ``skimage``'s

@@ -51,7 +51,7 @@ from torchmetrics import Metric
 
 from data_sim.morphology import max_filter
 from data_sim.simulator import FAMILIES, family_names
-from pixperfect.metrics import boundary_band
+from pixperfect.metrics import band_psnr, boundary_band
 from pixperfect.models.colour_prior import apply_colour_prior
 
 REGIONS = ("inside", "band", "outside")
@@ -75,16 +75,6 @@ def region_mean_max(
     mean = (values * region).sum() / count  # 0 / 0 = NaN for an empty region
     peak = values.masked_fill(~region, -math.inf).amax()
     return mean, torch.where(count > 0, peak, torch.full_like(peak, math.nan))
-
-
-def band_psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, width: int):
-    """Per-image band PSNR (B,), as :func:`pixperfect.metrics.seam_scores` computes it (the
-    prediction clamped to [0, 1], MSE over the band's pixels and channels floored at 1e-10),
-    without its other scores."""
-    band = boundary_band(mask, width).expand_as(target)
-    sq = (pred.float().clamp(0, 1) - target.float()) ** 2 * band
-    mse = sq.sum((1, 2, 3)) / band.sum((1, 2, 3)).clamp_min(1)
-    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
 
 
 LABELS = (*FAMILIES, "all")  # the validation groups: each family, and every sample
