@@ -6,7 +6,9 @@ smooth correction field gains about 0.6 dB more than the best single map on Koda
 (docs/evaluation.md). PCT-Net (Guerreiro et al., CVPR 2023) predicts such a field of
 per-pixel colour transforms at low resolution and upsamples it; that is what this does, on
 top of the refiner's start image (the gated colour prior), so it starts at the prior:
-``start + inside * (D(x, y) [start; 1])`` with ``D`` zero at initialisation.
+``start + inside * (D(x, y) [start; 1])`` with ``D`` near zero at initialisation (its last
+layer's weights drawn with ``FIELD_STD``, not zero: a zero layer gives the features it
+reads no gradient until it has grown).
 
 A colour map is a few numbers per region, smooth by construction (bilinear upsampling of a
 grid at the bottleneck's resolution), so it moves colour without touching texture, which
@@ -21,16 +23,17 @@ from torch import nn
 
 from pixperfect.models.blocks import ReadOut
 
+FIELD_STD = 1e-4  # the last layer's weights: colour-map changes of a few 1/10000
+
 
 class ColourField(nn.Module):
     """Per-pixel affine colour maps from coarse features, added to the identity map."""
 
-    def __init__(self, channels: int, stride: int) -> None:
+    def __init__(self, channels: int) -> None:
         super().__init__()
         self.coef = nn.Sequential(ReadOut(channels), nn.Conv2d(2 * channels, 12, 3, padding=1))
-        nn.init.zeros_(self.coef[-1].weight)
+        nn.init.normal_(self.coef[-1].weight, std=FIELD_STD)
         nn.init.zeros_(self.coef[-1].bias)
-        self.stride = stride
 
     def coefficients(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(B, 4, 3, H, W): the change of each pixel's colour map (rows: R, G, B, offset)."""

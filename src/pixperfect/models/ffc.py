@@ -165,9 +165,10 @@ class FFCRefiner(ResidualRefiner):
             for i in reversed(range(depth))
         )
         self.out_norm = ReadOut(widths[0]) if norm else None
-        self._add_head(prior_gate, 2 * widths[0] if norm else None)
         if norm:
-            nn.init.normal_(self.head.weight, std=HEAD_STD)
+            self._add_head(prior_gate, 2 * widths[0], HEAD_STD)
+        else:
+            self._add_head(prior_gate)
 
     def forward(
         self, composite: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor | None = None

@@ -47,10 +47,10 @@ def refiner_input(
     return torch.cat([centred_input(composite, mask), prior * 2 - 1], dim=1), prior
 
 
-def near_zero_(head: nn.Conv2d) -> nn.Conv2d:
+def near_zero_(head: nn.Conv2d, std: float = 1e-2) -> nn.Conv2d:
     """Start the output head near zero, so an untrained refiner is almost the identity.
     Exactly zero stalls learning: the body then gets no gradient until the head has grown."""
-    nn.init.normal_(head.weight, std=1e-2)
+    nn.init.normal_(head.weight, std=std)
     nn.init.zeros_(head.bias)
     return head
 
@@ -133,10 +133,13 @@ class ResidualRefiner(nn.Module):
         self.stem = conv3x3(input_channels(colour_prior), self.widths[0])
         self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
 
-    def _add_head(self, prior_gate: bool, channels: int | None = None) -> None:
-        """The head and the gate, reading ``channels`` features (default: the top width)."""
+    def _add_head(
+        self, prior_gate: bool, channels: int | None = None, head_std: float = 1e-2
+    ) -> None:
+        """The head (weights drawn with ``head_std``) and the gate, reading ``channels``
+        features (default: the top width)."""
         channels = channels or self.widths[0]
-        self.head = near_zero_(nn.Conv2d(channels, 3, 3, padding=1))
+        self.head = near_zero_(nn.Conv2d(channels, 3, 3, padding=1), head_std)
         use_gate = prior_gate and self.colour_prior != "none"
         self.gate = PriorGate(channels) if use_gate else None
 

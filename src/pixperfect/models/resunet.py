@@ -36,7 +36,6 @@ from pixperfect.models.residual import ResidualRefiner, apply_correction, decode
 from pixperfect.models.unet import GlobalContext
 
 CONTEXT_STD = 1e-3  # the global branch's output layer (it feeds features, not pixels)
-FIELD_STD = 1e-4  # the colour field's output layer (colour-map coefficients)
 
 
 class ResUNetRefiner(ResidualRefiner):
@@ -67,16 +66,13 @@ class ResUNetRefiner(ResidualRefiner):
             for i in reversed(range(depth))
         )
         self.out_norm = ReadOut(widths[0])
-        self._add_head(prior_gate, 2 * widths[0])
-        nn.init.normal_(self.head.weight, std=HEAD_STD)
+        self._add_head(prior_gate, 2 * widths[0], HEAD_STD)
         self.context = GlobalContext(widths[-1]) if global_context else None
-        self.field = ColourField(widths[-1], 2**depth) if colour_field else None
         # Near zero rather than zero, like the head: an exactly zero output layer gives the
         # layers before it no gradient at all until it has grown.
         if self.context is not None:
             nn.init.normal_(self.context.mlp[-1].weight, std=CONTEXT_STD)
-        if self.field is not None:
-            nn.init.normal_(self.field.coef[-1].weight, std=FIELD_STD)
+        self.field = ColourField(widths[-1]) if colour_field else None
 
     def forward(
         self, composite: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor | None = None

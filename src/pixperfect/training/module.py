@@ -233,10 +233,9 @@ class RefinerModule(L.LightningModule):
             )
         if self._logs_this_step():  # per level, clipped: what Adam receives
             self.diagnostics.log_gradients(self, self.generator)
+        lr = learning_rate(self.cfg.optim, self.global_step, self.cfg.trainer.max_steps)
         for group in g_opt.param_groups:  # the schedule is a function of the step
-            group["lr"] = learning_rate(
-                self.cfg.optim, self.global_step, self.cfg.trainer.max_steps
-            )
+            group["lr"] = lr
         g_opt.step()
         for name, value in terms.terms.items():
             self.log(f"train/{name}", value.detach(), prog_bar=name == "loss")

@@ -4,8 +4,9 @@ or a cosine decay to ``lr * min_lr_ratio`` at ``trainer.max_steps``.
 A pure function of ``global_step`` (set on the optimiser before each step) rather than a
 stateful scheduler: a resumed run, or one whose ``trainer.max_steps`` was raised, gets the
 learning rate of its step with nothing extra to checkpoint. A refiner whose ideal
-correction is a few 8-bit levels needs the late, small steps: at a constant 5e-4 Adam's
-own step noise is of the size of the correction (docs/training.md).
+correction is a few 8-bit levels may need the late, small steps; on the texture-only probe
+the schedule alone did not stop the harm (docs/training.md, "Why the network learned
+nothing on its prior").
 """
 
 from __future__ import annotations
