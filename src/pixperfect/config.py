@@ -41,15 +41,19 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    # skimage: photos bundled with scikit-image; folder: data.images; shards: data.shards
+    # skimage: photos bundled with scikit-image; folder: data.images; shards: data.shards;
+    # corpus: data.corpus, a webdataset image corpus read where it is (pixperfect.corpus)
     source: str = "skimage"
+    corpus: str | None = None  # tar pattern, URL or .txt list of tars (source=corpus)
     images: str | None = None  # training photo folder (source=folder)
     shards: str | None = None  # folder with manifest.json from `pixperfect shards build`
     val_shards: str | None = None  # artifact shards for validation (else held-out photos)
     resample: bool = True  # shards drawn with replacement: an endless stream, equal per rank
     epoch_samples: int = 2048  # samples per rank per virtual epoch (shards)
     shuffle_buffer: int = 256  # samples mixed across shards in each worker
-    small_images: str = "upscale"  # photos smaller than the crop: upscale or skip
+    small_images: str = "skip"  # photos under data.min_side: skip (counted) or upscale
+    min_side: int | None = None  # shorter side a photo needs; None: the crop size
+    dedupe: bool = False  # skip exact duplicates (same bytes) a reader has already seen
     holdout: list[str] = field(default_factory=lambda: ["chelsea", "coffee"])  # skimage names
     val_images: str | None = None  # held-out photo folder (source=folder)
     crop_size: int = 128
@@ -216,7 +220,7 @@ class Config:
 
 # The registries themselves, not copies: an architecture registered is a valid choice.
 CHOICES = {
-    "data.source": ("skimage", "folder", "shards"),
+    "data.source": ("skimage", "folder", "shards", "corpus"),
     "data.small_images": SMALL_IMAGES,
     "model.name": REFINERS,
     "model.colour_prior": COLOUR_PRIORS,
@@ -349,6 +353,12 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("data.source=folder needs data.images=<folder of training photos>")
     if cfg.data.source == "shards" and not cfg.data.shards:
         raise ConfigError("data.source=shards needs data.shards=<folder with manifest.json>")
+    if cfg.data.source == "corpus" and not cfg.data.corpus:
+        raise ConfigError(
+            "data.source=corpus needs data.corpus=<tar pattern, URL or .txt list of tars>"
+        )
+    if cfg.data.min_side is not None and cfg.data.min_side < 1:
+        raise ConfigError(f"data.min_side={cfg.data.min_side} must be >= 1 (or null: crop size)")
     if cfg.data.num_workers < 0:
         raise ConfigError(f"data.num_workers={cfg.data.num_workers} must be >= 0")
 
