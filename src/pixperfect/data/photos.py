@@ -99,6 +99,8 @@ def load_photos(cfg: DictConfig) -> tuple[dict[str, torch.Tensor], dict[str, tor
 def heldout_photos(cfg: DictConfig) -> dict[str, torch.Tensor]:
     if cfg.data.val_images:
         return load_folder(cfg.data.val_images)
-    if cfg.data.source == "skimage" or (cfg.data.source == "shards" and cfg.data.holdout):
+    if cfg.data.source == "skimage" or (
+        cfg.data.source in ("shards", "corpus") and cfg.data.holdout
+    ):
         return skimage_split(list(cfg.data.holdout))[1]
     return {}

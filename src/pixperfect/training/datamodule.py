@@ -1,10 +1,12 @@
-"""LightningDataModules: over photos (an endless stream of random clean crops) and over
-precomputed shards (clean or artifact), each with a fixed validation set.
+"""LightningDataModules: over photos (an endless stream of random clean crops), over
+precomputed shards (clean or artifact) and over a webdataset image corpus read where it is
+(random clean crops made in the loader workers), each with a fixed validation set.
 
 Batches are dicts: ``{"target"}`` when clean (the training step simulates artifacts on the
 device), ``{"target", "composite", "mask", "alpha"}`` when the artifacts were precomputed.
 The module simulates whatever is missing, so it does not care which source produced a batch.
-Shard batches also carry ``corrupt_skipped`` and ``worker_id`` (see ``shards.reader``);
+Shard and corpus batches also carry ``corrupt_skipped`` and ``worker_id`` (see
+``shards.reader``), corpus batches their skips per reason too (``data.corpus_stream``);
 artifact samples carry ``families``, the ``+``-joined names of their artifact families
 (validation triples too), which the module takes out before the batch goes to the device.
 """
@@ -21,6 +23,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from data_sim.sampling import derive_seed
 from data_sim.simulator import ArtifactSimulator
 from pixperfect.config import sim_config
+from pixperfect.corpus import Hygiene
+from pixperfect.data.corpus_stream import corpus_stream
 from pixperfect.data.crops import heldout_triples, random_crop
 from pixperfect.data.photos import heldout_photos, load_photos
 from pixperfect.shards.reader import read_all, training_stream
@@ -145,24 +149,29 @@ class ShardDataModule(L.LightningDataModule):
         step = self.trainer.global_step if self.trainer else 0
         rank = self.trainer.global_rank if self.trainer else 0
         world = self.trainer.world_size if self.trainer else 1
-        stream = training_stream(
-            d.shards,
-            d.batch_size,
-            rank=rank,
-            world_size=world,
-            workers=d.num_workers,
-            # A resumed run draws new shards and orders: fold in the restored step.
-            seed=derive_seed(self.cfg.run.seed, step),
-            resample=d.resample,
-            epoch_samples=d.epoch_samples,
-            shuffle_buffer=d.shuffle_buffer,
-        )
+        # A resumed run draws new shards and orders: fold in the restored step.
+        stream = self.stream(rank, world, derive_seed(self.cfg.run.seed, step))
         return DataLoader(
             stream,
             batch_size=None,  # batched inside the pipeline, so the cap counts batches
             num_workers=d.num_workers,
             persistent_workers=d.num_workers > 0,  # the resampler's epoch counter lives on
             pin_memory=pin_memory(self.trainer),
+        )
+
+    def stream(self, rank: int, world: int, seed: int) -> IterableDataset:
+        """This rank's training pipeline (:func:`pixperfect.shards.reader.training_stream`)."""
+        d = self.cfg.data
+        return training_stream(
+            d.shards,
+            d.batch_size,
+            rank=rank,
+            world_size=world,
+            workers=d.num_workers,
+            seed=seed,
+            resample=d.resample,
+            epoch_samples=d.epoch_samples,
+            shuffle_buffer=d.shuffle_buffer,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -173,5 +182,38 @@ class ShardDataModule(L.LightningDataModule):
         )
 
 
+class CorpusDataModule(ShardDataModule):
+    """Training batches of random clean crops made in the loader workers straight from
+    ``data.corpus`` (:func:`pixperfect.data.corpus_stream.corpus_stream`: the shard
+    reader's guarantees, skips counted per reason); validation as
+    :func:`validation_samples`."""
+
+    def stream(self, rank: int, world: int, seed: int) -> IterableDataset:
+        d = self.cfg.data
+        return corpus_stream(
+            d.corpus,
+            d.batch_size,
+            d.crop_size,
+            hygiene=corpus_hygiene(self.cfg),
+            crop_scale=tuple(d.crop_scale),
+            rank=rank,
+            world_size=world,
+            workers=d.num_workers,
+            seed=seed,
+            resample=d.resample,
+            epoch_samples=d.epoch_samples,
+            shuffle_buffer=d.shuffle_buffer,
+        )
+
+
+def corpus_hygiene(cfg: DictConfig) -> Hygiene:
+    """What the corpus route keeps: ``data.min_side`` (null: the crop size),
+    ``data.small_images`` and ``data.dedupe``."""
+    d = cfg.data
+    min_side = d.min_side if d.min_side is not None else d.crop_size
+    return Hygiene(min_side=min_side, small=d.small_images, dedupe=d.dedupe)
+
+
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    return ShardDataModule(cfg) if cfg.data.source == "shards" else PhotoDataModule(cfg)
+    modules = {"shards": ShardDataModule, "corpus": CorpusDataModule}
+    return modules.get(cfg.data.source, PhotoDataModule)(cfg)

@@ -32,6 +32,7 @@ from torchmetrics import MeanMetric
 from data_sim.sampling import derive_seed
 from data_sim.simulator import ArtifactSimulator
 from pixperfect.config import from_container, sim_config
+from pixperfect.data.corpus_stream import BY_REASON, skipped_scalars
 from pixperfect.metrics import SeamMetrics
 from pixperfect.models import build_discriminator, build_refiner
 from pixperfect.shards.format import to_float
@@ -108,6 +109,7 @@ class RefinerModule(L.LightningModule):
         self._last_batch_end: float | None = None
         self._data_s: float | None = None  # this step's wait for its batch
         self._skipped: dict[int, int] = {}  # worker id -> corrupt samples/shards skipped
+        self._by_reason: dict[int, torch.Tensor] = {}  # worker id -> corpus skips per reason
         self._d_optimizer: torch.optim.Optimizer | None = None
         self._d_state: dict | None = None  # restored before the optimiser exists
         self._d_steps = 0
@@ -343,7 +345,10 @@ class RefinerModule(L.LightningModule):
         would make the host wait for the GPU). Its ``families`` go to the diagnostics."""
         self.diagnostics.take_families(batch)
         if isinstance(batch, dict) and "corrupt_skipped" in batch:
-            self._skipped[int(batch.pop("worker_id"))] = int(batch.pop("corrupt_skipped"))
+            worker = int(batch.pop("worker_id"))
+            self._skipped[worker] = int(batch.pop("corrupt_skipped"))
+            if BY_REASON in batch:  # a corpus batch: its worker's skips per reason
+                self._by_reason[worker] = batch.pop(BY_REASON)
         return batch
 
     def _log_corrupt_skipped(self) -> None:
@@ -353,6 +358,8 @@ class RefinerModule(L.LightningModule):
             return
         total = torch.tensor(float(sum(self._skipped.values())), device=self.device)
         self.log("data/corrupt_skipped", total, reduce_fx="sum", sync_dist=True)
+        for name, count in skipped_scalars(self._by_reason).items():
+            self.log(name, torch.tensor(count, device=self.device), reduce_fx="sum", sync_dist=True)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if getattr(self, "_stepped", False):
