@@ -100,7 +100,7 @@ def test_a_different_recipe_in_the_same_folder_is_refused(shards, tmp_path):
 def test_shards_of_another_simulator_version_are_not_resumed(shards, tmp_path, monkeypatch):
     out = tmp_path / "copy"
     shutil.copytree(shards, out)
-    monkeypatch.setattr("pixperfect.shards.build.SIM_VERSION", 999)
+    monkeypatch.setattr("pixperfect.shards.recipe.SIM_VERSION", 999)
     with pytest.raises(ValueError, match=r"differs in: sim_version\) \(built by another version"):
         build(_spec(), out, progress=False)
     # Clean crops do not depend on the simulator: no version in their recipe.
@@ -252,6 +252,9 @@ def test_training_from_shards_counts_corrupt_data_in_tensorboard(damaged, tiny_c
     cfg = tiny_config(
         "data.source=shards",
         f"data.shards={damaged[0]}",
+        # the shards' recipe (sim={}: the defaults), not demo.yaml's mix: train refuses others
+        "sim.mix.nearly_right_p=0",
+        "sim.mix.clean_p=0",
         "data.shuffle_buffer=0",
         "data.epoch_samples=16",
         "trainer.max_steps=8",
@@ -290,8 +293,12 @@ def test_source_folders_convert_grey_rgba_16_bit_and_skip_unreadable_and_small(t
     build(spec, tmp_path / "out", progress=False)
     manifest = _manifest(tmp_path / "out")
     assert manifest["num_samples"] == 3
-    skipped = "\n".join(manifest["skipped"])
-    assert "broken.jpg: unreadable" in skipped and "tiny.png: 16x16 is smaller than 32px" in skipped
+    # Counted per reason, with a few example lines (no list of every photo).
+    assert manifest["skipped"] == {"too_small": 1, "undecodable": 1}
+    examples = "\n".join(manifest["skip_examples"])
+    assert (
+        "broken.jpg: unreadable" in examples and "tiny.png: 16x16 is smaller than 32px" in examples
+    )
     samples = read_all(tmp_path / "out")
     assert all(s["target"].shape == (3, 32, 32) for s in samples)
 

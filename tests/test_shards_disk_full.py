@@ -28,7 +28,8 @@ import pytest
 
 from pixperfect import atomic as atomic_module
 from pixperfect.cli import main
-from pixperfect.shards import build as build_module
+from pixperfect.shards import tasks as tasks_module
+from pixperfect.shards import writing as writing_module
 from pixperfect.shards.build import shard_name
 
 # A failed shard must not leave tarfile's stream to write its buffer when collected.
@@ -168,17 +169,17 @@ class _Writes:
 
 
 def _install(monkeypatch, disk: _Disk) -> None:
-    """Every write of the build through ``disk``: the shards (build) and the sidecars, plan
-    and manifest (pixperfect.atomic)."""
-    for module in (build_module, atomic_module):
+    """Every write of the build through ``disk``: the shards (shards.writing) and the
+    sidecars, plan and manifest (pixperfect.atomic)."""
+    for module in (writing_module, atomic_module):
         monkeypatch.setattr(module, "open", disk.open, raising=False)
 
 
-def _worker_init_on_a_small_disk() -> None:
+def _worker_init_on_a_small_disk(job=None) -> None:
     """The pool's initializer, in each worker process: as usual, then a small disk."""
-    build_module._worker_init()
+    tasks_module._worker_init(job)
     disk = _Disk(int(os.environ[BUDGET]))
-    build_module.open = atomic_module.open = disk.open  # the shards; sidecars and manifest
+    writing_module.open = atomic_module.open = disk.open  # the shards; sidecars and manifest
 
 
 def test_enospc_in_a_shard_stops_the_cli_with_one_line_and_a_rerun_finishes_the_build(
@@ -247,7 +248,7 @@ def test_enospc_in_a_worker_process_surfaces_as_the_same_error_and_the_pool_ends
     sizes = {p.name: p.stat().st_size for p in reference.iterdir()}
     one_shard = sizes[shard_name(0)] + sizes["shard-000000.json"]
     monkeypatch.setenv(BUDGET, str(one_shard + sizes[shard_name(0)] // 2))  # per worker
-    monkeypatch.setattr(build_module, "_worker_init", _worker_init_on_a_small_disk)
+    monkeypatch.setattr(tasks_module, "_worker_init", _worker_init_on_a_small_disk)
     code, _, err = _build(photos, out, capsys, "--workers", "2")
     assert code == 1
     # Each worker built at most one shard; the pool is gone, no .partial file is left.

@@ -24,11 +24,11 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import webdataset as wds
 
 from pixperfect.shards import locations  # noqa: F401  (registers the bounded-time openers)
+from pixperfect.shards.format import decode_image  # one decoder for the corpus and the shards
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +114,6 @@ def integrity_error(data: bytes, ext: str) -> str | None:
             return "undecodable"
         return None if len(data) >= int.from_bytes(data[4:8], "little") + 8 else "truncated"
     return None
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """(H, W, 3) uint8 RGB (grey expanded, alpha dropped, 16 bits reduced, EXIF orientation
-    applied); raises ValueError when OpenCV cannot decode it. Shard readers decode stored
-    source bytes with this same function, so a crop of it is bit-exact to the builder's."""
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if pixels is None or pixels.size == 0:
-        raise ValueError("undecodable image bytes")
-    return np.ascontiguousarray(pixels[..., ::-1])
 
 
 class _Seen:

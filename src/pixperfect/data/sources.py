@@ -1,7 +1,9 @@
 """Where training photos come from and under which terms: the provenance of exported weights.
 
-:func:`describe_sources` groups a shard recipe's source list by folder and attaches what
-is known of each public collection in ``../shared/data/photos`` and of scikit-image's photos.
+:func:`describe_sources` groups a shard recipe's sources by folder and attaches what is
+known of each public collection in ``../shared/data/photos`` and of scikit-image's photos. A
+recipe names its sources by a summary (photos per collection, a corpus's pattern), not a
+list of every photo; recipes written before that listed every path, and both are read.
 The terms are as the collections are commonly distributed, not checked file by file: a
 folder that is not listed here is reported with ``licence: unknown``.
 """
@@ -57,10 +59,25 @@ def collection_of(source: str) -> str:
     return PurePath(source).parent.name
 
 
-def describe_sources(sources: list[str]) -> list[dict]:
+def describe_sources(sources: list[str] | dict) -> list[dict]:
     """One entry per collection, in first-seen order: ``collection``, ``photos`` (count),
-    ``source`` and ``licence``."""
-    counts = Counter(collection_of(s) for s in sources)
+    ``source`` and ``licence``. ``sources`` is a list of photo paths, or a recipe's summary:
+    ``{"collections": {name: count}, ...}`` of a photo build, or ``{"corpus": PATTERN,
+    "input_shards": N, ...}`` of a corpus build (one entry: the pattern, photos unknown before
+    the build counts them, terms unknown)."""
+    if isinstance(sources, dict):
+        if "corpus" in sources:
+            return [
+                {
+                    "collection": sources["corpus"],
+                    "photos": sources.get("images"),
+                    "input_shards": sources.get("input_shards"),
+                    **UNKNOWN,
+                }
+            ]
+        counts = Counter(sources.get("collections") or {})
+    else:
+        counts = Counter(collection_of(s) for s in sources)
     return [
         {"collection": name, "photos": n, **KNOWN_COLLECTIONS.get(name, UNKNOWN)}
         for name, n in counts.items()

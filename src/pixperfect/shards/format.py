@@ -9,6 +9,18 @@ RGB images are stored losslessly as PNG (default) or WebP (``lossless`` mode): b
 to exactly the pixels written, so a shard reproduces the batch the simulator made, up to
 8-bit quantisation. Masks are binary and alphas smooth; PNG's filters code both in a few
 hundred bytes, so they are PNG whatever the RGB format.
+
+``source`` (corpus builds): the target is the source image's own encoded bytes
+(``source.jpg``, ``.jpeg``, ``.png`` or ``.webp``, as the corpus stored them) and the crop box
+in ``params.json`` (``origin``: ``top``, ``left``, ``size``, ``flip``); the reader decodes them
+with :func:`decode_image` (also the corpus reader's, ``pixperfect.corpus.decode_image``) and
+crops, so the target is bit-exact to the crop the builder made, at the size of the source
+JPEG instead of a lossless crop. The source is kept only when it is not the larger choice: up to
+:data:`SOURCE_FAST_BYTES_PER_PIXEL` byte per crop pixel it is kept unexamined (lossless
+crops of photos take more), above that only when it is no larger than the crop as lossless
+WebP, which is stored instead (``target.webp``; a large photo's bytes would cost more than
+its crop). An upscaled small image is always stored as its lossless crop (the reader does not
+resize). Other RGB images (the composite) are lossless WebP.
 """
 
 from __future__ import annotations
@@ -19,7 +31,10 @@ import cv2
 import numpy as np
 import torch
 
-FORMATS = ("png", "webp")
+FORMATS = ("png", "webp", "source")
+PIXEL_FORMATS = ("png", "webp")  # how images are stored as pixels
+SOURCE_EXTS = ("jpg", "jpeg", "png", "webp")
+SOURCE_FAST_BYTES_PER_PIXEL = 1.0
 KINDS = ("artifact", "clean")
 RGB_KEYS = {"artifact": ("target", "composite"), "clean": ("target",)}
 GREY_KEYS = {"artifact": ("mask", "alpha"), "clean": ()}
@@ -37,14 +52,39 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
+def _source_member(rgb: np.ndarray, source: tuple[str, bytes] | None) -> tuple[str, bytes]:
+    """(member, bytes) of a ``source``-format target: the source's own bytes, or the crop as
+    lossless WebP where that is smaller (see the module docstring)."""
+    if source is not None:
+        ext, data = source
+        if len(data) <= SOURCE_FAST_BYTES_PER_PIXEL * rgb.shape[0] * rgb.shape[1]:
+            return f"source.{ext}", data
+    lossless = _encode(np.ascontiguousarray(rgb[..., ::-1]), "webp")
+    if source is not None and len(source[1]) <= len(lossless):
+        return f"source.{source[0]}", source[1]
+    return "target.webp", lossless
+
+
 def encode_sample(
-    key: str, sample: dict[str, torch.Tensor], params: dict, kind: str, fmt: str
+    key: str,
+    sample: dict[str, torch.Tensor],
+    params: dict,
+    kind: str,
+    fmt: str,
+    source: tuple[str, bytes] | None = None,
 ) -> dict[str, bytes | str]:
-    """The tar members of one sample: ``sample`` holds (3|1, H, W) float tensors in [0, 1]."""
+    """The tar members of one sample: ``sample`` holds (3|1, H, W) float tensors in [0, 1].
+    With ``fmt="source"``, ``source`` is the (extension, bytes) of the image the target was
+    cropped from as ``params["origin"]`` says (None: not croppable from it, e.g. upscaled)."""
     record: dict[str, bytes | str] = {"__key__": key}
     for name in RGB_KEYS[kind]:
         rgb = _to_uint8(sample[name]).transpose(1, 2, 0)
-        record[f"{name}.{fmt}"] = _encode(np.ascontiguousarray(rgb[..., ::-1]), fmt)  # BGR
+        if fmt == "source" and name == "target":
+            member, data = _source_member(rgb, source)
+            record[member] = data
+            continue
+        pixels = "webp" if fmt == "source" else fmt
+        record[f"{name}.{pixels}"] = _encode(np.ascontiguousarray(rgb[..., ::-1]), pixels)  # BGR
     for name in GREY_KEYS[kind]:
         record[f"{name}.png"] = _encode(_to_uint8(sample[name][0]), "png")
     record["params.json"] = json.dumps(params, sort_keys=True, separators=(",", ":")).encode()
@@ -60,6 +100,36 @@ def _decode(data: bytes, grey: bool) -> torch.Tensor:
     if grey:
         return torch.from_numpy(pixels)[None]
     return torch.from_numpy(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """(H, W, 3) uint8 RGB (grey expanded, alpha dropped, 16 bits reduced, EXIF orientation
+    applied); raises ValueError when OpenCV cannot decode it. The corpus reader
+    (:mod:`pixperfect.corpus`, which re-exports it) and the ``source`` format's reader both
+    decode with it, so a crop of stored source bytes is bit-exact to the builder's."""
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if pixels is None or pixels.size == 0:
+        raise ValueError("undecodable image bytes")
+    return np.ascontiguousarray(pixels[..., ::-1])
+
+
+def _source_crop(data: bytes, params: bytes | None) -> torch.Tensor:
+    """(3, size, size) uint8: the crop box of ``params.json``'s ``origin`` out of the decoded
+    source image, flipped as it says."""
+    try:
+        origin = json.loads(params or b"{}")["origin"]
+        top, left, size, flip = (origin[k] for k in ("top", "left", "size", "flip"))
+    except (KeyError, TypeError) as e:
+        what = "params.json has no crop box (origin: top, left, size, flip)"
+        raise ValueError(f"{what}: {e}") from None
+    pixels = decode_image(data)
+    h, w = pixels.shape[:2]
+    if top < 0 or left < 0 or top + size > h or left + size > w:
+        raise ValueError(f"crop box {size}px at ({top}, {left}) is outside the {w}x{h} source")
+    crop = pixels[top : top + size, left : left + size]
+    if flip:
+        crop = crop[:, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)
 
 
 def to_float(sample: dict) -> dict:
@@ -81,11 +151,19 @@ def decode_sample(record: dict, kind: str, as_uint8: bool = False) -> dict[str, 
     out: dict[str, torch.Tensor] = {}
     where = f"sample {record.get('__key__')!r} of {record.get('__url__', '?')}"
     for name in RGB_KEYS[kind]:
-        member = next((k for k in (f"{name}.{f}" for f in FORMATS) if k in record), None)
+        member = next((k for k in (f"{name}.{f}" for f in PIXEL_FORMATS) if k in record), None)
+        if member is None and name == "target":
+            member = next((f"source.{e}" for e in SOURCE_EXTS if f"source.{e}" in record), None)
         if member is None:
-            raise ValueError(f"{where} has no {name} image (expected {name}.png or .webp)")
+            raise ValueError(
+                f"{where} has no {name} image (expected {name}.png or .webp"
+                + (", or source.jpg and a crop box)" if name == "target" else ")")
+            )
         try:
-            out[name] = _decode(record[member], grey=False)
+            if member.startswith("source."):
+                out[name] = _source_crop(record[member], record.get("params.json"))
+            else:
+                out[name] = _decode(record[member], grey=False)
         except ValueError as e:
             raise ValueError(f"{where}: {member}: {e}") from None
     for name in GREY_KEYS[kind]:

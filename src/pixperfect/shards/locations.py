@@ -50,8 +50,8 @@ from typing import IO
 
 import webdataset as wds
 
-from pixperfect.shards.build import MANIFEST
 from pixperfect.shards.format import decode_sample
+from pixperfect.shards.recipe import MANIFEST
 
 READ_TIMEOUT_S = 60.0  # seconds without a byte (or a connection) before a read fails
 # HTTP answers that say "try again" (rate limits, a busy or restarting server: S3's

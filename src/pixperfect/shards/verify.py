@@ -20,9 +20,9 @@ from typing import IO
 
 from tqdm import tqdm
 
-from pixperfect.shards.build import MANIFEST
 from pixperfect.shards.format import decode_sample
 from pixperfect.shards.locations import is_pattern, is_url, open_url, resolve
+from pixperfect.shards.recipe import MANIFEST
 
 
 @dataclass
