@@ -100,9 +100,8 @@ CUSTOM_SCALARS_LAYOUT = {
         "Seconds: data wait, simulation, step (time/*_s)": _multiline(
             r"^time/(data|simulation|step)_s$"
         ),
-        "Corrupt shard samples skipped (data/corrupt_skipped)": _multiline(
-            r"^data/corrupt_skipped$"
-        ),
+        "Data skipped: all, and corpus images per reason (data/corrupt_skipped, "
+        "data/skipped_*)": _multiline(r"^data/(corrupt_skipped|skipped_\w+)$"),
     },
     "Memory": {"Peak memory, GiB (memory/*)": _multiline(r"^memory/")},
     # Why a refiner learns nothing on top of its prior (training/diagnostics.py).
