@@ -2,8 +2,9 @@
 allocation. Every problem is listed with what to do about it; nothing is launched or written.
 
 Checks, in order: the config (valid, models build: their parameter counts), the LPIPS and
-latent-codec weights, the training data (shards exist, match the crop, are enough for
-ranks x workers), the run directory (writable), the disk (room for every checkpoint the run
+latent-codec weights, the training data (shards exist, are enough for ranks x workers,
+and their recipe matches the config: :mod:`pixperfect.shards.match`, what ``pixperfect
+train`` refuses too), the run directory (writable), the disk (room for every checkpoint the run
 keeps) and the per-GPU memory (:mod:`pixperfect.training.cost`: saved-for-backward bytes on
 a small probe, scaled to the crop and batch, plus weights, gradients, Adam and EMA).
 """
@@ -15,11 +16,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig
 
 from pixperfect.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from pixperfect.shards.match import Match
 
 GIB = 2**30
 DEFAULT_GPU_MEMORY_GIB = 80.0  # A100/H100 80 GB, when no GPU is visible to measure
@@ -139,13 +144,20 @@ def _check_codec(cfg: DictConfig, report: Report) -> None:
 
 
 def _check_data(cfg: DictConfig, ranks: int, report: Report) -> None:
-    from pixperfect.shards.reader import check_enough_shards, read_manifest
-
     d = cfg.data
     if d.source == "folder" and not Path(d.images).is_dir():
         report.problem(f"data.images={d.images} is not a folder", "point it at the photos")
-    if d.source != "shards":
-        return
+    if d.source == "shards":
+        _check_training_shards(cfg, ranks, report)
+    if d.val_shards:
+        _check_validation_shards(cfg, report)
+
+
+def _check_training_shards(cfg: DictConfig, ranks: int, report: Report) -> None:
+    from pixperfect.shards.match import compare
+    from pixperfect.shards.reader import check_enough_shards
+
+    d = cfg.data
     try:
         manifest = check_enough_shards(d.shards, d.num_workers, ranks, d.batch_size, d.resample)
     except FileNotFoundError as e:
@@ -157,23 +169,52 @@ def _check_data(cfg: DictConfig, ranks: int, report: Report) -> None:
     except OSError as e:  # a remote location that does not answer
         report.problem(f"training shards unreadable: {e}", "check that data.shards is reachable")
         return
-    if manifest["size"] != d.crop_size:
-        report.problem(
-            f"{d.shards} holds {manifest['size']} px samples but data.crop_size={d.crop_size}",
-            f"build shards with --size {d.crop_size}, or set data.crop_size={manifest['size']}",
-        )
+    if not _report_match(compare(manifest, cfg, "training"), report):
         return
+    recipe = manifest.get("recipe_hash")
     report.ok(
         f"training shards: {d.shards}: {manifest['kind']}, {manifest['num_shards']} shards, "
         f"{manifest['num_samples'] or 'an unknown number of'} samples of {manifest['size']} "
-        f"px, enough for {ranks} "
-        f"rank(s) x {max(1, d.num_workers)} worker(s)"
+        f"px, enough for {ranks} rank(s) x {max(1, d.num_workers)} worker(s); "
+        + (f"recipe {recipe[:12]} matches the config" if recipe else "no recipe recorded")
     )
-    if d.val_shards:
-        try:
-            read_manifest(d.val_shards)
-        except FileNotFoundError as e:
-            report.problem(f"validation shards missing: {e}", "build them or unset data.val_shards")
+
+
+def _check_validation_shards(cfg: DictConfig, report: Report) -> None:
+    from pixperfect.shards.match import compare
+    from pixperfect.shards.reader import read_manifest
+
+    d = cfg.data
+    try:
+        val = read_manifest(d.val_shards)
+    except FileNotFoundError as e:
+        report.problem(f"validation shards missing: {e}", "build them or unset data.val_shards")
+        return
+    except (OSError, ValueError) as e:
+        report.problem(f"validation shards unreadable: {e}", "check data.val_shards")
+        return
+    if _report_match(compare(val, cfg, "validation"), report):
+        report.ok(f"validation shards: {d.val_shards}: {val['size']} px, their own recipe")
+
+
+def _report_match(match: Match, report: Report) -> bool:
+    """The shards' contradictions of the config as problems, what could not be checked and
+    allowed differences as warnings (:mod:`pixperfect.shards.match`, what ``pixperfect
+    train`` refuses too); True when nothing contradicts."""
+    for c in match.contradictions:
+        report.problem(
+            f"{match.role} shards {match.location}: {c.what}: shards {c.shards}, config {c.config}",
+            c.fix,
+        )
+    key = "data.shards" if match.role == "training" else "data.val_shards"
+    for line in match.unchecked:
+        report.warn(
+            f"{match.role} shards {match.location}: not checked: {line}",
+            f"point {key} at the shards' manifest (e.g. https://host/path/manifest.json)",
+        )
+    for line in match.notes:
+        report.warn(line, "build the validation shards with the training config if unintended")
+    return match.ok
 
 
 def _build_hint(cfg: DictConfig) -> str:

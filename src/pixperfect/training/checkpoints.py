@@ -14,6 +14,10 @@ Loading (:func:`checkpoint_problem`): a ``torch.save`` file is a zip archive. A 
 real check opens it, verifies every member's CRC (``testzip``: catches truncation and
 corruption), then loads it memory-mapped on the CPU (no tensor data read) and checks it holds
 ``state_dict`` and ``global_step``.
+
+What a checkpoint records beyond Lightning's own keys: ``data_provenance``
+(:data:`DATA_PROVENANCE_KEY`), the data the run read: where (a local path or a remote
+URL), its kind and recipe hash (:func:`pixperfect.shards.match.data_provenance`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pixperfect.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 
+DATA_PROVENANCE_KEY = "data_provenance"  # the run's data (pixperfect.shards.match)
 PARTIAL_GLOB = ".*.tmp"  # temp names of saves in progress (or killed); see _temp_path
 REQUIRED_KEYS = ("state_dict", "global_step")
 

@@ -7,6 +7,12 @@ runs/<run.name>/
   hpc_ckpt_N.ckpt        preemption checkpoints (SIGUSR1; Lightning's name and place)
   tb/                    TensorBoard logs (training/tensorboard.py: what is in them)
 
+Before anything is written, a launch refuses data it cannot use (:func:`check_data`): too
+few shards for its ranks x workers, or shards whose recipe contradicts the config (crop
+size, format, simulator version, artifact recipe: :mod:`pixperfect.shards.match`), naming
+both values and the fix. Every checkpoint records where the data came from and its recipe
+hash (``data_provenance``: :class:`DataProvenance`).
+
 A launch resumes from the newest of these checkpoints that loads (:func:`resume_checkpoint`),
 so a rerun, a requeued SLURM job or a crashed one continues the step count. Every checkpoint
 is written atomically (temp file, fsync, rename: training/checkpoints.py), so a kill during a
@@ -49,6 +55,7 @@ from data_sim.simulator import describe
 from pixperfect.config import to_yaml
 from pixperfect.sheets import contact_sheet, simulate_sheet
 from pixperfect.training.checkpoints import (
+    DATA_PROVENANCE_KEY,
     AtomicCheckpointIO,
     checkpoint_problem,
     remove_partial_saves,
@@ -184,6 +191,18 @@ class ResumeAgreement(Callback):
                 f"rank {trainer.global_rank} would resume from {self.resume}, rank 0 from "
                 f"{chosen} (or another rank differs): the ranks must see the same run folder"
             )
+
+
+class DataProvenance(Callback):
+    """Every checkpoint records the data the run read (``checkpoint["data_provenance"]``:
+    location, remote or local, kind, recipe hash...; :func:`pixperfect.shards.match.
+    data_provenance`), which ``pixperfect export`` copies into the export."""
+
+    def __init__(self, provenance: dict) -> None:
+        self.provenance = provenance
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[DATA_PROVENANCE_KEY] = self.provenance
 
 
 def cluster_plugins() -> list:
@@ -337,9 +356,15 @@ class Preemption(Callback):
         return True
 
 
-def build_trainer(cfg: DictConfig, directory: Path, resume: Path | None = None) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig,
+    directory: Path,
+    resume: Path | None = None,
+    data_provenance: dict | None = None,
+) -> L.Trainer:
     """The Trainer of a launch; ``resume`` is the checkpoint it will resume from (checked to
-    be the same on every rank: :class:`ResumeAgreement`)."""
+    be the same on every rank: :class:`ResumeAgreement`); ``data_provenance`` goes into
+    every checkpoint (:class:`DataProvenance`)."""
     t = cfg.trainer
     checkpoints = directory / "checkpoints"
     devices, strategy = device_plan(t)
@@ -367,6 +392,7 @@ def build_trainer(cfg: DictConfig, directory: Path, resume: Path | None = None) 
             ContactSheet(directory / "contact_sheet.png"),
             TensorBoardSummary(),
             ResumeAgreement(resume),
+            *([DataProvenance(data_provenance)] if data_provenance is not None else []),
         ],
         log_every_n_steps=t.log_every_n_steps,
         val_check_interval=t.val_every_n_steps,
@@ -377,25 +403,38 @@ def build_trainer(cfg: DictConfig, directory: Path, resume: Path | None = None) 
     )
 
 
-def train(cfg: DictConfig) -> Path:
-    """Train (or resume) the run the config names; returns the run directory."""
+def check_data(cfg: DictConfig) -> dict:
+    """Refuse, before anything is written or trained, data the run cannot use: too few
+    shards for its ranks x workers, shards whose recipe contradicts the config
+    (:mod:`pixperfect.shards.match`: crop size, format, simulator version, artifact recipe;
+    training and validation shards); returns the run's data provenance."""
+    from pixperfect.shards.match import check_run_data
+
+    manifest = None
     if cfg.data.source == "shards":
-        # Refuse before launch: a worker without a shard of its own would starve its rank.
+        # A worker without a shard of its own would starve its rank.
         from pixperfect.shards.reader import check_enough_shards
 
         t = cfg.trainer
         devices = t.devices if isinstance(t.devices, int) and t.devices > 0 else 1
         d = cfg.data
-        check_enough_shards(
+        manifest = check_enough_shards(
             d.shards, d.num_workers, devices * t.num_nodes, d.batch_size, d.resample
         )
+    return check_run_data(cfg, manifest)
+
+
+def train(cfg: DictConfig) -> Path:
+    """Train (or resume) the run the config names; returns the run directory."""
+    provenance = check_data(cfg)  # before the run directory exists: nothing to clean up
     directory = run_dir(cfg)
     directory.mkdir(parents=True, exist_ok=True)
 
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     module = RefinerModule(OmegaConf.to_container(cfg, resolve=True))
     resume = resume_checkpoint(directory)
-    trainer = build_trainer(cfg, directory, resume)  # knows its rank (SLURM, DDP children)
+    # knows its rank (SLURM, DDP children)
+    trainer = build_trainer(cfg, directory, resume, data_provenance=provenance)
     if trainer.is_global_zero:  # one writer; the other ranks never read config.yaml
         _warn_on_config_change(directory / "config.yaml", cfg)
         (directory / "config.yaml").write_text(to_yaml(cfg))
