@@ -44,6 +44,7 @@ from pixperfect.inference.export import (
     load_checkpoint,
     model_section,
 )
+from pixperfect.training.checkpoints import DATA_PROVENANCE_KEY
 
 
 def _canonical_hash(value: object) -> str:
@@ -60,17 +61,42 @@ def _shards_plan(config: dict) -> dict | None:
     return json.loads(plan.read_text()) if plan.is_file() else None
 
 
-def recipe_fingerprint(config: dict) -> dict:
+def data_record(ckpt: dict, config: dict) -> dict:
+    """The data the weights were trained on: the checkpoint's ``data_provenance`` (location,
+    remote or local, kind, recipe hash...: :func:`pixperfect.shards.match.data_provenance`),
+    or, for a checkpoint older than that record, what its config and a local shard plan
+    still say (``"reconstructed": true``)."""
+    if isinstance(ckpt.get(DATA_PROVENANCE_KEY), dict):
+        return ckpt[DATA_PROVENANCE_KEY]
+    data = config.get("data") or {}
+    source = data.get("source")
+    location = {"shards": data.get("shards"), "corpus": data.get("corpus")}.get(
+        source, data.get("images") if source == "folder" else source
+    )
+    plan = _shards_plan(config)
+    return {
+        "source": source,
+        "location": location,
+        "recipe_hash": plan.get("recipe_hash") if plan else None,
+        "reconstructed": True,
+    }
+
+
+def recipe_fingerprint(config: dict, data: dict | None = None) -> dict:
     """What the weights were trained from, as hashes: ``training_config_hash`` (the resolved
     config minus ``run`` and the shard path: names and places, not the recipe),
-    ``shards_recipe_hash`` (the artifact shards' own recipe hash, None when the run did
-    not train on shards or they are gone) and ``hash`` over both."""
+    ``shards_recipe_hash`` (the shards' own recipe hash: from ``data``, the checkpoint's
+    :func:`data_record`, when it has one, else from a local shard plan; None when the run
+    did not train on shards or they are gone) and ``hash`` over both."""
     recipe = {k: v for k, v in config.items() if k != "run"}
     recipe["data"] = {k: v for k, v in (config.get("data") or {}).items() if k != "shards"}
-    plan = _shards_plan(config)
+    shards_hash = (data or {}).get("recipe_hash")
+    if shards_hash is None:
+        plan = _shards_plan(config)
+        shards_hash = plan.get("recipe_hash") if plan else None
     fingerprint = {
         "training_config_hash": _canonical_hash(recipe),
-        "shards_recipe_hash": plan.get("recipe_hash") if plan else None,
+        "shards_recipe_hash": shards_hash,
     }
     fingerprint["hash"] = _canonical_hash(fingerprint)
     return fingerprint
@@ -119,6 +145,7 @@ def export_checkpoint(
     config = ckpt["hyper_parameters"]["config"]
     model_cfg = model_section(config)
     weights, which = generator_state(ckpt, ema=not raw)
+    data = data_record(ckpt, config)
     build_model(model_cfg).load_state_dict(weights)  # refuse weights that do not fit
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in weights.items()}, str(out / WEIGHTS_FILE))
@@ -140,7 +167,8 @@ def export_checkpoint(
         "model": model_cfg["name"],
         "parameters": int(sum(v.numel() for v in weights.values())),
         "files": [WEIGHTS_FILE, CONFIG_FILE, PROVENANCE_FILE, CARD_FILE],
-        "recipe": recipe_fingerprint(config),
+        "recipe": recipe_fingerprint(config, data),
+        "data": data,
         "training_photos": training_photos(config),
         "usage": (
             "from pixperfect.inference import Refiner; "
@@ -154,6 +182,27 @@ def export_checkpoint(
     (out / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
     (out / CARD_FILE).write_text(model_card(provenance))
     return out
+
+
+def _describe_data(data: dict) -> str:
+    """One line of the model card on the training data: what, where, its recipe hash."""
+    where = "remote" if data.get("remote") else "local"
+    kind = data.get("kind") or data.get("source")
+    what = f"{kind} shards" if data.get("source") == "shards" else f"{kind}"
+    text = f"{what} at `{data.get('location')}` ({where})"
+    if data.get("num_samples"):
+        text += f", {data['num_samples']} samples"
+    if data.get("size"):
+        text += f" of {data['size']} px"
+    text += f"; recipe hash `{data.get('recipe_hash') or 'n/a'}`"
+    if data.get("sim_version") is not None:
+        text += f", simulator version {data['sim_version']}"
+    if data.get("reconstructed"):
+        text += " (from the config: the checkpoint predates the data record)"
+    validation = data.get("validation")
+    if isinstance(validation, dict):
+        text += f". Validation: {validation.get('source')}, {validation.get('artifacts')}"
+    return text + "."
 
 
 def model_card(provenance: dict) -> str:
@@ -172,6 +221,8 @@ def model_card(provenance: dict) -> str:
         f"`{(p['recipe']['shards_recipe_hash'] or 'n/a')[:16]}`; the full config is in "
         f"{CONFIG_FILE}).",
     ]
+    if p.get("data"):
+        lines += ["", f"Training data: {_describe_data(p['data'])}"]
     if p.get("training_photos"):
         lines += ["", "## Training photos", "", "| collection | photos | source | licence |"]
         lines += ["|---|---:|---|---|"]
