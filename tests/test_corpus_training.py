@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from pixperfect.corpus import Hygiene
 from pixperfect.corpus.images import SKIP_REASONS
 from pixperfect.corpus.synthetic import skimage_photos, write_corpus
-from pixperfect.data.corpus_stream import (
+from pixperfect.data.crops import random_crop
+from pixperfect.training.corpus_stream import (
     BY_REASON,
     SeenElsewhere,
     SlotShards,
@@ -30,7 +31,6 @@ from pixperfect.data.corpus_stream import (
     skipped_scalars,
     uint8_crop,
 )
-from pixperfect.data.crops import random_crop
 from pixperfect.training.datamodule import CorpusDataModule, build_datamodule
 
 CROP = 32

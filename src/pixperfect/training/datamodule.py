@@ -6,7 +6,7 @@ Batches are dicts: ``{"target"}`` when clean (the training step simulates artifa
 device), ``{"target", "composite", "mask", "alpha"}`` when the artifacts were precomputed.
 The module simulates whatever is missing, so it does not care which source produced a batch.
 Shard and corpus batches also carry ``corrupt_skipped`` and ``worker_id`` (see
-``shards.reader``), corpus batches their skips per reason too (``data.corpus_stream``);
+``shards.reader``), corpus batches their skips per reason too (``training.corpus_stream``);
 artifact samples carry ``families``, the ``+``-joined names of their artifact families
 (validation triples too), which the module takes out before the batch goes to the device.
 """
@@ -24,10 +24,10 @@ from data_sim.sampling import derive_seed
 from data_sim.simulator import ArtifactSimulator
 from pixperfect.config import sim_config
 from pixperfect.corpus import Hygiene
-from pixperfect.data.corpus_stream import corpus_stream
 from pixperfect.data.crops import heldout_triples, random_crop
 from pixperfect.data.photos import heldout_photos, load_photos
 from pixperfect.shards.reader import read_all, training_stream
+from pixperfect.training.corpus_stream import corpus_stream
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class ShardDataModule(L.LightningDataModule):
 
 class CorpusDataModule(ShardDataModule):
     """Training batches of random clean crops made in the loader workers straight from
-    ``data.corpus`` (:func:`pixperfect.data.corpus_stream.corpus_stream`: the shard
+    ``data.corpus`` (:func:`pixperfect.training.corpus_stream.corpus_stream`: the shard
     reader's guarantees, skips counted per reason); validation as
     :func:`validation_samples`."""
 

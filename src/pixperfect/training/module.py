@@ -32,10 +32,10 @@ from torchmetrics import MeanMetric
 from data_sim.sampling import derive_seed
 from data_sim.simulator import ArtifactSimulator
 from pixperfect.config import from_container, sim_config
-from pixperfect.data.corpus_stream import BY_REASON, skipped_scalars
 from pixperfect.metrics import SeamMetrics
 from pixperfect.models import build_discriminator, build_refiner
 from pixperfect.shards.format import to_float
+from pixperfect.training.corpus_stream import BY_REASON, skipped_scalars
 from pixperfect.training.diagnostics import Diagnostics
 from pixperfect.training.objective import GeneratorTerms, Objective
 from pixperfect.training.schedule import learning_rate
