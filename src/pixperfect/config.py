@@ -349,18 +349,25 @@ def validate(cfg: DictConfig) -> None:
                 f"{key}={OmegaConf.select(cfg, key)} must be a multiple of the model stride "
                 f"{stride} (2**model.depth)"
             )
-    if cfg.data.source == "folder" and not cfg.data.images:
-        raise ConfigError("data.source=folder needs data.images=<folder of training photos>")
-    if cfg.data.source == "shards" and not cfg.data.shards:
-        raise ConfigError("data.source=shards needs data.shards=<folder with manifest.json>")
-    if cfg.data.source == "corpus" and not cfg.data.corpus:
-        raise ConfigError(
-            "data.source=corpus needs data.corpus=<tar pattern, URL or .txt list of tars>"
-        )
+    _check_data_source(cfg)
     if cfg.data.min_side is not None and cfg.data.min_side < 1:
         raise ConfigError(f"data.min_side={cfg.data.min_side} must be >= 1 (or null: crop size)")
     if cfg.data.num_workers < 0:
         raise ConfigError(f"data.num_workers={cfg.data.num_workers} must be >= 0")
+
+
+# What each data.source needs beside it.
+SOURCE_NEEDS = {
+    "folder": ("images", "data.images=<folder of training photos>"),
+    "shards": ("shards", "data.shards=<folder with manifest.json>"),
+    "corpus": ("corpus", "data.corpus=<tar pattern, URL or .txt list of tars>"),
+}
+
+
+def _check_data_source(cfg: DictConfig) -> None:
+    key, hint = SOURCE_NEEDS.get(cfg.data.source, (None, ""))
+    if key and not cfg.data[key]:
+        raise ConfigError(f"data.source={cfg.data.source} needs {hint}")
 
 
 def _check_warmups(cfg: DictConfig) -> None:
