@@ -6,8 +6,8 @@ pixperfect refine   --ckpt CKPT|--model DIR --image IMG --mask MASK --out OUT
 pixperfect refine   --ckpt CKPT|--model DIR --images DIR --masks DIR --out DIR
 pixperfect export   CKPT OUT [--raw]   (model.safetensors + config.yaml for --model)
 pixperfect simulate --images DIR --n 16 --out sheet.png [key=value ...]
-pixperfect shards build  --images DIR|LIST.txt|skimage --out OUT [--kind artifact|clean] ...
-pixperfect shards verify OUT|MANIFEST_URL|SHARD_PATTERN [--no-decode]
+pixperfect shards build  --images DIR|LIST.txt|skimage|CORPUS --out OUT [--kind artifact|clean] ...
+pixperfect shards verify OUT|MANIFEST_URL|SHARD_PATTERN [--no-decode] [--workers N]
 pixperfect preflight --config configs/paper.yaml --nodes 2 --gpus-per-node 8 [key=value ...]
 pixperfect config   --config configs/demo.yaml [key=value ...]   (print the resolved config)
 
@@ -181,29 +181,82 @@ def _simulate(args: argparse.Namespace) -> None:
         print(f"  {caption}")
 
 
-def _shards_build(args: argparse.Namespace) -> int:
+def _shards_spec(args: argparse.Namespace):
+    """The build's recipe from the command line and config: a :class:`CorpusSpec` for a corpus
+    of tar shards, else a :class:`BuildSpec` of photos."""
     from omegaconf import OmegaConf
 
-    from pixperfect.shards.build import BuildSpec, DiskFullError, build, resolve_device
-    from pixperfect.shards.sources import resolve_sources
+    from pixperfect.corpus import is_corpus
+    from pixperfect.shards.build import BuildSpec, resolve_device
 
     device = resolve_device(args.device)  # refuse cuda without CUDA before reading photos
     cfg = load_config(args.config, args.overrides)
-    spec = BuildSpec(
-        sources=resolve_sources(args.images, list(cfg.data.holdout)),
+    common = dict(
         kind=args.kind,
         size=args.size or cfg.data.crop_size,
         crops_per_image=args.crops_per_image,
-        shard_size=args.shard_size,
         seed=cfg.run.seed if args.seed is None else args.seed,
         image_format=args.format,
         small_images=cfg.data.small_images,
+        min_side=cfg.data.min_side if args.min_side is None else args.min_side,
         sim=OmegaConf.to_container(cfg.sim, resolve=True) if args.kind == "artifact" else {},
         device=device,
     )
+    if is_corpus(args.images):
+        from pixperfect.corpus.build import CorpusSpec
+
+        return CorpusSpec(corpus=args.images, dedupe=args.dedupe or cfg.data.dedupe, **common)
+    if args.dedupe:
+        raise ValueError(
+            "--dedupe skips repeated images of a corpus of tar shards (--images PATTERN); "
+            "a photo folder is taken as it is"
+        )
+    from pixperfect.shards.sources import resolve_sources
+
+    sources = resolve_sources(args.images, list(cfg.data.holdout))
+    return BuildSpec(sources=sources, shard_size=args.shard_size, **common)
+
+
+def _photo_dry_run(spec, out: str, task_index: int, num_tasks: int) -> str:
+    from pixperfect.shards.build import shard_name
+
+    spec.validate()
+    mine = len(range(task_index, spec.num_shards, num_tasks))
+    return "\n".join(
+        [
+            f"photos: {len(spec.sources)}, {spec.crops_per_image} crop(s) each",
+            f"tasks: {num_tasks}; task {task_index} takes shards {task_index}, "
+            f"{task_index}+{num_tasks}, ...: {mine} of them",
+            f"output shards: {spec.num_shards} of {spec.shard_size} samples, as "
+            f"{Path(out) / shard_name(0)} ... {shard_name(spec.num_shards - 1)}",
+            f"recipe: {spec.kind} {spec.size}px, format {spec.image_format}, seed {spec.seed}, "
+            f"hash {spec.recipe_hash()[:12]}",
+            "dry run: nothing written",
+        ]
+    )
+
+
+def _shards_build(args: argparse.Namespace) -> int:
+    from pixperfect.shards.build import BuildSpec, DiskFullError, build
+    from pixperfect.shards.tasks import BuildIncomplete, task_from_env
+
+    spec = _shards_spec(args)
+    if args.dry_run:
+        task_index, num_tasks = task_from_env(args.task_index, args.num_tasks)
+        if isinstance(spec, BuildSpec):
+            print(_photo_dry_run(spec, args.out, task_index, num_tasks))
+        else:
+            from pixperfect.corpus.build import dry_run
+
+            print(dry_run(spec, args.out, task_index, num_tasks))
+        return 0
+    if isinstance(spec, BuildSpec):
+        run_build = build
+    else:
+        from pixperfect.corpus.build import build_corpus as run_build
     try:
-        summary = build(spec, args.out, args.workers, args.task_index, args.num_tasks)
-    except DiskFullError as e:  # the message says how much room and that a rerun resumes
+        summary = run_build(spec, args.out, args.workers, args.task_index, args.num_tasks)
+    except (DiskFullError, BuildIncomplete) as e:  # the message says what to do
         print(f"pixperfect {args.command}: error: {e}", file=sys.stderr)
         return 1
     seconds, samples = summary["seconds"], summary["samples"]
@@ -230,7 +283,7 @@ def _shards_verify(args: argparse.Namespace) -> int:
             f"{location} does not exist; give a shard folder (`pixperfect shards build --out`), "
             "a manifest URL or a shard URL pattern"
         )
-    report = verify(args.out, decode=not args.no_decode)
+    report = verify(args.out, decode=not args.no_decode, workers=args.workers)
     print(report.format())
     return 0 if report.ok else 1
 
@@ -283,7 +336,9 @@ EXAMPLES = {
     "shards build": """\
   pixperfect shards build --images skimage --config configs/demo.yaml --out runs/demo/shards
   pixperfect shards build --images photos.txt --config configs/paper.yaml \\
-      --out shards/paper --workers 8 --task-index 0 --num-tasks 4""",
+      --out shards/paper --workers 8 --task-index 0 --num-tasks 4
+  pixperfect shards build --images 'https://host/laion/{00000..09999}.tar' --kind clean \\
+      --size 512 --crops-per-image 4 --format source --out shards/laion --num-tasks 16 --dry-run""",
     "shards verify": """\
   pixperfect shards verify runs/demo/shards
   pixperfect shards verify --no-decode file://$PWD/runs/demo/shards/manifest.json""",
@@ -486,16 +541,46 @@ def _add_shards_build_parser(shards: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--images",
         required=True,
-        help="photo folder, a text file listing image paths, or 'skimage' (bundled photos "
-        "minus data.holdout)",
+        help="photo folder, a text file listing image paths, 'skimage' (bundled photos "
+        "minus data.holdout), or an image corpus of tar shards: a brace pattern or URL "
+        "(/data/c/{00000..00099}.tar, https://, pipe:, s3://) or a .txt listing tars",
     )
     p.add_argument("--out", required=True, help="output folder (shards, manifest.json)")
     p.add_argument("--kind", default="artifact", choices=("artifact", "clean"))
     p.add_argument("--crops-per-image", type=int, default=8)
     p.add_argument("--size", type=int, help="crop size (default data.crop_size)")
-    p.add_argument("--shard-size", type=int, default=256, help="samples per shard")
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=256,
+        help="samples per shard (photo builds; a corpus build writes one shard per input "
+        "shard and crop round)",
+    )
     p.add_argument("--seed", type=int, help="default run.seed")
-    p.add_argument("--format", default="png", choices=("png", "webp"), help="RGB encoding")
+    p.add_argument(
+        "--format",
+        default="png",
+        choices=("png", "webp", "source"),
+        help="RGB encoding; source (corpus builds): the target as the source image's own "
+        "bytes and its crop box, bit-exact and compact",
+    )
+    p.add_argument(
+        "--min-side",
+        type=int,
+        help="shorter side an image needs (default data.min_side, else the crop size); "
+        "smaller ones are skipped, or upscaled with data.small_images=upscale",
+    )
+    p.add_argument(
+        "--dedupe",
+        action="store_true",
+        help="corpus builds: skip exact duplicates within an input shard (default data.dedupe)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (input shards, tasks, output shards, estimated bytes); open no "
+        "input shard, write nothing",
+    )
     p.add_argument("--workers", type=int, default=1, help="processes building shards")
     p.add_argument(
         "--device",
@@ -504,7 +589,12 @@ def _add_shards_build_parser(shards: argparse._SubParsersAction) -> None:
         help="where artifacts are simulated (auto: cuda if available); part of the recipe",
     )
     p.add_argument("--task-index", type=int, help="default: from SLURM_ARRAY_TASK_ID")
-    p.add_argument("--num-tasks", type=int, help="default: SLURM_ARRAY_TASK_COUNT or 1")
+    p.add_argument(
+        "--num-tasks",
+        type=int,
+        help="default: SLURM_ARRAY_TASK_COUNT or 1; given, SLURM_ARRAY_TASK_ID is the task "
+        "index itself (so --array=3,7 reruns tasks 3 and 7)",
+    )
     p.set_defaults(func=_shards_build)
 
 
@@ -517,6 +607,9 @@ def _add_shards_verify_parser(shards: argparse._SubParsersAction) -> None:
         "no checksums)",
     )
     p.add_argument("--no-decode", action="store_true", help="checksums only, skip decoding")
+    p.add_argument(
+        "--workers", type=int, default=1, help="shards checked at once (threads; default 1)"
+    )
     p.set_defaults(func=_shards_verify)
 
 

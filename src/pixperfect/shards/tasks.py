@@ -48,6 +48,20 @@ log = logging.getLogger(__name__)
 _JOB = None  # the job of a worker process
 
 
+class UnitFailed(Exception):
+    """A unit of work that could not be done and wrote nothing (an input shard that cannot
+    be read): the task goes on with its other units and ends with :class:`BuildIncomplete`."""
+
+
+class BuildIncomplete(RuntimeError):
+    """Some units failed (:class:`UnitFailed`); the message names them and says that a rerun
+    retries them. ``summary`` is the build's summary otherwise."""
+
+    def __init__(self, message: str, summary: dict) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
 def _worker_init(job=None) -> None:
     # Worker processes split the cores between them instead of each taking all of them.
     global _JOB
@@ -55,8 +69,16 @@ def _worker_init(job=None) -> None:
     _JOB = job
 
 
-def _build_in_worker(unit, out: Path, todo: list[str]) -> list[dict]:
-    return _JOB.build_unit(unit, out, todo)
+def _build_in_worker(unit, out: Path, todo: list[str]) -> list[dict] | str:
+    return _attempt(_JOB, unit, out, todo)
+
+
+def _attempt(job, unit, out: Path, todo: list[str]) -> list[dict] | str:
+    """The unit's sidecars, or why it failed (:class:`UnitFailed`)."""
+    try:
+        return job.build_unit(unit, out, todo)
+    except UnitFailed as e:
+        return str(e)
 
 
 def task_from_env(task_index: int | None, num_tasks: int | None) -> tuple[int, int]:
@@ -125,24 +147,29 @@ def _run(job, out: Path, workers, task_index, num_tasks, units, mine, progress) 
         dynamic_ncols=True,
     )
     records: list[dict] = []
+    failed: list[str] = []
+
+    def done(result: list[dict] | str, names: list[str]) -> None:
+        if isinstance(result, str):
+            failed.append(result)
+        else:
+            records.extend(result)
+        bar.update(len(names))
+
     start = time.perf_counter()
     with bar:
         if workers <= 1 or len(todo) <= 1:
             for unit, names in todo.items():
-                done = job.build_unit(unit, out, names)
-                records += done
-                bar.update(len(done))
+                done(_attempt(job, unit, out, names), names)
         else:
             ctx = get_context("spawn")  # no forked torch thread pools
             with ProcessPoolExecutor(
                 workers, mp_context=ctx, initializer=_worker_init, initargs=(job,)
             ) as pool:
-                futures = [pool.submit(_build_in_worker, u, out, n) for u, n in todo.items()]
+                futures = {pool.submit(_build_in_worker, u, out, n): n for u, n in todo.items()}
                 try:
                     for future in as_completed(futures):
-                        done = future.result()
-                        records += done
-                        bar.update(len(done))
+                        done(future.result(), futures[future])
                 except BaseException:
                     # Queued units are dropped; running ones end (on a full disk, at their
                     # next write) and remove their .partial files before the pool is gone.
@@ -154,12 +181,20 @@ def _run(job, out: Path, workers, task_index, num_tasks, units, mine, progress) 
         lines = [f"{r['name']}: {line}" for r in records for line in r["examples"]]
         log.warning("skipped %d image(s), e.g.:\n  %s", skipped, "\n  ".join(lines[:20]))
     manifest = write_manifest_if_complete(out, job.names(), job.header())
-    return {
+    summary = {
         "built": len(records),
-        "kept": len(mine) - len(records),
+        "kept": len(mine) - sum(len(v) for v in todo.values()),
         "samples": sum(r["samples"] for r in records),
         "manifest": manifest,
         "num_shards": spec.num_shards,
         "device": sim_device,
         "seconds": seconds,
     }
+    if failed:
+        shown = "; ".join(failed[:5]) + (f"; and {len(failed) - 5} more" if len(failed) > 5 else "")
+        raise BuildIncomplete(
+            f"{out}: {len(failed)} unit(s) of work failed and wrote nothing ({shown}); the "
+            f"other {len(records)} shard(s) are complete: rerun the same command to retry",
+            summary,
+        )
+    return summary

@@ -6,7 +6,7 @@ with the same code the training reader uses. The report names each bad shard and
 The shards may be a local folder, a manifest URL, or a shard URL pattern
 (:mod:`pixperfect.shards.locations`); a pattern without a manifest beside it has no sizes,
 checksums or counts to check against, so only reading and decoding are checked (and the
-report says so).
+report says so). ``workers`` shards are checked at once (threads).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -140,9 +141,13 @@ def verify_shard(path: Path | str, entry: dict, kind: str, decode: bool) -> Shar
     return report
 
 
-def verify(folder: str | Path, decode: bool = True, progress: bool = True) -> VerifyReport:
+def verify(
+    folder: str | Path, decode: bool = True, progress: bool = True, workers: int = 1
+) -> VerifyReport:
     """Check the shards of a local folder, a manifest URL or a shard pattern (see the
-    module docstring); a local folder is also checked for tar files the manifest omits."""
+    module docstring); a local folder is also checked for tar files the manifest omits.
+    ``workers`` shards are checked at once, in threads (reading, hashing and decoding
+    release the GIL); the report keeps the manifest's order."""
     text = str(folder)
     local = not (is_url(text) or is_pattern(text) or text.endswith(".json"))
     report = VerifyReport(Path(folder) if local else text)
@@ -163,11 +168,25 @@ def verify(folder: str | Path, decode: bool = True, progress: bool = True) -> Ve
             "manifest's URL to check them)"
         )
     shards = list(zip(manifest["shards"], manifest["urls"], strict=True))
-    for entry, url in tqdm(shards, desc="verify", unit="shard", disable=not progress):
-        report.shards.append(verify_shard(url, entry, manifest["kind"], decode))
+    bar = tqdm(total=len(shards), desc="verify", unit="shard", disable=not progress)
+
+    def check(item: tuple[dict, str]) -> ShardReport:
+        result = verify_shard(item[1], item[0], manifest["kind"], decode)
+        bar.update(1)
+        return result
+
+    with bar:
+        if workers <= 1:
+            report.shards = [check(item) for item in shards]
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                report.shards = list(pool.map(check, shards))
     if local:
         listed = {entry["name"] for entry in manifest["shards"]}
-        strays = sorted(p.name for p in Path(folder).glob("shard-*.tar") if p.name not in listed)
+        root = Path(folder)
+        tars = [p.relative_to(root).as_posix() for p in root.glob("shard-*.tar")]
+        tars += [p.relative_to(root).as_posix() for p in root.glob("[0-9][0-9][0-9][0-9]/*.tar")]
+        strays = sorted(name for name in tars if name not in listed)
         if strays:
             report.problems.append(f"tar files not in the manifest: {', '.join(strays)}")
     return report
