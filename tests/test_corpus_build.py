@@ -11,6 +11,8 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from http_server import ShardServer
 
@@ -222,3 +224,19 @@ def test_provenance_reads_a_recipe_summary_instead_of_every_path(built):
     assert corpus["input_shards"] == 2 and corpus["collection"].endswith("{00000..00001}.tar")
     paths = ["/p/kodak/a.png", "/p/kodak/b.png"]  # recipes before the summary listed paths
     assert describe_sources(paths)[0]["photos"] == 2
+
+
+def test_a_txt_listing_tars_is_a_corpus_and_one_listing_photos_stays_a_photo_list(
+    jpegs, tmp_path, capsys
+):
+    tars = tmp_path / "tars.txt"
+    tars.write_text(f"# the corpus\n{jpegs / '00000.tar'}\n")
+    args = ["shards", "build", "--kind", "clean", "--size", "256", "--crops-per-image", "1"]
+    assert main([*args, "--images", str(tars), "--out", str(tmp_path / "a"), "--dry-run"]) == 0
+    assert "input shards: 1" in capsys.readouterr().out
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.full((300, 300, 3), 90, np.uint8))
+    photos = tmp_path / "photos.txt"
+    photos.write_text(f"{photo}\n")
+    assert main([*args, "--images", str(photos), "--out", str(tmp_path / "b"), "--dry-run"]) == 0
+    assert "photos: 1" in capsys.readouterr().out

@@ -181,6 +181,17 @@ def _simulate(args: argparse.Namespace) -> None:
         print(f"  {caption}")
 
 
+def _names_a_corpus(images: str, is_corpus) -> bool:
+    """Whether ``--images`` names tar shards: a local ``.txt`` is a corpus list only when its
+    first entry is a tar or pattern (else it lists photos, as before)."""
+    path = Path(images)
+    if path.suffix == ".txt" and path.is_file():
+        with path.open() as lines:
+            first = next((e for e in (line.split("#", 1)[0].strip() for line in lines) if e), "")
+        return bool(first) and is_corpus(first)
+    return is_corpus(images)
+
+
 def _shards_spec(args: argparse.Namespace):
     """The build's recipe from the command line and config: a :class:`CorpusSpec` for a corpus
     of tar shards, else a :class:`BuildSpec` of photos."""
@@ -202,7 +213,7 @@ def _shards_spec(args: argparse.Namespace):
         sim=OmegaConf.to_container(cfg.sim, resolve=True) if args.kind == "artifact" else {},
         device=device,
     )
-    if is_corpus(args.images):
+    if _names_a_corpus(args.images, is_corpus):
         from pixperfect.corpus.build import CorpusSpec
 
         return CorpusSpec(corpus=args.images, dedupe=args.dedupe or cfg.data.dedupe, **common)
