@@ -240,3 +240,23 @@ def test_a_txt_listing_tars_is_a_corpus_and_one_listing_photos_stays_a_photo_lis
     photos.write_text(f"{photo}\n")
     assert main([*args, "--images", str(photos), "--out", str(tmp_path / "b"), "--dry-run"]) == 0
     assert "photos: 1" in capsys.readouterr().out
+
+
+def test_the_avif_format_holds_45_db_at_under_half_the_bytes_of_lossless_webp(jpegs, tmp_path):
+    from pixperfect.corpus.sizes import format_costs
+
+    costs = format_costs(str(jpegs / "00000.tar"), 256, formats=("webp", "avif"), limit=6)
+    assert costs["avif"]["min_psnr_db"] >= 45.0 and costs["webp"]["min_psnr_db"] == float("inf")
+    assert costs["avif"]["bytes"] <= 0.5 * costs["webp"]["bytes"], costs
+    out = tmp_path / "avif"
+    args = ["shards", "build", "--images", str(jpegs / "00000.tar"), "--out", str(out),
+            "--kind", "artifact", "--size", "128", "--crops-per-image", "1",
+            "--format", "avif"]  # fmt: skip
+    assert main(args) == 0 and main(["shards", "verify", str(out)]) == 0
+    [tar_path] = sorted(out.rglob("*.tar"))
+    with tarfile.open(tar_path) as tar:
+        names = tar.getnames()
+        params = json.loads(tar.extractfile(next(n for n in names if "params" in n)).read())
+    assert any(n.endswith(".target.avif") for n in names)
+    assert any(n.endswith(".composite.avif") for n in names)
+    assert params["encoded"]["target"]["psnr_db"] >= 45.0

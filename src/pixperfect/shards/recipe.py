@@ -65,9 +65,10 @@ def sources_summary(sources: Sequence[str]) -> dict:
 
 
 def format_version(image_format: str) -> int:
-    """1: every image stored as pixels; 2: the target may be the source's own bytes plus a
-    crop box (``--format source``), which readers before it cannot decode."""
-    return 2 if image_format == "source" else 1
+    """1: every image stored losslessly as pixels; 2: the target may be the source's own
+    bytes plus a crop box (``--format source``); 3: AVIF images (``--format avif``). Readers
+    before a version cannot decode it."""
+    return {"source": 2, "avif": 3}.get(image_format, 1)
 
 
 @dataclass
