@@ -5,6 +5,8 @@ PY      := $(VENV)/bin/python
 PIX     := $(VENV)/bin/pixperfect
 STAMP   := $(VENV)/.installed-stamp
 DEMO    := runs/demo
+CORPUS  := $(DEMO)/corpus/{00000..00001}.tar
+CORPUS_BUILD := --kind clean --size 128 --crops-per-image 2 --format avif --num-tasks 2
 
 .PHONY: install demo test lint bench gpu-check reference generalisation clean-demo
 
@@ -40,6 +42,15 @@ demo: $(STAMP)
 		--mask $(DEMO)/examples/chelsea_0_mask.png --out $(DEMO)/examples/chelsea_0_refined.png
 	$(PIX) refine --image $(DEMO)/examples/chelsea_0_composite.png \
 		--mask $(DEMO)/examples/chelsea_0_mask.png --out $(DEMO)/examples/chelsea_0_reference.png
+	@# An image corpus as img2dataset stores it, read where it is (docs/shards.md): planned,
+	@# built by two array tasks into compact AVIF shards, verified, and trained from directly.
+	$(PY) scripts/make_corpus.py $(DEMO)/corpus
+	$(PIX) shards build --images '$(CORPUS)' --out $(DEMO)/corpus-shards $(CORPUS_BUILD) --dry-run
+	$(PIX) shards build --images '$(CORPUS)' --out $(DEMO)/corpus-shards $(CORPUS_BUILD) --task-index 0
+	$(PIX) shards build --images '$(CORPUS)' --out $(DEMO)/corpus-shards $(CORPUS_BUILD) --task-index 1
+	$(PIX) shards verify --workers 2 $(DEMO)/corpus-shards
+	$(PIX) train --config configs/demo.yaml data.source=corpus data.corpus='$(CORPUS)' \
+		run.name=demo_corpus trainer.max_steps=20
 	@echo
 	@echo "demo finished: everything is under $(DEMO)/"
 	@echo "  shards       $(DEMO)/shards/         (artifact shards + manifest.json)"
@@ -51,6 +62,9 @@ demo: $(STAMP)
 	@echo "  release      $(DEMO)/release/        (model.safetensors + config.yaml: refine --model)"
 	@echo "  examples     $(DEMO)/examples/       (composite, mask, target, refined by each model;"
 	@echo "               chelsea_0_reference.png: refine without --model, the shipped refiner)"
+	@echo "  corpus       $(DEMO)/corpus/         (img2dataset layout, with a truncated JPEG, a tiny"
+	@echo "               image, a PNG and a failed download), $(DEMO)/corpus-shards/ (avif),"
+	@echo "               runs/demo_corpus/ (20 steps trained straight from the corpus)"
 	@echo "  tensorboard  $(VENV)/bin/tensorboard --logdir $(DEMO)/tb"
 
 # Speed and size benchmarks: each prints a table (minutes on a 2-core CPU).

@@ -63,11 +63,13 @@ class SkipTally:
     handler too (a failed tar read counts as ``read_error`` and the stream goes on)."""
 
     counts: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)  # the first few of each reason
 
     def skip(self, reason: str, where: str) -> None:
         self.counts[reason] += 1
         if self.counts[reason] <= LOGGED_PER_REASON:
-            log.warning("corpus: skipped %s (%s)", where, reason.replace("_", " "))
+            self.examples.append(f"{where} ({reason.replace('_', ' ')})")
+            log.warning("corpus: skipped %s", self.examples[-1])
 
     def __call__(self, exn: BaseException) -> bool:
         self.skip("read_error", str(exn)[:300])
