@@ -275,3 +275,17 @@ def test_a_two_rank_run_trains_from_a_corpus_served_over_http_and_checkpoints(ph
     assert _scalar(events, "data/skipped_too_small") == [1.0, 1.0]
     assert _scalar(events, "data/skipped_undecodable") == [0.0, 0.0]
     assert _scalar(events, "data/corrupt_skipped") == [2.0, 2.0]
+
+
+def test_too_few_input_shards_for_exactly_once_is_refused_at_launch_naming_the_counts(tmp_path):
+    from pixperfect.config import load_config
+    from pixperfect.training.train import check_data
+
+    pattern = str(tmp_path / "{00000..00002}.tar")  # listed, never opened
+    cfg = load_config(
+        None,
+        [f"data.corpus={pattern}", "data.source=corpus", "data.resample=false"]
+        + ["data.num_workers=2", "trainer.devices=2"],
+    )
+    with pytest.raises(ValueError, match=r"has 3 input shard\(s\) but 2 rank\(s\) x 2 worker"):
+        check_data(cfg)

@@ -411,16 +411,23 @@ def check_data(cfg: DictConfig) -> dict:
     from pixperfect.shards.match import check_run_data
 
     manifest = None
-    if cfg.data.source == "shards":
+    t, d = cfg.trainer, cfg.data
+    ranks = (t.devices if isinstance(t.devices, int) and t.devices > 0 else 1) * t.num_nodes
+    if d.source == "shards":
         # A worker without a shard of its own would starve its rank.
         from pixperfect.shards.reader import check_enough_shards
 
-        t = cfg.trainer
-        devices = t.devices if isinstance(t.devices, int) and t.devices > 0 else 1
-        d = cfg.data
-        manifest = check_enough_shards(
-            d.shards, d.num_workers, devices * t.num_nodes, d.batch_size, d.resample
-        )
+        manifest = check_enough_shards(d.shards, d.num_workers, ranks, d.batch_size, d.resample)
+    if d.source == "corpus" and not d.resample:  # each slot reads input shards of its own
+        from pixperfect.corpus import corpus_shards
+
+        slots, shards = ranks * max(1, d.num_workers), len(corpus_shards(d.corpus))
+        if shards < slots:
+            raise ValueError(
+                f"data.corpus={d.corpus} has {shards} input shard(s) but {ranks} rank(s) x "
+                f"{max(1, d.num_workers)} worker(s) need at least {slots} with "
+                "data.resample=false: lower data.num_workers or set data.resample=true"
+            )
     return check_run_data(cfg, manifest)
 
 
