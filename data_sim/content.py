@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
-from data_sim.family import Family, Params, applied_output
+from data_sim.family import Params, PlannedFamily
 from data_sim.fill import jacobi_smooth, push_pull_fill
 from data_sim.morphology import grow_distance, widen_mask
 from data_sim.noise import grain
-from data_sim.sampling import check_range
+from data_sim.sampling import applied_indices, check_range
+from data_sim.transfer import to_device
 
 __all__ = [
     "ContentDiscontinuityConfig",
@@ -107,6 +108,40 @@ def sample_content_params(
     }
 
 
+def plan_content(params: Params) -> dict | None:
+    """The CPU-side part of :func:`apply_content_discontinuity`: the applied samples, their
+    parameters, and the loop bounds read from them (None: no sample is applied)."""
+    idx = applied_indices(params)
+    if not idx.numel():
+        return None
+    sub = {k: v.cpu()[idx] for k, v in params.items()}
+    return {
+        "idx": idx,
+        "sub": sub,
+        "widen_steps": int(sub["max_widen_px"].max()),
+        "diffusion_iterations": int(sub["diffusion_iterations"].max()),
+        # No band anywhere: the whole mask interior is filled.
+        "band_steps": int(sub["max_band_px"].max()) if bool((sub["band_px"] > 0).any()) else 0,
+    }
+
+
+@torch.no_grad()
+def run_content(
+    images: torch.Tensor, mask: torch.Tensor, plan: dict | None, *, inplace: bool = False
+) -> torch.Tensor:
+    """The device part of :func:`apply_content_discontinuity` (``plan`` from
+    :func:`plan_content`, on the images' device): no host read."""
+    out = images if inplace else images.clone()
+    if plan is None:
+        return out
+    idx = plan["idx"]
+    x = images[idx]
+    m = (mask[idx] > 0.5).to(images.dtype)
+    filled = _band_blend(x, _fill(x, m, plan), m, plan)
+    out[idx] = torch.where(m > 0.5, filled, x)
+    return out
+
+
 @torch.no_grad()
 def apply_content_discontinuity(
     images: torch.Tensor, mask: torch.Tensor, params: Params, *, inplace: bool = False
@@ -126,42 +161,32 @@ def apply_content_discontinuity(
         params: from ``sample_content_params`` (any device; moved here).
         inplace: write into ``images`` instead of a copy (see :mod:`data_sim.family`).
     """
-    out, idx = applied_output(images, params, inplace=inplace)
-    if not idx.numel():
-        return out
-    idx = idx.to(images.device)
-    sub = {k: v.to(images.device)[idx] for k, v in params.items()}
-    x = images[idx]
-    m = (mask[idx] > 0.5).to(images.dtype)
-    filled = _band_blend(x, _fill(x, m, sub), m, sub)
-    out[idx] = torch.where(m > 0.5, filled, x)
-    return out
+    plan = to_device(plan_content(params), images.device)
+    return run_content(images, mask, plan, inplace=inplace)
 
 
-def _fill(x: torch.Tensor, m: torch.Tensor, sub: Params) -> torch.Tensor:
+def _fill(x: torch.Tensor, m: torch.Tensor, plan: dict) -> torch.Tensor:
     """The widened mask filled from outside it, with the sample's grain, in [0, 1]."""
-    wide = widen_mask(m, sub["widen_px"], int(sub["max_widen_px"].max()))
+    sub = plan["sub"]
+    wide = widen_mask(m, sub["widen_px"], plan["widen_steps"])
     filled = push_pull_fill(x, wide)
-    iters = sub["diffusion_iterations"]
-    n_iter = int(iters.max())
+    n_iter = plan["diffusion_iterations"]
     if n_iter > 0:
         smooth = jacobi_smooth(filled, x, wide, n_iter)
-        filled = torch.where(iters.view(-1, 1, 1, 1) > 0, smooth, filled)
+        filled = torch.where(sub["diffusion_iterations"].view(-1, 1, 1, 1) > 0, smooth, filled)
     _, _, h, w = x.shape
     noise = grain(sub["noise_seed"], sub["noise_sigma"], h, w, x.dtype)
     std = sub["noise_std"].to(x.dtype).view(-1, 1, 1, 1)
     return (filled + std * noise).clamp(0.0, 1.0)
 
 
-def _band_blend(
-    x: torch.Tensor, filled: torch.Tensor, m: torch.Tensor, sub: Params
-) -> torch.Tensor:
+def _band_blend(x: torch.Tensor, filled: torch.Tensor, m: torch.Tensor, plan: dict) -> torch.Tensor:
     """``filled`` in an inner band along the mask's edge (``band_px`` wide), the original
     ``x`` deeper inside; the whole fill where ``band_px`` is 0."""
-    band = sub["band_px"].to(x.dtype).view(-1, 1, 1, 1)
-    n_band = int(sub["max_band_px"].max())
-    if n_band == 0 or not bool((band > 0).any()):
+    n_band = plan["band_steps"]
+    if n_band == 0:
         return filled
+    band = plan["sub"]["band_px"].to(x.dtype).view(-1, 1, 1, 1)
     # Distance inside the mask to its boundary (1 = first inner pixel); fill at full
     # strength up to half the band, ramping to the original at the band's inner edge.
     depth = grow_distance(1.0 - m, n_band)
@@ -170,7 +195,7 @@ def _band_blend(
     return x + alpha * (filled - x)
 
 
-class ContentFamily(Family[ContentDiscontinuityConfig]):
+class ContentFamily(PlannedFamily[ContentDiscontinuityConfig]):
     key = "content"
 
     def sample(
@@ -178,10 +203,14 @@ class ContentFamily(Family[ContentDiscontinuityConfig]):
     ) -> Params:
         return sample_content_params(batch_size, self.cfg, generator)
 
-    def apply(
-        self, images: torch.Tensor, params: Params, mask: torch.Tensor, *, inplace: bool = False
-    ) -> torch.Tensor:
-        return apply_content_discontinuity(images, mask, params, inplace=inplace)
+    def plan(self, params: Params, height: int, width: int) -> dict | None:
+        return plan_content(params)
+
+    def run(
+        self, images: torch.Tensor, params: Params, plan: dict | None, mask: torch.Tensor, *,
+        inplace: bool = False,
+    ) -> torch.Tensor:  # fmt: skip
+        return run_content(images, mask, plan, inplace=inplace)
 
     @classmethod
     def describe(cls, params: Params, index: int) -> str:

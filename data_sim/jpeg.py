@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from kornia.color import rgb_to_ycbcr, ycbcr_to_rgb
 
-__all__ = ["jpeg_roundtrip", "quantization_tables"]
+from data_sim.transfer import to_device
+
+__all__ = ["jpeg_roundtrip", "plan_jpeg", "quantization_tables"]
 
 # ITU-T T.81 Annex K (the IJG example tables), row-major.
 _LUMA_TABLE = (
@@ -85,12 +87,22 @@ def _code_planes(planes: torch.Tensor, tables: torch.Tensor, basis: torch.Tensor
     return decoded.reshape(n, h // 8, w // 8, 8, 8).transpose(2, 3).reshape(n, h, w)
 
 
+def plan_jpeg(quality: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The CPU-side part of :func:`jpeg_roundtrip`: the per-image quantisation tables and the
+    DCT basis, built on the host and moved with the rest of a batch's plan."""
+    luma, chroma = quantization_tables(quality.cpu().to(torch.float32))
+    return {"luma": luma, "chroma": chroma, "basis": _dct_basis(torch.float32, torch.device("cpu"))}
+
+
 @torch.no_grad()
-def jpeg_roundtrip(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+def jpeg_roundtrip(
+    images: torch.Tensor, quality: torch.Tensor, plan: dict[str, torch.Tensor] | None = None
+) -> torch.Tensor:
     """Compress and decompress (B, 3, H, W) images in [0, 1] at per-image ``quality`` (B,).
 
     Any H and W (padded by edge replication to whole 16x16 units, as encoders do, and
     cropped back). Returns values on the 8-bit grid in [0, 1], in the images' dtype.
+    ``plan``: :func:`plan_jpeg` of ``quality`` already on the images' device (no copy).
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected (B, 3, H, W) RGB images, got {tuple(images.shape)}")
@@ -99,6 +111,8 @@ def jpeg_roundtrip(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
             f"expected one quality per image, shape ({images.shape[0]},), "
             f"got {tuple(quality.shape)}"
         )
+    if plan is None:
+        plan = to_device(plan_jpeg(quality), images.device)
     b, _, h, w = images.shape
     x = images.float()
     pad_h, pad_w = -h % MCU, -w % MCU
@@ -107,14 +121,13 @@ def jpeg_roundtrip(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     # libjpeg works on 8-bit samples throughout: RGB in, YCbCr, subsampled and upsampled
     # chroma, RGB out. Each rounding matters at high quality, where the steps are small.
     ycc = rgb_to_ycbcr(x.mul(255).round_().div_(255)).mul_(255).round_()
-    luma_tables, chroma_tables = quantization_tables(quality.to(x.device, torch.float32))
-    basis = _dct_basis(x.dtype, x.device)
+    basis = plan["basis"]
 
-    luma = _code_planes(ycc[:, 0], luma_tables, basis)
+    luma = _code_planes(ycc[:, 0], plan["luma"], basis)
     chroma = F.avg_pool2d(ycc[:, 1:], 2).round_()
     hc, wc = chroma.shape[-2:]
     chroma = _code_planes(
-        chroma.reshape(2 * b, hc, wc), chroma_tables.repeat_interleave(2, dim=0), basis
+        chroma.reshape(2 * b, hc, wc), plan["chroma"].repeat_interleave(2, dim=0), basis
     ).reshape(b, 2, hc, wc)
     chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False).round_()
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from data_sim.sampling import check_range, randint, uniform
+from data_sim.transfer import to_device
 
 MASK_KINDS = ("stroke", "box", "blob", "file")  # index = the ``kind`` code in the params
 
@@ -143,32 +144,42 @@ def sample_blobs(b: int, extent: torch.Tensor, cfg: MaskConfig, g: torch.Generat
     }
 
 
-def stroke_coverage(x: torch.Tensor, y: torch.Tensor, p: Params) -> torch.Tensor:
-    """``half_width - distance`` to the nearest active segment, (B, h, w).
-
-    ``x`` (1, 1, w) and ``y`` (1, h, 1) are pixel-centre coordinates. Per-sample terms are
-    built on rows and columns and broadcast, and full-size work goes into reused buffers
-    (fresh multi-MB allocations cost more than the arithmetic on CPU). Only active segments
-    are computed: per stroke, the samples that have it are ordered by their segment count,
-    so the samples with a segment ``v`` are a leading slice of the buffers (segments are
-    active as a prefix). A batch's samples have ~half of the slots active.
-    """
-    b, s_max, n_vert, _ = p["vertices"].shape
+def plan_strokes(p: Params) -> list[dict]:
+    """The CPU-side part of :func:`stroke_coverage`: per stroke, the samples that have it
+    ordered by their segment count (descending), how many of them have each segment ``v``,
+    and their vertices and widths gathered in that order. Segment counts are loop bounds,
+    so they are read here, on the host, never from the device."""
     active = p["segment_active"].cpu()  # (B, S, V)
-    coverage = torch.full((b, y.shape[1], x.shape[2]), -math.inf, device=x.device)
-    t, dx, dy, nearest = (torch.empty_like(coverage) for _ in range(4))
-    for s in range(s_max):
+    vertices, widths = p["vertices"].cpu(), p["stroke_width"].cpu()
+    strokes = []
+    for s in range(vertices.shape[1]):
         counts = active[:, s].sum(dim=1)  # active segments of stroke s, per sample
         order = torch.argsort(counts, descending=True, stable=True)
         order = order[counts[order] > 0]
         if not order.numel():
             continue
-        rows = order.to(x.device)
-        vertices = p["vertices"][:, s].index_select(0, rows)  # (k, V+1, 2)
+        strokes.append(
+            {
+                "rows": order,
+                # samples with segment v: the first m of ``rows``
+                "segments": [int((counts[order] > v).sum()) for v in range(int(counts[order[0]]))],
+                "vertices": vertices[:, s].index_select(0, order),  # (k, V+1, 2)
+                "width": widths[:, s].index_select(0, order),
+            }
+        )
+    return strokes
+
+
+def run_strokes(x: torch.Tensor, y: torch.Tensor, plan: list[dict], b: int) -> torch.Tensor:
+    """The device part of :func:`stroke_coverage` for ``b`` samples (``plan`` from
+    :func:`plan_strokes`, on ``x``'s device): no host read."""
+    coverage = torch.full((b, y.shape[1], x.shape[2]), -math.inf, device=x.device)
+    t, dx, dy, nearest = (torch.empty_like(coverage) for _ in range(4))
+    for stroke in plan:
+        rows, vertices = stroke["rows"], stroke["vertices"]
         k = rows.numel()
         nearest[:k].fill_(math.inf)  # squared distance to stroke s
-        for v in range(int(counts[order[0]])):
-            m = int((counts[order] > v).sum())  # samples with segment v: the first m
+        for v, m in enumerate(stroke["segments"]):
             a, e = vertices[:m, v, :, None], vertices[:m, v + 1, :, None]
             ab = e - a  # (m, 2, 1)
             apx, apy = x - a[:, 0:1], y - a[:, 1:2]  # (m, 1, w), (m, h, 1)
@@ -179,10 +190,24 @@ def stroke_coverage(x: torch.Tensor, y: torch.Tensor, p: Params) -> torch.Tensor
             torch.mul(tm, ab[:, 1:2], out=dym).sub_(apy)
             dxm.square_().addcmul_(dym, dym)
             torch.minimum(near, dxm, out=near)
-        half = p["stroke_width"][:, s].index_select(0, rows)[:, None, None] / 2
+        half = stroke["width"][:, None, None] / 2
         reach = nearest[:k].sqrt_().neg_().add_(half)
         coverage.index_copy_(0, rows, torch.maximum(coverage.index_select(0, rows), reach))
     return coverage
+
+
+def stroke_coverage(x: torch.Tensor, y: torch.Tensor, p: Params) -> torch.Tensor:
+    """``half_width - distance`` to the nearest active segment, (B, h, w).
+
+    ``x`` (1, 1, w) and ``y`` (1, h, 1) are pixel-centre coordinates. Per-sample terms are
+    built on rows and columns and broadcast, and full-size work goes into reused buffers
+    (fresh multi-MB allocations cost more than the arithmetic on CPU). Only active segments
+    are computed: per stroke, the samples that have it are ordered by their segment count,
+    so the samples with a segment ``v`` are a leading slice of the buffers (segments are
+    active as a prefix). A batch's samples have ~half of the slots active.
+    """
+    plan = to_device(plan_strokes(p), x.device)
+    return run_strokes(x, y, plan, p["vertices"].shape[0])
 
 
 def box_coverage(x: torch.Tensor, y: torch.Tensor, p: Params) -> torch.Tensor:

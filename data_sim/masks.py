@@ -34,13 +34,15 @@ from data_sim.mask_shapes import (
     file_masks,
     load_mask_bank,
     mask_dir_error,
+    plan_strokes,
+    run_strokes,
     sample_blobs,
     sample_boxes,
     sample_strokes,
-    stroke_coverage,
 )
-from data_sim.morphology import grow_masks
+from data_sim.morphology import plan_grow, run_grow
 from data_sim.sampling import bernoulli, check_range, uniform
+from data_sim.transfer import to_device
 
 STROKE, BOX, BLOB, FILE = range(4)
 
@@ -103,7 +105,85 @@ def snap_to_latent_grid(mask: torch.Tensor, cell: int) -> torch.Tensor:
     return cells.repeat_interleave(cell, dim=-2).repeat_interleave(cell, dim=-1)[..., :h, :w]
 
 
-_COVERAGE = ((STROKE, stroke_coverage), (BOX, box_coverage), (BLOB, blob_coverage))
+# Per drawn kind: the parameter keys its coverage field reads.
+_KEYS = {BOX: ("box_center", "box_size"), BLOB: tuple(f"blob_{k}" for k in (
+    "active", "center", "radius", "aspect", "angle", "amplitude", "phase"))}  # fmt: skip
+
+
+def _plan_kind(code: int, sub: dict[str, torch.Tensor]) -> dict | list:
+    """What the coverage field of kind ``code`` needs on the device for its samples ``sub``."""
+    if code == STROKE:
+        return plan_strokes(sub)
+    return {k: sub[k] for k in _KEYS[code]}
+
+
+def plan_masks(
+    params: dict[str, torch.Tensor],
+    height: int,
+    width: int,
+    raster_size: int = 256,
+    *,
+    mask_dir: str | None = None,
+) -> dict:
+    """The CPU-side part of :func:`rasterize_masks`: the samples of each kind and their shape
+    parameters, the file masks (read and resized here: their sizes are the files'), and the
+    samples snapped to each latent cell size. Everything the device part needs to know on
+    the host is decided here."""
+    kind = params["kind"].cpu()
+    unit = min(height, width)
+    scale = min(1.0, raster_size / unit)
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    kinds = []
+    for code in (STROKE, BOX, BLOB):
+        idx = (kind == code).nonzero().squeeze(1)
+        if len(idx):
+            sub = {k: v.cpu()[idx] for k, v in params.items() if v.ndim >= 1}
+            kinds.append({"code": code, "idx": idx, "shape": _plan_kind(code, sub)})
+    files = None
+    idx = (kind == FILE).nonzero().squeeze(1)
+    if len(idx):
+        if mask_dir is None:
+            raise mask_dir_error(None, "samples of kind 'file' need rasterize_masks(mask_dir=)")
+        index, flip = params["file_index"].cpu()[idx], params["file_flip"].cpu()[idx]
+        bank = load_mask_bank(mask_dir)
+        cpu = torch.device("cpu")
+        files = {"idx": idx, "masks": file_masks(bank, index, flip, height, width, cpu) > 0.5}
+    cells = params["latent_cell"].cpu()
+    snaps = [
+        {"cell": cell, "idx": (cells == cell).nonzero().squeeze(1)}
+        for cell in cells.unique().tolist()
+        if cell > 0
+    ]
+    return {"b": len(kind), "raster": (h, w), "kinds": kinds, "files": files, "snaps": snaps}
+
+
+def run_masks(plan: dict, height: int, width: int, device: torch.device) -> torch.Tensor:
+    """The device part of :func:`rasterize_masks` (``plan`` from :func:`plan_masks`, on
+    ``device``): no host read."""
+    unit = min(height, width)
+    h, w = plan["raster"]
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * (height / h) / unit
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * (width / w) / unit
+    x, y = xs.view(1, 1, w), ys.view(1, h, 1)
+
+    # Each kind's field is computed on its own samples only (a gather, still batched).
+    coverage = torch.full((plan["b"], h, w), -1.0, device=device)
+    for entry in plan["kinds"]:
+        code, idx, shape = entry["code"], entry["idx"], entry["shape"]
+        if code == STROKE:
+            coverage[idx] = run_strokes(x, y, shape, idx.shape[0])
+        else:
+            coverage[idx] = (box_coverage if code == BOX else blob_coverage)(x, y, shape)
+    coverage = F.interpolate(
+        coverage[:, None].clamp_min(-1.0), size=(height, width), mode="bilinear"
+    )
+    mask = (coverage > 0).float()
+    if plan["files"] is not None:
+        mask[plan["files"]["idx"]] = plan["files"]["masks"].float()
+    for snap in plan["snaps"]:
+        idx = snap["idx"]
+        mask[idx] = snap_to_latent_grid(mask[idx], snap["cell"])
+    return mask
 
 
 def rasterize_masks(
@@ -119,39 +199,8 @@ def rasterize_masks(
 
     ``mask_dir`` is needed only when some sample has kind "file" (``MaskConfig.mask_dir``).
     """
-    kind = params["kind"].cpu()
-    unit = min(height, width)
-    scale = min(1.0, raster_size / unit)
-    h, w = max(1, round(height * scale)), max(1, round(width * scale))
-    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * (height / h) / unit
-    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * (width / w) / unit
-
-    # Each kind's field is computed on its own samples only (a gather, still batched).
-    coverage = torch.full((len(kind), h, w), -1.0, device=device)
-    for code, field in _COVERAGE:
-        idx = (kind == code).nonzero().squeeze(1)
-        if len(idx):
-            sub = {k: v.cpu()[idx].to(device) for k, v in params.items() if v.ndim >= 1}
-            coverage[idx.to(device)] = field(xs.view(1, 1, w), ys.view(1, h, 1), sub)
-    coverage = F.interpolate(
-        coverage[:, None].clamp_min(-1.0), size=(height, width), mode="bilinear"
-    )
-    mask = (coverage > 0).float()
-
-    idx = (kind == FILE).nonzero().squeeze(1)
-    if len(idx):
-        if mask_dir is None:
-            raise mask_dir_error(None, "samples of kind 'file' need rasterize_masks(mask_dir=)")
-        index, flip = params["file_index"].cpu()[idx], params["file_flip"].cpu()[idx]
-        bank = load_mask_bank(mask_dir)
-        mask[idx.to(device)] = file_masks(bank, index, flip, height, width, device)
-
-    cells = params["latent_cell"].cpu()
-    for cell in cells.unique().tolist():
-        if cell > 0:
-            idx = (cells == cell).nonzero().squeeze(1).to(device)
-            mask[idx] = snap_to_latent_grid(mask[idx], cell)
-    return mask
+    plan = plan_masks(params, height, width, raster_size, mask_dir=mask_dir)
+    return run_masks(to_device(plan, device), height, width, device)
 
 
 def sample_boundary_params(
@@ -164,6 +213,39 @@ def sample_boundary_params(
     }
 
 
+def plan_alpha(params: dict[str, torch.Tensor], *, grow: bool = False) -> dict:
+    """The CPU-side part of :func:`compositing_alpha`: the growth plan, which samples are
+    feathered, their sigmas and the blur's kernel size (read here, on the host)."""
+    soft = (~params["hard"].bool().cpu()).nonzero().squeeze(1)
+    plan: dict = {"grow": plan_grow(params["grow"]) if grow else None, "soft": None}
+    if soft.numel():
+        sigma = params["feather_sigma"].cpu()[soft].float()
+        radius = math.ceil(3 * float(sigma.max()))
+        plan["soft"] = {"idx": soft, "sigma": torch.stack([sigma, sigma], dim=1)}
+        plan["size"] = 2 * radius + 1
+    return plan
+
+
+def run_alpha(mask: torch.Tensor, plan: dict) -> torch.Tensor:
+    """The device part of :func:`compositing_alpha` (``plan`` from :func:`plan_alpha`, on
+    the mask's device): no host read."""
+    if plan["grow"] is not None:
+        mask = run_grow(mask, plan["grow"])
+    # Only the feathered samples are blurred; hard ones keep the binary mask.
+    if plan["soft"] is None:
+        return mask.clone()
+    size, idx = plan["size"], plan["soft"]["idx"]
+    blurred = kornia.filters.gaussian_blur2d(
+        mask.index_select(0, idx),
+        (size, size),
+        plan["soft"]["sigma"].to(mask),
+        border_type="replicate",
+    )
+    # Blur tails below 1/512 would be invisible yet make "untouched" pixels differ.
+    blurred = torch.where(blurred < 1 / 512, torch.zeros_like(blurred), blurred)
+    return mask.index_copy(0, idx, blurred)
+
+
 def compositing_alpha(
     mask: torch.Tensor, params: dict[str, torch.Tensor], *, grow: bool = False
 ) -> torch.Tensor:
@@ -173,25 +255,7 @@ def compositing_alpha(
     (the full METHOD 5.4 recipe). Without it the paste follows the mask's own edge, and a
     hard sample's alpha is the mask itself.
     """
-    if grow:
-        mask = grow_masks(mask, params["grow"])
-    # Only the feathered samples are blurred; hard ones keep the binary mask.
-    soft = (~params["hard"].bool().cpu()).nonzero().squeeze(1)
-    if soft.numel() == 0:
-        return mask.clone()
-    sigma = params["feather_sigma"].cpu()[soft].float()
-    radius = math.ceil(3 * float(sigma.max()))
-    size = 2 * radius + 1
-    idx = soft.to(mask.device)
-    blurred = kornia.filters.gaussian_blur2d(
-        mask.index_select(0, idx),
-        (size, size),
-        torch.stack([sigma, sigma], dim=1).to(mask),
-        border_type="replicate",
-    )
-    # Blur tails below 1/512 would be invisible yet make "untouched" pixels differ.
-    blurred = torch.where(blurred < 1 / 512, torch.zeros_like(blurred), blurred)
-    return mask.index_copy(0, idx, blurred)
+    return run_alpha(mask, to_device(plan_alpha(params, grow=grow), mask.device))
 
 
 def describe_mask(params: dict[str, torch.Tensor], index: int) -> str:

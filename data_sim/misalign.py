@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from kornia.geometry.transform import get_rotation_matrix2d, invert_affine_transform
 from kornia.utils import create_meshgrid
 
-from data_sim.family import Family, Params, applied_output
-from data_sim.sampling import check_range
+from data_sim.family import Params, PlannedFamily
+from data_sim.sampling import applied_indices, check_range
+from data_sim.transfer import to_device
 
 __all__ = [
     "MisalignConfig",
@@ -122,12 +123,13 @@ def _bicubic_matrix(
     return w.view(n_in, n_out).t()
 
 
-def _sampling_grid(params: dict[str, torch.Tensor], height: int, width: int) -> torch.Tensor:
+def _sampling_grid(plan: dict, height: int, width: int) -> torch.Tensor:
     """Per-sample source coordinates (pixels, x/y last) for every output pixel: (B, H, W, 2)."""
+    params = plan["sub"]
     shift = params["shift"]
     b = shift.shape[0]
     device, dtype = shift.device, shift.dtype
-    extent = torch.tensor([width - 1, height - 1], device=device, dtype=dtype)
+    extent = plan["extent"]
     centre = params["centre"] * extent if "centre" in params else (0.5 * extent).expand(b, 2)
     # Forward map dst = M @ src (content moves by +shift); sampling needs src = M^-1 @ dst.
     fwd = get_rotation_matrix2d(centre, params["angle"], params["scale"].view(-1, 1).expand(b, 2))
@@ -139,7 +141,7 @@ def _sampling_grid(params: dict[str, torch.Tensor], height: int, width: int) -> 
     src = src + inv[:, None, None, :, 2]
 
     warp = params["warp"]
-    if bool((warp != 0).any()):
+    if plan["warp"]:
         # Smooth field: coarse nodes span the image corner-to-corner (align_corners=True), so
         # the field is independent of resolution; bicubic keeps it C1 (no kinks at nodes).
         # Bicubic upsampling is a tensor product, so apply it as two small matrices
@@ -152,6 +154,58 @@ def _sampling_grid(params: dict[str, torch.Tensor], height: int, width: int) -> 
         # Sampling at dst - d moves content by +d, consistent with the shift convention.
         src = src - field
     return src
+
+
+def plan_misalign(
+    params: dict[str, torch.Tensor], height: int, width: int, dtype: torch.dtype = torch.float32
+) -> dict | None:
+    """The CPU-side part of :func:`apply_misalignment` for images of ``dtype``: the applied
+    samples, their parameters in the geometry's dtype, whether any has a warp, and the
+    pixel-coordinate constants (None: no sample is applied)."""
+    idx = applied_indices(params)
+    if not idx.numel():
+        return None
+    # Geometry in float32 at least, so pixel coordinates of large images stay precise.
+    gdtype = torch.promote_types(dtype, torch.float32)
+    sub = {k: v.cpu()[idx].to(gdtype) for k, v in params.items() if k != "applied"}
+    h, w = height, width
+    return {
+        "idx": idx,
+        "sub": sub,
+        "warp": bool((sub["warp"] != 0).any()),
+        "extent": torch.tensor([w - 1, h - 1], dtype=gdtype),
+        # Pixel -> normalised coordinates for grid_sample with align_corners=True (-1 / +1
+        # are the centres of the first / last pixel, matching create_meshgrid's pixel grid).
+        "scale": torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=gdtype),
+    }
+
+
+@torch.no_grad()
+def run_misalign(
+    images: torch.Tensor,
+    plan: dict | None,
+    *,
+    centre: torch.Tensor | None = None,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """The device part of :func:`apply_misalignment` (``plan`` from :func:`plan_misalign`, on
+    the images' device): no host read. ``centre`` (B, 2), on the device, replaces the
+    planned pivots."""
+    out = images if inplace else images.clone()
+    if plan is None:
+        return out
+    idx = plan["idx"]
+    if centre is not None:
+        gdtype = plan["extent"].dtype
+        plan = {**plan, "sub": {**plan["sub"], "centre": centre[idx].to(gdtype)}}
+    _, _, h, w = images.shape
+    grid = _sampling_grid(plan, h, w) * plan["scale"] - 1.0
+    x = images[idx]
+    warped = F.grid_sample(
+        x.to(grid.dtype), grid, mode="bilinear", padding_mode="reflection", align_corners=True
+    )
+    out[idx] = warped.to(images.dtype)
+    return out
 
 
 @torch.no_grad()
@@ -170,29 +224,12 @@ def apply_misalignment(
         params: from ``sample_misalign_params`` (any device; moved here).
         inplace: write into ``images`` instead of a copy (see :mod:`data_sim.family`).
     """
-    device = images.device
-    out, idx = applied_output(images, params, inplace=inplace)
-    if not idx.numel():
-        return out
-    idx = idx.to(device)
-    # Geometry in float32 at least, so pixel coordinates of large images stay precise.
-    gdtype = torch.promote_types(images.dtype, torch.float32)
-    sub = {k: v.to(device)[idx].to(gdtype) for k, v in params.items() if k != "applied"}
-    _, _, h, w = images.shape
-    src = _sampling_grid(sub, h, w)
-    # Pixel -> normalised coordinates for grid_sample with align_corners=True (-1 / +1 are
-    # the centres of the first / last pixel, matching create_meshgrid's pixel grid).
-    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=device, dtype=gdtype)
-    grid = src * scale - 1.0
-    x = images[idx]
-    warped = F.grid_sample(
-        x.to(gdtype), grid, mode="bilinear", padding_mode="reflection", align_corners=True
-    )
-    out[idx] = warped.to(images.dtype)
-    return out
+    h, w = images.shape[-2:]
+    plan = to_device(plan_misalign(params, h, w, images.dtype), images.device)
+    return run_misalign(images, plan, inplace=inplace)
 
 
-class MisalignFamily(Family[MisalignConfig]):
+class MisalignFamily(PlannedFamily[MisalignConfig]):
     key = "misalign"
 
     def sample(
@@ -200,13 +237,20 @@ class MisalignFamily(Family[MisalignConfig]):
     ) -> Params:
         return sample_misalign_params(batch_size, self.cfg, generator)
 
-    def apply(
-        self, images: torch.Tensor, params: Params, mask: torch.Tensor, *, inplace: bool = False
-    ) -> torch.Tensor:
+    def plan(self, params: Params, height: int, width: int) -> dict | None:
+        # The pivot comes from the mask, on the device (run): a stored one is not read.
+        drawn = {k: v for k, v in params.items() if k != "centre"}
+        return plan_misalign(drawn, height, width)
+
+    def run(
+        self, images: torch.Tensor, params: Params, plan: dict | None, mask: torch.Tensor, *,
+        inplace: bool = False,
+    ) -> torch.Tensor:  # fmt: skip
         """Rotate and scale about the edit, not the image centre: the misalignment of a pasted
-        region is local. The pivot is written into ``params`` so the sample can be replayed."""
-        params["centre"] = mask_centre(mask).cpu()
-        return apply_misalignment(images, params, inplace=inplace)
+        region is local. The pivot is written into ``params`` so the sample can be replayed
+        (on the mask's device: read only when it is needed)."""
+        params["centre"] = mask_centre(mask)
+        return run_misalign(images, plan, centre=params["centre"], inplace=inplace)
 
     @classmethod
     def describe(cls, params: Params, index: int) -> str:

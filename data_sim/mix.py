@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from data_sim.sampling import bernoulli, check_range, uniform
+from data_sim.transfer import to_device
 
 NORMAL, NEARLY_RIGHT, CLEAN = 0, 1, 2
 
@@ -67,14 +68,29 @@ def switch_off_families(params: dict[str, dict[str, torch.Tensor]]) -> None:
             family["applied"] = family["applied"] & ~clean
 
 
+def plan_mix(params: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The CPU-side part of :func:`scale_edits_`: the per-sample strengths, or None when
+    every sample keeps its full edit (decided on the host, from the drawn values)."""
+    if bool((params["strength"] < 1).any()):
+        return params["strength"]
+    return None
+
+
+def run_mix(
+    edited: torch.Tensor, target: torch.Tensor, strength: torch.Tensor | None
+) -> torch.Tensor:
+    """The device part of :func:`scale_edits_` (``strength`` from :func:`plan_mix`, on the
+    images' device): no host read."""
+    if strength is not None:
+        edited.sub_(target).mul_(strength.to(edited.dtype).view(-1, 1, 1, 1)).add_(target)
+    return edited
+
+
 def scale_edits_(
     edited: torch.Tensor, target: torch.Tensor, params: dict[str, torch.Tensor]
 ) -> torch.Tensor:
     """``target + strength * (edited - target)`` per sample, in place on ``edited``."""
-    strength = params["strength"].to(edited.device, edited.dtype)
-    if bool((params["strength"] < 1).any()):  # the CPU copy: no device read
-        edited.sub_(target).mul_(strength.view(-1, 1, 1, 1)).add_(target)
-    return edited
+    return run_mix(edited, target, to_device(plan_mix(params), edited.device))
 
 
 def is_clean(params: dict[str, dict[str, torch.Tensor]], index: int) -> bool:

@@ -25,6 +25,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from data_sim.transfer import to_device
+
 
 def max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Square grey dilation of a float (B, C, H, W) map: the max over a (2r+1)^2 window
@@ -121,21 +123,36 @@ def squared_distance(source: torch.Tensor, reach: int) -> torch.Tensor:
     return d
 
 
-def grow_masks(mask: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
-    """Dilate (radius > 0) or erode (radius < 0) each binary mask by its own radius in pixels,
-    with a Euclidean disc. Erosion is capped at half the mask's thickness, so a thin stroke is
-    thinned, never erased."""
+def plan_grow(radius: torch.Tensor) -> dict:
+    """The CPU-side part of :func:`grow_masks`: the reach (a loop bound, read on the host)
+    and the per-sample squared radii and erosion flags, for one copy to the device."""
     radius = radius.float().cpu()
     # Erosion needs depths up to twice its radius to apply the cap.
     reach = max(1, math.ceil(float(radius.max())), 2 * math.ceil(float(-radius.min())))
-    r2 = (radius * radius).to(mask.device).view(-1, 1, 1, 1)
-    eroding = (radius < 0).to(mask.device).view(-1, 1, 1, 1)
+    return {
+        "reach": reach,
+        "r2": (radius * radius).view(-1, 1, 1, 1),
+        "eroding": (radius < 0).view(-1, 1, 1, 1),
+    }
+
+
+def run_grow(mask: torch.Tensor, plan: dict) -> torch.Tensor:
+    """The device part of :func:`grow_masks` (``plan`` from :func:`plan_grow`, on the mask's
+    device): no host read."""
+    r2, eroding = plan["r2"], plan["eroding"]
     inside = mask > 0.5
     # Distance to the mask (dilation) or to its outside (erosion), squared, whole pixels.
-    d2 = squared_distance(inside ^ eroding, reach)
+    d2 = squared_distance(inside ^ eroding, plan["reach"])
     depth2 = torch.where(inside, d2, 0).amax(dim=(1, 2, 3), keepdim=True)
     limit = torch.where(eroding, torch.minimum(r2, depth2 / 4), r2).floor()
     near = d2 <= limit.clamp_max(torch.iinfo(d2.dtype).max).to(d2.dtype)
     # Dilation: everything near the mask (the mask included). Erosion: what is not near the
     # outside (the outside included).
     return (near ^ eroding).to(mask.dtype)
+
+
+def grow_masks(mask: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Dilate (radius > 0) or erode (radius < 0) each binary mask by its own radius in pixels,
+    with a Euclidean disc. Erosion is capped at half the mask's thickness, so a thin stroke is
+    thinned, never erased."""
+    return run_grow(mask, to_device(plan_grow(radius), mask.device))

@@ -46,6 +46,12 @@ def derive_seed(*parts: int) -> int:
     return int.from_bytes(digest.digest(), "little") >> 1
 
 
+def device_generator(device: torch.device, seed: int) -> torch.Generator:
+    """A generator on ``device`` seeded with ``seed`` (no host read, no copy). One place to
+    make them, so a test running the simulation on a fake device can stand in for it."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def applied_indices(params: dict[str, torch.Tensor], key: str = "applied") -> torch.Tensor:
     """CPU indices of the samples whose bool ``params[key]`` is set (and that are applied):
     families gather just these, so their cost follows their probability."""

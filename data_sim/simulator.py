@@ -35,10 +35,12 @@ from data_sim.family import Family
 from data_sim.masks import (
     BoundaryConfig,
     MaskConfig,
-    compositing_alpha,
     describe_boundary,
     describe_mask,
-    rasterize_masks,
+    plan_alpha,
+    plan_masks,
+    run_alpha,
+    run_masks,
     sample_boundary_params,
     sample_mask_params,
 )
@@ -47,11 +49,13 @@ from data_sim.mix import (
     MixConfig,
     describe_mix,
     is_clean,
+    plan_mix,
+    run_mix,
     sample_mix_params,
-    scale_edits_,
     switch_off_families,
 )
 from data_sim.texture import TextureConfig, TextureFamily
+from data_sim.transfer import to_device
 
 Params = dict[str, dict[str, torch.Tensor]]
 
@@ -89,6 +93,9 @@ FAMILIES = ("colour", "texture", "codec", "content", "misalign")
 FALLBACK_FAMILY = "colour"
 
 
+RANGE_HINT = "divide 8-bit data by 255 (16-bit by 65535), or map [-1, 1] data with (x + 1) / 2"
+
+
 def check_images(images: torch.Tensor) -> None:
     """Refuse anything but a float (B, 3, H, W) batch in [0, 1], saying how to fix it."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
@@ -102,13 +109,17 @@ def check_images(images: torch.Tensor) -> None:
             f"expected floating-point images in [0, 1], got dtype {images.dtype}; "
             "use images.float() / 255"
         )
-    # One read of both values: on a GPU each read of a tensor value waits for the device.
+    if images.device.type != "cpu":
+        # On a device a read of the values would make the host wait for it: the check is
+        # queued instead, and a bad batch fails at the next synchronisation.
+        lo, hi = torch.aminmax(images.detach())
+        bad = (lo < -1e-3) | (hi > 1 + 1e-3)
+        torch._assert_async(~bad, "expected image values in [0, 1]; " + RANGE_HINT)
+        return
+    # One read of both values.
     lo, hi = torch.stack(torch.aminmax(images.detach())).tolist()
     if lo < -1e-3 or hi > 1 + 1e-3:
-        raise ValueError(
-            f"expected values in [0, 1], got [{lo:.3g}, {hi:.3g}]; divide 8-bit data by 255 "
-            "(16-bit by 65535), or map [-1, 1] data with (x + 1) / 2"
-        )
+        raise ValueError(f"expected values in [0, 1], got [{lo:.3g}, {hi:.3g}]; {RANGE_HINT}")
 
 
 def check_mask(mask: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -164,13 +175,25 @@ class ArtifactSimulator:
         flags = [p["applied"] for p in params.values() if "applied" in p]
         return torch.stack(flags).any(dim=0)
 
+    def plan(self, params: Params, height: int, width: int, *, rasterize: bool = True) -> dict:
+        """The CPU-side part of :meth:`apply`: every decision that reads a drawn value, and
+        the tensors the device part needs, for one copy (``rasterize=False``: the mask is
+        given, the drawn one is not needed)."""
+        m = self.cfg.mask
+        masks = plan_masks(params["mask"], height, width, m.raster_size, mask_dir=m.mask_dir)
+        return {
+            "mask": masks if rasterize else None,
+            "alpha": plan_alpha(params["boundary"], grow=True),
+            "families": {f.key: f.plan(params[f.key], height, width) for f in self.families},
+            "mix": plan_mix(params["mix"]),
+        }
+
     @torch.no_grad()
-    def apply(
-        self, images: torch.Tensor, params: Params, mask: torch.Tensor | None = None
+    def run(
+        self, images: torch.Tensor, params: Params, plan: dict, mask: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """Deterministic part: the batch dict for ``images`` under ``params``. A given edit
-        ``mask`` (B, 1, H, W), binarised at 0.5, replaces the drawn one."""
-        check_images(images)
+        """The device part of :meth:`apply`, given :meth:`plan`'s output on the images'
+        device: no host read and no copy from the host (on CUDA, no wait for the device)."""
         target = images.float().clamp(0, 1)  # a tensor of our own: families write into it
         _, _, h, w = target.shape
         if mask is not None:
@@ -178,20 +201,34 @@ class ArtifactSimulator:
         # Autocast off: colour maths in bf16/fp16 produces the drift we are trying to model.
         with torch.autocast(target.device.type, enabled=False):
             for family in self.families:
-                target = family.outside(target, params[family.key], inplace=True)
-            if mask is None:
-                m = self.cfg.mask
-                mask = rasterize_masks(
-                    params["mask"], h, w, target.device, m.raster_size, mask_dir=m.mask_dir
+                key = family.key
+                target = family.run_outside(
+                    target, params[key], plan["families"][key], inplace=True
                 )
-            alpha = compositing_alpha(mask, params["boundary"], grow=True)
+            if mask is None:
+                mask = run_masks(plan["mask"], h, w, target.device)
+            alpha = run_alpha(mask, plan["alpha"])
             edited = target.clone()
             for family in self.families:
-                edited = family.apply(edited, params[family.key], mask, inplace=True)
-            edited = scale_edits_(edited, target, params["mix"])
+                key = family.key
+                edited = family.run(edited, params[key], plan["families"][key], mask, inplace=True)
+            edited = run_mix(edited, target, plan["mix"])
             # target + alpha * (edited - target), written into edited.
             composite = edited.sub_(target).mul_(alpha).add_(target)
         return {"target": target, "composite": composite, "mask": mask, "alpha": alpha}
+
+    def apply(
+        self, images: torch.Tensor, params: Params, mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Deterministic part: the batch dict for ``images`` under ``params``. A given edit
+        ``mask`` (B, 1, H, W), binarised at 0.5, replaces the drawn one.
+
+        :meth:`plan` on the CPU, its tensors moved to the images' device in one copy, then
+        :meth:`run` there."""
+        check_images(images)
+        h, w = images.shape[-2:]
+        plan = self.plan(params, h, w, rasterize=mask is None)
+        return self.run(images, params, to_device(plan, images.device), mask)
 
     def __call__(
         self,

@@ -23,16 +23,24 @@ batch. A per-sample counter hash would avoid both but costs ~10x more than ``tor
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from kornia.filters import gaussian_blur2d
 
 from data_sim.codecs import CODEC_KINDS, LatentCodec, build_codec
-from data_sim.family import Family, Params, applied_output
-from data_sim.jpeg import jpeg_roundtrip
-from data_sim.sampling import applied_indices, bernoulli, check_range, derive_seed, randint, uniform
+from data_sim.family import Params, PlannedFamily
+from data_sim.jpeg import jpeg_roundtrip, plan_jpeg
+from data_sim.sampling import (
+    applied_indices,
+    bernoulli,
+    check_range,
+    derive_seed,
+    device_generator,
+    randint,
+    uniform,
+)
+from data_sim.transfer import to_device
 
 __all__ = [
     "TextureConfig",
@@ -140,61 +148,129 @@ def load_codec(cfg: VAEConfig) -> LatentCodec | None:
     return build_codec(cfg.kind, cfg.path, **kw)
 
 
-def _add_noise_(x: torch.Tensor, params: Params, idx: torch.Tensor, side: str) -> torch.Tensor:
-    """Add the ``side`` ("inside" or "outside") noise of the samples ``idx`` to their rows
-    ``x``, in place (callers pass a fresh copy), and clamp to [0, 1]. In place because this is
+def plan_noise(params: Params, idx: torch.Tensor, side: str) -> dict:
+    """The CPU-side part of the ``side`` ("inside" or "outside") noise of the applied samples
+    ``idx``: the generator's seed (from the samples' seeds and the side, so the inside and
+    outside noise are independent), the rows drawn with one channel (luma) and with three,
+    and the per-sample std."""
+    seeds = params["noise_seed"].cpu()[idx].tolist()
+    stream = 0 if side == "inside" else 1
+    luma = params[f"{side}_noise_luma"].cpu()[idx]
+    groups = []
+    for rows, channels in ((luma, 1), (~luma, 3)):
+        pos = rows.nonzero().squeeze(1)
+        if pos.numel():
+            groups.append({"pos": pos, "channels": channels})
+    return {
+        "seed": derive_seed(stream, *seeds),
+        "groups": groups,
+        "sigma": params[f"{side}_noise_sigma"].cpu()[idx],
+    }
+
+
+def _add_noise_(x: torch.Tensor, plan: dict) -> torch.Tensor:
+    """Add the noise of :func:`plan_noise` to the applied samples' rows ``x``, in place
+    (callers pass a fresh copy), and clamp to [0, 1]. In place because this is
     memory-bound: each full-batch temporary costs as much as the arithmetic.
 
     Gaussian, of per-sample std ``<side>_noise_sigma``; ``<side>_noise_luma`` samples get the
     same noise on every channel (grain in brightness only), the others independent colour
-    noise. One generator on ``x``'s device, seeded by the samples' seeds and the side, so the
-    inside and outside noise are independent."""
-    seeds = params["noise_seed"].cpu()[idx].tolist()
-    stream = 0 if side == "inside" else 1
-    generator = torch.Generator(device=x.device).manual_seed(derive_seed(stream, *seeds))
+    noise, from one generator on ``x``'s device."""
+    generator = device_generator(x.device, plan["seed"])
     # Luma samples draw one channel, not three: torch.randn is the costliest op per value here.
-    luma = params[f"{side}_noise_luma"].cpu()[idx]
     noise = torch.empty_like(x)
-    for rows, channels in ((luma, 1), (~luma, 3)):
-        pos = rows.nonzero().squeeze(1).to(x.device)
-        if pos.numel():
-            shape = (pos.numel(), channels, *x.shape[2:])
-            draw = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
-            noise[pos] = draw.expand(-1, 3, -1, -1)
-    sigma = params[f"{side}_noise_sigma"].cpu()[idx]
-    noise.mul_(sigma.to(device=x.device, dtype=x.dtype)[:, None, None, None])
+    for group in plan["groups"]:
+        pos = group["pos"]
+        shape = (pos.shape[0], group["channels"], *x.shape[2:])
+        draw = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise[pos] = draw.expand(-1, 3, -1, -1)
+    noise.mul_(plan["sigma"].to(dtype=x.dtype)[:, None, None, None])
     return x.add_(noise).clamp_(0, 1)
 
 
-def _on_flagged(
-    x: torch.Tensor,
-    idx: torch.Tensor,
-    params: Params,
-    key: str,
-    step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-) -> torch.Tensor:
-    """``x`` (the rows of the applied samples ``idx``) with ``step(rows, flagged)`` applied to
-    the rows whose bool ``params[key]`` is set (``flagged``: their sample indices)."""
+def _flagged_positions(params: Params, idx: torch.Tensor, key: str) -> dict | None:
+    """Where the samples whose bool ``params[key]`` is set sit within the applied samples
+    ``idx`` (``pos``), and their sample indices (``samples``); None when there are none."""
     flagged = applied_indices(params, key)
     if flagged.numel() == 0:
-        return x
-    # Positions of the flagged samples within the applied subset.
-    pos = torch.searchsorted(idx, flagged).to(x.device)
-    return x.index_copy(0, pos, step(x.index_select(0, pos), flagged))
+        return None
+    return {"pos": torch.searchsorted(idx, flagged), "samples": flagged}
 
 
-def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Per-sample Gaussian blur; samples with ``sigma < MIN_BLUR_SIGMA`` are left as they are."""
-    sigma = sigma.to(device=x.device, dtype=x.dtype)
+def _plan_blur(sigma: torch.Tensor) -> dict | None:
+    """Per-sample Gaussian blur: the clamped sigmas, which samples are blurred (those with
+    ``sigma >= MIN_BLUR_SIGMA``) and the kernel size; None when none is."""
     active = sigma >= MIN_BLUR_SIGMA
     if not bool(active.any()):
-        return x
+        return None
     s = sigma.clamp_min(MIN_BLUR_SIGMA)
     # One kernel size for the batch, 4 sigma of the widest blur on each side: the tail it cuts
     # (< 1e-4 of the mass) is too small for a sample's result to depend on its batch mates.
-    k = 2 * math.ceil(4 * float(s[active].max())) + 1
+    return {"sigma": s, "active": active, "size": 2 * math.ceil(4 * float(s[active].max())) + 1}
+
+
+def _blur(x: torch.Tensor, plan: dict | None) -> torch.Tensor:
+    """The blur of :func:`_plan_blur`; unblurred samples are left as they are."""
+    if plan is None:
+        return x
+    k, s = plan["size"], plan["sigma"].to(x.dtype)
     blurred = gaussian_blur2d(x, (k, k), s[:, None].expand(-1, 2), border_type="reflect")
-    return torch.where(active[:, None, None, None], blurred, x)
+    return torch.where(plan["active"][:, None, None, None], blurred, x)
+
+
+def plan_texture_inside(params: Params) -> dict | None:
+    """The CPU-side part of :func:`apply_texture_inside` (None: no sample is applied)."""
+    idx = applied_indices(params)
+    if idx.numel() == 0:
+        return None
+    return {
+        "idx": idx,
+        "blur": _plan_blur(params["blur_sigma"].cpu()[idx].float()),
+        "vae": _flagged_positions(params, idx, "vae"),
+        "noise": plan_noise(params, idx, "inside"),
+    }
+
+
+def plan_texture_outside(params: Params) -> dict | None:
+    """The CPU-side part of :func:`apply_texture_outside` (None: no sample is applied)."""
+    idx = applied_indices(params)
+    if idx.numel() == 0:
+        return None
+    jpeg = _flagged_positions(params, idx, "jpeg")
+    if jpeg is not None:
+        quality = params["jpeg_quality"].cpu()[jpeg.pop("samples")]
+        jpeg.update(quality=quality, tables=plan_jpeg(quality))
+    return {"idx": idx, "noise": plan_noise(params, idx, "outside"), "jpeg": jpeg}
+
+
+@torch.no_grad()
+def run_texture_inside(
+    images: torch.Tensor,
+    plan: dict | None,
+    codec: LatentCodec | None = None,
+    chunk_size: int = 8,
+    *,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """The device part of :func:`apply_texture_inside` (``plan`` from
+    :func:`plan_texture_inside`, on the images' device): no host read."""
+    out = images if inplace else images.clone()
+    if plan is None:
+        return out
+    vae = plan["vae"]
+    if vae is not None and codec is None:
+        raise ValueError(
+            f"apply_texture_inside: the params ask for a VAE round trip on "
+            f"{vae['pos'].shape[0]} samples but no codec was given; build one with "
+            "load_codec(cfg.vae) (or TextureFamily), or set sim.texture.vae.kind='none'"
+        )
+    idx = plan["idx"]
+    x = _blur(images.index_select(0, idx), plan["blur"])
+    if vae is not None:
+        pos = vae["pos"]
+        x = x.index_copy(0, pos, codec.roundtrip(x.index_select(0, pos), chunk_size))
+    x = _add_noise_(x, plan["noise"])
+    return out.index_copy_(0, idx, x.to(images.dtype))
 
 
 @torch.no_grad()
@@ -213,22 +289,27 @@ def apply_texture_inside(
     The blur comes first because generated content lacks a photo's fine detail; the decoder
     then lays its own texture over it, as in a real edit; the noise is the editor's grain.
     """
-    out, idx = applied_output(images, params, inplace=inplace)
-    if idx.numel() == 0:
+    plan = to_device(plan_texture_inside(params), images.device)
+    return run_texture_inside(images, plan, codec, chunk_size, inplace=inplace)
+
+
+@torch.no_grad()
+def run_texture_outside(
+    images: torch.Tensor, plan: dict | None, *, inplace: bool = False
+) -> torch.Tensor:
+    """The device part of :func:`apply_texture_outside` (``plan`` from
+    :func:`plan_texture_outside`, on the images' device): no host read."""
+    out = images if inplace else images.clone()
+    if plan is None:
         return out
-    dev_idx = idx.to(images.device)
-    x = images.index_select(0, dev_idx)
-    x = _blur(x, params["blur_sigma"].cpu()[idx])
-    n_vae = int(applied_indices(params, "vae").numel())
-    if n_vae and codec is None:
-        raise ValueError(
-            f"apply_texture_inside: the params ask for a VAE round trip on {n_vae} samples "
-            "but no codec was given; build one with load_codec(cfg.vae) (or TextureFamily), "
-            "or set sim.texture.vae.kind='none'"
-        )
-    x = _on_flagged(x, idx, params, "vae", lambda rows, _: codec.roundtrip(rows, chunk_size))
-    x = _add_noise_(x, params, idx, "inside")
-    return out.index_copy_(0, dev_idx, x.to(images.dtype))
+    idx = plan["idx"]
+    x = _add_noise_(images.index_select(0, idx), plan["noise"])
+    jpeg = plan["jpeg"]
+    if jpeg is not None:
+        pos = jpeg["pos"]
+        coded = jpeg_roundtrip(x.index_select(0, pos), jpeg["quality"], jpeg["tables"])
+        x = x.index_copy(0, pos, coded)
+    return out.index_copy_(0, idx, x.to(images.dtype))
 
 
 @torch.no_grad()
@@ -241,14 +322,8 @@ def apply_texture_outside(
     not ``applied`` are bit-exact copies.
     Noise comes before the JPEG, as in a camera, so the codec shapes it into block texture.
     """
-    out, idx = applied_output(images, params, inplace=inplace)
-    if idx.numel() == 0:
-        return out
-    dev_idx = idx.to(images.device)
-    x = _add_noise_(images.index_select(0, dev_idx), params, idx, "outside")
-    quality = params["jpeg_quality"].cpu()
-    x = _on_flagged(x, idx, params, "jpeg", lambda rows, i: jpeg_roundtrip(rows, quality[i]))
-    return out.index_copy_(0, dev_idx, x.to(images.dtype))
+    plan = to_device(plan_texture_outside(params), images.device)
+    return run_texture_outside(images, plan, inplace=inplace)
 
 
 def apply_texture(
@@ -272,7 +347,7 @@ def apply_texture(
 _UNSET = object()
 
 
-class TextureFamily(Family[TextureConfig]):
+class TextureFamily(PlannedFamily[TextureConfig]):
     """The texture family with its codec: built from the config on first need, moved to the
     images' device on use, and never at import or construction time. Its ``apply`` is the
     editor's side (:meth:`inside`), its ``outside`` the user's photo.
@@ -306,24 +381,31 @@ class TextureFamily(Family[TextureConfig]):
             codec.to(device)
         return codec
 
-    def apply(
-        self, images: torch.Tensor, params: Params, mask: torch.Tensor, *, inplace: bool = False
+    def plan(self, params: Params, height: int, width: int) -> dict:
+        return {"inside": plan_texture_inside(params), "outside": plan_texture_outside(params)}
+
+    def run(
+        self, images: torch.Tensor, params: Params, plan: dict, mask: torch.Tensor, *,
+        inplace: bool = False,
+    ) -> torch.Tensor:  # fmt: skip
+        """The editor's side: :func:`run_texture_inside` with this family's codec."""
+        inside = plan["inside"]
+        # Only touch (and load) the codec when some sample needs the round trip.
+        need_vae = inside is not None and inside["vae"] is not None
+        codec = self._codec_on(images.device) if need_vae else None
+        return run_texture_inside(images, inside, codec, self.cfg.vae.chunk_size, inplace=inplace)
+
+    def run_outside(
+        self, images: torch.Tensor, params: Params, plan: dict, *, inplace: bool = False
     ) -> torch.Tensor:
-        return self.inside(images, params, inplace=inplace)
+        return run_texture_outside(images, plan["outside"], inplace=inplace)
 
     def inside(
         self, images: torch.Tensor, params: Params, *, inplace: bool = False
     ) -> torch.Tensor:
         """:func:`apply_texture_inside` with this family's codec."""
-        # Only touch (and load) the codec when some sample needs the round trip.
-        need_vae = bool(applied_indices(params, "vae").numel())
-        codec = self._codec_on(images.device) if need_vae else None
-        return apply_texture_inside(images, params, codec, self.cfg.vae.chunk_size, inplace=inplace)
-
-    def outside(
-        self, images: torch.Tensor, params: Params, *, inplace: bool = False
-    ) -> torch.Tensor:
-        return apply_texture_outside(images, params, inplace=inplace)
+        plan = self._moved_plan(images, params)
+        return self.run(images, params, plan, None, inplace=inplace)  # no mask: not read
 
     def __call__(
         self, images: torch.Tensor, params: Params, background: torch.Tensor | None = None

@@ -140,7 +140,14 @@ class LatentCodec(nn.Module, ABC):
             )
         if images.numel() == 0:
             return
-        lo, hi = torch.stack(torch.aminmax(images.detach())).tolist()  # one device read
+        if images.device.type != "cpu":
+            # On a device a read would make the host wait: the check is queued instead, and
+            # a bad batch fails at the next synchronisation (as a device-side assert).
+            lo_t, hi_t = torch.aminmax(images.detach())
+            ok = (lo_t >= -RANGE_TOLERANCE) & (hi_t <= 1.0 + RANGE_TOLERANCE)
+            torch._assert_async(ok, "roundtrip: expected values in [0,1] (no NaN)")
+            return
+        lo, hi = torch.stack(torch.aminmax(images.detach())).tolist()  # one read
         # NaN fails both comparisons, so it is refused here too.
         if not (lo >= -RANGE_TOLERANCE and hi <= 1.0 + RANGE_TOLERANCE):
             hint = (
