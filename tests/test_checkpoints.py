@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from conftest import ROOT, TINY
+from lightning.pytorch.strategies import DDPStrategy
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pixperfect.training.checkpoints import AtomicCheckpointIO, checkpoint_problem
@@ -56,7 +57,7 @@ def test_the_trainer_saves_through_the_atomic_plugin_and_auto_ddp_gets_ddp_timeo
     trainer = build_trainer(cfg, Path(cfg.run.root) / cfg.run.name)
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     # strategy=auto with two processes is DDP, with the configured collective timeout.
-    assert type(trainer.strategy).__name__ == "DDPStrategy"
+    assert isinstance(trainer.strategy, DDPStrategy)
     assert trainer.strategy._timeout.total_seconds() == 15
 
 

@@ -45,12 +45,18 @@ EXPECTED_SCALARS = {
     "grad_norm/discriminator",
     "lr/generator",
     "lr/discriminator",
-    # throughput and memory (memory/peak_gib and peak_reserved_gib: CUDA only)
-    "time/step_s",
+    # throughput over every rank and step of the log window (training/monitor.py), and
+    # memory (memory/peak_gib and peak_reserved_gib: CUDA only)
+    *(
+        f"time/{name}_{stat}"
+        for name in ("step_s", "data_s", "data_wait_share", "simulation_s", "presync_s")
+        for stat in ("mean", "max", "p95")
+    ),
+    "time/slowest_rank",
+    "time/slowest_rank_lag_s",
     "time/images_per_s",
-    "time/data_s",
-    "time/data_wait_share",
-    "time/simulation_s",
+    "time/images_per_s_total",
+    "time/mfu",  # the run gives trainer.peak_tflops
     "memory/host_peak_rss_gib",
     # validation
     *(f"val/{name}" for name in METRIC_NAMES),
@@ -137,6 +143,7 @@ def tensorboard(tmp_path_factory):
         "gan.r1_every=2",
         "trainer.max_steps=3",
         "trainer.val_every_n_steps=3",
+        "trainer.peak_tflops=1.0",  # time/mfu on the CPU
     ]
     train(load_config(ROOT / "configs" / "demo.yaml", overrides))
     server = TensorBoard(root)
@@ -161,8 +168,11 @@ def test_the_scalars_are_grouped_g_d_val_optimisation_throughput_memory(tensorbo
     assert values("lr/discriminator") == [pytest.approx(5e-4)] * 3  # the default gan.lr
     for tag in ("grad_norm/generator", "grad_norm/discriminator"):
         assert all(math.isfinite(v) and v > 0 for v in values(tag)), tag
-    shares = values("time/data_wait_share")  # from the second step on
+    shares = values("time/data_wait_share_max")  # from the second step on
     assert len(shares) == 2 and all(0 <= v < 1 for v in shares), shares
+    assert values("time/slowest_rank") == [0.0] * 3  # one process
+    mfu, rate = values("time/mfu"), values("time/images_per_s")
+    assert len(mfu) == 3 and all(0 < m < 1 for m in mfu) and all(r > 0 for r in rate)
 
 
 def test_the_diagnostics_show_an_open_gate_a_small_correction_and_every_level_learning(

@@ -194,6 +194,9 @@ class TrainerConfig:
     ckpt_every_n_steps: int = 250
     image_every_n_steps: int = 250  # image grids; also at steps 1, 10, 50 and 100
     progress_bar: bool = True
+    # The device's peak FLOP/s in TFLOP/s for time/mfu (training/monitor.py); null: the data
+    # sheet's dense 16-bit peak of a known GPU under bf16, else no time/mfu (CPU, unknown GPU)
+    peak_tflops: float | None = None
 
 
 @dataclass
@@ -324,7 +327,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.model.base_channels is not None and cfg.model.base_channels <= 0:
         raise ConfigError(f"model.base_channels={cfg.model.base_channels} must be > 0 (or null)")
     _check_warmups(cfg)
-    _check_precision(cfg.trainer.precision)
+    _check_trainer(cfg.trainer)
     lo, hi = cfg.data.crop_scale
     if not 0 < lo <= hi <= 1:
         raise ConfigError(f"data.crop_scale=[{lo}, {hi}] must satisfy 0 < lo <= hi <= 1")
@@ -390,6 +393,12 @@ def _check_warmups(cfg: DictConfig) -> None:
                 f"{key}={warmup} >= trainer.max_steps={max_steps}: {', '.join(on)} would never "
                 f"switch on; lower {key} (e.g. {max_steps // 5}) or set those weights to 0"
             )
+
+
+def _check_trainer(trainer: DictConfig) -> None:
+    _check_precision(trainer.precision)
+    if trainer.peak_tflops is not None and trainer.peak_tflops <= 0:
+        raise ConfigError(f"trainer.peak_tflops={trainer.peak_tflops} must be > 0 (or null)")
 
 
 def _check_precision(precision: str) -> None:

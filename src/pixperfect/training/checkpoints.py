@@ -100,3 +100,78 @@ def remove_partial_saves(*directories: Path) -> list[Path]:
             ", ".join(map(str, removed)),
         )
     return removed
+
+
+# The resume check once per node --------------------------------------------------------
+# Every rank of a launch must pick the same checkpoint, and checking one CRC-reads the whole
+# file (0.6 GB for the paper's model) from the shared file system. On each node only local
+# rank 0 checks; it leaves its answer in the run folder under a name of this launch on this
+# node (:func:`node_launch_key`) and the node's other ranks read it (:func:`shared_answer`).
+
+LAUNCH_ENV = "PIXPERFECT_LAUNCH"  # set by a launch for the DDP ranks Lightning starts
+ANSWER_GLOB = ".resume-check.*.json"
+WAIT_POLL_S = 0.2
+
+
+def local_rank(env: dict[str, str]) -> int:
+    """This process's rank on its node: SLURM's inside ``srun``, else torchrun's/Lightning's
+    ``LOCAL_RANK``, else 0."""
+    if env.get("SLURM_STEP_ID") is not None and env.get("SLURM_LOCALID"):
+        return int(env["SLURM_LOCALID"])
+    return int(env.get("LOCAL_RANK", "0") or 0)
+
+
+def node_launch_key(env: dict[str, str]) -> str | None:
+    """A name shared by the ranks of this launch on this node, and by no other launch; None
+    when the launcher gives none (then every rank checks for itself)."""
+    import socket
+
+    host = socket.gethostname()
+    if (job := env.get("SLURM_JOB_ID")) and env.get("SLURM_STEP_ID") is not None:
+        restart = env.get("SLURM_RESTART_COUNT", "0")
+        return f"slurm-{job}.{env['SLURM_STEP_ID']}.{restart}-{host}"
+    if run := env.get("TORCHELASTIC_RUN_ID"):
+        return f"torchrun-{run}.{env.get('TORCHELASTIC_RESTART_COUNT', '0')}-{host}"
+    if launch := env.get(LAUNCH_ENV):
+        return f"local-{launch}-{host}"
+    return None
+
+
+def answer_path(directory: Path, key: str) -> Path:
+    return directory / f".resume-check.{key}.json"
+
+
+def publish_answer(directory: Path, key: str, answer: Path | None) -> None:
+    """Local rank 0: the checkpoint this launch resumes from (None: a new run), for the
+    node's other ranks; written whole or not at all."""
+    import json
+
+    path = answer_path(directory, key)
+    temp = path.with_name(f"{path.name}.{os.getpid()}.part")
+    temp.write_text(json.dumps({"resume": None if answer is None else str(answer)}))
+    os.replace(temp, path)
+
+
+def shared_answer(directory: Path, key: str, timeout_s: float) -> tuple[bool, Path | None]:
+    """A rank other than its node's first: wait up to ``timeout_s`` for local rank 0's
+    answer; ``(found, checkpoint or None)``. Not found: the caller checks for itself."""
+    import json
+    import time
+
+    path, deadline = answer_path(directory, key), time.monotonic() + timeout_s
+    while True:
+        try:
+            resume = json.loads(path.read_text())["resume"]
+            return True, None if resume is None else Path(resume)
+        except (OSError, ValueError, KeyError):
+            if time.monotonic() >= deadline:
+                log.warning("no resume answer from local rank 0 in %s s (%s)", timeout_s, path)
+                return False, None
+            time.sleep(WAIT_POLL_S)
+
+
+def remove_answer(directory: Path, env: dict[str, str]) -> None:
+    """Local rank 0, once every rank has joined (all have read the answer): remove it."""
+    key = node_launch_key(env)
+    if key is not None and local_rank(env) == 0:
+        answer_path(directory, key).unlink(missing_ok=True)

@@ -14,6 +14,7 @@ artifact samples carry ``families``, the ``+``-joined names of their artifact fa
 from __future__ import annotations
 
 import logging
+import os
 
 import lightning as L
 import torch
@@ -67,6 +68,19 @@ class ListDataset(Dataset):
         return self.samples[index]
 
 
+def worker_init(worker_id: int) -> None:
+    """Each loader worker: OpenCV on one thread (48 workers per node would each start a pool
+    of as many threads as the node has cores), then Lightning's worker seeding, which it adds
+    itself only to loaders without a ``worker_init_fn``."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    if int(os.environ.get("PL_SEED_WORKERS", "0")):
+        from lightning.fabric.utilities.seed import pl_worker_init_function
+
+        pl_worker_init_function(worker_id)
+
+
 def pin_memory(trainer: L.Trainer | None) -> bool:
     """Page-locked batches on CUDA: the copy to the GPU is then asynchronous (Lightning
     moves batches with ``non_blocking=True``) and does not stall the step."""
@@ -118,6 +132,7 @@ class PhotoDataModule(L.LightningDataModule):
             stream,
             batch_size=d.batch_size,
             num_workers=d.num_workers,
+            worker_init_fn=worker_init,
             persistent_workers=d.num_workers > 0,
             pin_memory=pin_memory(self.trainer),
         )
@@ -155,6 +170,7 @@ class ShardDataModule(L.LightningDataModule):
             stream,
             batch_size=None,  # batched inside the pipeline, so the cap counts batches
             num_workers=d.num_workers,
+            worker_init_fn=worker_init,
             persistent_workers=d.num_workers > 0,  # the resampler's epoch counter lives on
             pin_memory=pin_memory(self.trainer),
         )

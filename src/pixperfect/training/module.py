@@ -17,7 +17,6 @@ discriminator's gradient average, the EMA and the logs. The step's parts are pub
 from __future__ import annotations
 
 import copy
-import time
 
 try:
     import resource  # POSIX: the host memory log
@@ -36,10 +35,12 @@ from pixperfect.metrics import SeamMetrics
 from pixperfect.models import build_discriminator, build_refiner
 from pixperfect.shards.format import to_float
 from pixperfect.training.corpus_stream import BY_REASON, skipped_scalars
+from pixperfect.training.cost import measure_step_cost
 from pixperfect.training.diagnostics import Diagnostics
+from pixperfect.training.monitor import RankMonitor, peak_flops
 from pixperfect.training.objective import GeneratorTerms, Objective
 from pixperfect.training.schedule import learning_rate
-from pixperfect.training.visuals import comparison_grid, should_log_images
+from pixperfect.training.visuals import comparison_grid, grid_indices, should_log_images
 
 
 def average_gradients_across_ranks(parameters) -> None:
@@ -106,8 +107,10 @@ class RefinerModule(L.LightningModule):
         # LPIPS in validation only when its weights were found (the objective built it).
         self.val_lpips = MeanMetric() if self.objective.lpips is not None else None
         self.diagnostics = Diagnostics(self.cfg.eval.band_width)  # diag/*, grad/*, *_family/*
-        self._last_batch_end: float | None = None
-        self._data_s: float | None = None  # this step's wait for its batch
+        # time/*: every rank's step and data-wait times over each log window (monitor.py)
+        self.monitor: RankMonitor | None = None
+        self._flops_per_image: float | None = None  # for time/mfu, where a peak is known
+        self._peak_flops: float | None = None
         self._skipped: dict[int, int] = {}  # worker id -> corrupt samples/shards skipped
         self._by_reason: dict[int, torch.Tensor] = {}  # worker id -> corpus skips per reason
         self._d_optimizer: torch.optim.Optimizer | None = None
@@ -148,12 +151,22 @@ class RefinerModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.objective.to(self.device)
+        self._start_monitor()
         if self.objective.lpips_disabled and self.global_rank == 0:
             experiment = getattr(self.logger, "experiment", None)
             if experiment is not None and hasattr(experiment, "add_text"):
                 experiment.add_text(
                     "warnings", "LPIPS weights missing: training WITHOUT the LPIPS terms"
                 )
+
+    def _start_monitor(self) -> None:
+        """The step timer (training/monitor.py); with a known or given peak, the FLOPs per
+        image for time/mfu (training/cost.py's probe, measured on rank 0, which logs)."""
+        trainer = self.cfg.trainer
+        self.monitor = RankMonitor(self.device, trainer.log_every_n_steps)
+        self._peak_flops = peak_flops(self.device, trainer.precision, trainer.peak_tflops)
+        if self._peak_flops is not None and self.global_rank == 0:
+            self._flops_per_image = measure_step_cost(self.cfg).flops_per_image
 
     def _all_finite(self, value: torch.Tensor) -> bool:
         """True when ``value`` is finite on every rank (all ranks must skip together, or the
@@ -181,24 +194,22 @@ class RefinerModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> None:
         """One generator step, then (past the GAN warm-up) one discriminator step. The parts
         are public methods so that benchmarks/bench_train.py times this very step."""
-        start = time.perf_counter()
-        self._data_s = None if self._last_batch_end is None else start - self._last_batch_end
-        if self._data_s is not None:
-            self.log("time/data_s", self._data_s)
-        self._log_corrupt_skipped()
+        self._log_corrupt_skipped()  # a collective on logging steps: before step_start
+        self._mark("step_start")
         batch = self.with_artifacts(to_float(batch))
-        self.log("time/simulation_s", time.perf_counter() - start)
+        self._mark("simulated")
         step = self.global_step
         generator = self.step_generator(step)
         self._stepped = False
         with self.diagnostics.watch(self.generator, enabled=self._logs_this_step()):
             refined, terms = self.generator_forward(batch, step, generator)
+        self._mark("presync")  # the step's first collective comes next (the finite check)
         if not self.generator_update(terms):
             return
         self._stepped = True
         if self.objective.trains_discriminator(step):
             self.discriminator_step(batch, refined.detach(), terms, generator)
-        self._log_step(batch, refined, terms, step, time.perf_counter() - start)
+        self._log_step(batch, refined, terms, step)
 
     def generator_forward(
         self, batch: dict, step: int, generator: torch.Generator
@@ -304,15 +315,10 @@ class RefinerModule(L.LightningModule):
         )
 
     def _log_step(
-        self, batch: dict, refined: torch.Tensor, terms: GeneratorTerms, step: int, seconds: float
+        self, batch: dict, refined: torch.Tensor, terms: GeneratorTerms, step: int
     ) -> None:
-        """Throughput, the data-wait share, learning rates, peak memory and (every
-        ``image_every_n_steps``) the image grids."""
-        self.log("time/step_s", seconds)
-        self.log("time/images_per_s", batch["target"].shape[0] / seconds)
-        if self._data_s is not None:
-            # The share of the time from one batch's end to the next spent waiting for data.
-            self.log("time/data_wait_share", self._data_s / (self._data_s + seconds))
+        """Learning rates, peak memory and (every ``image_every_n_steps``) the image grids;
+        the step's times are the monitor's (on_train_batch_end)."""
         if self.device.type == "cuda":
             self.log("memory/peak_gib", torch.cuda.max_memory_allocated(self.device) / 2**30)
         if self._logs_this_step():
@@ -366,7 +372,7 @@ class RefinerModule(L.LightningModule):
             self.update_ema()
         # Every batch, so the curve exists (flat at 0) before anything goes wrong.
         self.log("train/skipped_steps", self.skipped_steps.float())
-        self._last_batch_end = time.perf_counter()
+        self._log_times(batch)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         batch = self.with_artifacts(to_float(batch))
@@ -376,13 +382,51 @@ class RefinerModule(L.LightningModule):
         self.diagnostics.update_validation(batch, refined, prior)
         if self.val_lpips is not None:
             self.val_lpips.update(self.objective.lpips(refined, batch["target"]).flatten())
-        if batch_idx == 0 and self.global_rank == 0:
+        if batch_idx == 0 and self.global_rank == 0 and not self._log_fixed_val_grid():
             self._log_grid("val/images", batch, refined, self.global_step)
+
+    def _log_fixed_val_grid(self) -> bool:
+        """val/images from the same validation samples at every validation (one per
+        artifact-family combination first: visuals.grid_indices), refined on rank 0 whatever
+        rank's share they are in; False when the datamodule keeps no list of its samples."""
+        samples = getattr(getattr(self.trainer, "datamodule", None), "val_samples", None)
+        if not samples:
+            return False
+        chosen = [samples[i] for i in grid_indices([s.get("families", "") for s in samples])]
+        batch = {
+            key: torch.stack([s[key] for s in chosen]).to(self.device)
+            for key in ("composite", "mask", "target")
+        }
+        batch = to_float(batch)
+        refined = self.evaluation_generator()(batch["composite"], batch["mask"])
+        self._log_grid("val/images", batch, refined, self.global_step, max_rows=len(chosen))
+        return True
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self._mark("batch_start")
+
+    def _mark(self, name: str) -> None:
+        if self.monitor is not None:
+            self.monitor.mark(name)
+
+    def _log_times(self, batch) -> None:
+        """Close this batch in the monitor; on a logging step, the ``time/*`` scalars of
+        every rank and step of the window (one all_gather: every rank logs at the same
+        steps). Logged as host tensors: nothing goes back to the device."""
+        if self.monitor is None:
+            return
+        images = batch["target"].shape[0] if isinstance(batch, dict) and "target" in batch else 0
+        self.monitor.end_batch(images)
+        if not self._logs_this_step():
+            return
+        scalars = self.monitor.reduce(self._flops_per_image, self._peak_flops)
+        for name, value in scalars.items():
+            self.log(name, torch.tensor(value), rank_zero_only=True)
 
     def on_validation_end(self) -> None:
         # The next training step waits for its batch from now, not from before validation.
-        if self._last_batch_end is not None:
-            self._last_batch_end = time.perf_counter()
+        if self.monitor is not None:
+            self.monitor.restart_data_clock()
 
     def on_validation_epoch_end(self) -> None:
         scores = self.val_metrics.compute()  # torchmetrics: synced across ranks
@@ -393,11 +437,15 @@ class RefinerModule(L.LightningModule):
         self.log_dict(self.diagnostics.validation_scalars(), sync_dist=False)  # synced
         self.val_metrics.reset()
 
-    def _log_grid(self, tag: str, batch: dict, refined: torch.Tensor, step: int) -> None:
+    def _log_grid(
+        self, tag: str, batch: dict, refined: torch.Tensor, step: int, max_rows: int = 4
+    ) -> None:
         experiment = getattr(self.logger, "experiment", None)
         if experiment is None or not hasattr(experiment, "add_image"):
             return
-        grid = comparison_grid(batch["composite"], refined, batch["target"], batch["mask"])
+        grid = comparison_grid(
+            batch["composite"], refined, batch["target"], batch["mask"], max_rows=max_rows
+        )
         experiment.add_image(tag, grid, global_step=step)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

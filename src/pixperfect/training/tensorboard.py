@@ -7,7 +7,8 @@
   they are written (so the tab shows real numbers, not Lightning's ``hp_metric = -1``);
 - a custom-scalars layout (Custom Scalars tab) that groups the scalars by what an engineer
   looks at together: the generator's losses (``train/*``), the discriminator (``d/*``),
-  validation (``val/*``), optimisation (``grad_norm/*``, ``lr/*``), throughput (``time/*``),
+  validation (``val/*``), optimisation (``grad_norm/*``, ``lr/*``), throughput (``time/*``:
+  over every rank and step of the log window, training/monitor.py),
   memory (``memory/*``) and diagnostics (``diag/*``, ``grad/*``, ``val_family/*``,
   ``train_family/*``: training/diagnostics.py).
 
@@ -94,11 +95,27 @@ CUSTOM_SCALARS_LAYOUT = {
         "Gradient L2 norm before clipping (grad_norm/*)": _multiline(r"^grad_norm/"),
         "Learning rates (lr/*)": _multiline(r"^lr/"),
     },
+    # Each time/* scalar is over every rank and every step of the log window
+    # (training/monitor.py): mean, max and p95, so a slow rank or a spike is seen.
     "Throughput": {
-        "Images/s per device, step only (time/images_per_s)": _multiline(r"^time/images_per_s$"),
-        "Data-wait share of the step (time/data_wait_share)": _multiline(r"^time/data_wait_share$"),
-        "Seconds: data wait, simulation, step (time/*_s)": _multiline(
-            r"^time/(data|simulation|step)_s$"
+        "Images/s per device and over all devices (time/images_per_s, time/images_per_s_total)": (
+            _multiline(r"^time/images_per_s(_total)?$")
+        ),
+        "Model FLOP utilisation, where the peak is known (time/mfu)": _multiline(r"^time/mfu$"),
+        "Step seconds over ranks and steps: mean, max, p95 (time/step_s_*)": _multiline(
+            r"^time/step_s_"
+        ),
+        "Data-wait share of the step: mean, max, p95 (time/data_wait_share_*)": _multiline(
+            r"^time/data_wait_share_"
+        ),
+        "Data-wait seconds: mean, max, p95 (time/data_s_*)": _multiline(r"^time/data_s_"),
+        "Seconds before the step's first collective, and the simulation in it "
+        "(time/presync_s_*, time/simulation_s_*)": _multiline(r"^time/(presync|simulation)_s_"),
+        "Slowest rank, the one the others wait for (time/slowest_rank)": _multiline(
+            r"^time/slowest_rank$"
+        ),
+        "Slowest rank's lag behind the median rank, s per step (time/slowest_rank_lag_s)": (
+            _multiline(r"^time/slowest_rank_lag_s$")
         ),
         "Data skipped: all, and corpus images per reason (data/corrupt_skipped, "
         "data/skipped_*)": _multiline(r"^data/(corrupt_skipped|skipped_\w+)$"),

@@ -42,6 +42,7 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -49,6 +50,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from data_sim.simulator import describe
@@ -56,9 +58,15 @@ from pixperfect.config import to_yaml
 from pixperfect.sheets import contact_sheet, simulate_sheet
 from pixperfect.training.checkpoints import (
     DATA_PROVENANCE_KEY,
+    LAUNCH_ENV,
     AtomicCheckpointIO,
     checkpoint_problem,
+    local_rank,
+    node_launch_key,
+    publish_answer,
+    remove_answer,
     remove_partial_saves,
+    shared_answer,
 )
 from pixperfect.training.datamodule import build_datamodule
 from pixperfect.training.module import RefinerModule
@@ -131,7 +139,30 @@ def _warn_on_config_change(saved: Path, cfg: DictConfig) -> None:
         )
 
 
-def resume_checkpoint(directory: Path) -> Path | None:
+def resume_checkpoint(
+    directory: Path, env: dict[str, str] | None = None, timeout_s: float = 1800
+) -> Path | None:
+    """:func:`newest_loadable` in ``directory``, checked once per node: local rank 0 checks
+    and leaves its answer for the node's other ranks, which wait for it (up to
+    ``timeout_s``; then they check for themselves) instead of CRC-reading every checkpoint
+    again (training/checkpoints.py: ``node_launch_key``). Where the launcher names no launch
+    (``env``: default ``os.environ``), every rank checks."""
+    env = dict(os.environ) if env is None else env
+    key = node_launch_key(env)
+    if key is None:
+        return newest_loadable(directory)
+    if local_rank(env) == 0:
+        answer = newest_loadable(directory)
+        publish_answer(directory, key, answer)
+        return answer
+    found, answer = shared_answer(directory, key, timeout_s)
+    if found:
+        log.info("resume check of local rank 0 taken (%s)", answer or "new run")
+        return answer
+    return newest_loadable(directory)
+
+
+def newest_loadable(directory: Path) -> Path | None:
     """The checkpoint a launch of the run in ``directory`` resumes from: the newest (by
     modification time) of Lightning's preemption checkpoints ``hpc_ckpt_N.ckpt``,
     ``checkpoints/last.ckpt`` and the periodic ``checkpoints/step=N.ckpt`` that loads
@@ -177,13 +208,18 @@ class ResumeAgreement(Callback):
     """Once the ranks have met (``setup``, inside ``fit``, before the checkpoint is restored):
     fail on every rank, together, if they did not all pick the same checkpoint to resume
     from (:func:`resume_checkpoint` ran on each rank alone; they could differ only where
-    the ranks do not see the same files)."""
+    the ranks do not see the same files). Every rank has then read its node's resume answer
+    (:func:`resume_checkpoint`), which local rank 0 removes."""
 
-    def __init__(self, resume: Path | None) -> None:
-        self.resume = str(resume)
+    def __init__(self, resume: Path | None, directory: Path | None = None) -> None:
+        self.resume, self.directory = str(resume), directory
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit" or trainer.world_size < 2:
+        if stage != "fit":
+            return
+        if self.directory is not None:
+            remove_answer(self.directory, dict(os.environ))
+        if trainer.world_size < 2:
             return
         chosen = trainer.strategy.broadcast(self.resume, src=0)
         if not trainer.strategy.reduce_boolean_decision(chosen == self.resume, all=True):
@@ -224,17 +260,47 @@ def bound_devices(tasks_per_node: int, visible: int) -> list[int]:
     return [i % visible for i in range(tasks_per_node)]
 
 
+def node_gpus(env: dict[str, str]) -> int | None:
+    """The GPUs SLURM gave this node (``SLURM_GPUS_ON_NODE``, else ``SLURM_GPUS_PER_NODE``,
+    which may read ``8``, ``gpu:8`` or ``a100:8``); None when neither says."""
+    for name in ("SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE"):
+        m = re.fullmatch(r"(?:[\w-]+:)*(\d+)(?:\(.*\))?", env.get(name, "").strip())
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def binding_warning(visible: int, env: dict[str, str]) -> str | None:
+    """Why a task that sees ``visible`` GPU(s) of its node is badly bound, or None. With
+    ``--gpus-per-task``/``--gpu-bind`` each task sees only its own GPU(s): NCCL then cannot
+    use peer-to-peer (NVLink) between the GPUs of a node and falls back to slower paths.
+    ``--gpus-per-node`` is the one documented binding (docs/cluster.md)."""
+    on_node = node_gpus(env)
+    if on_node is None or on_node <= 1 or visible >= on_node:
+        return None
+    return (
+        f"this task sees {visible} of its node's {on_node} GPUs (--gpus-per-task or "
+        "--gpu-bind): NCCL loses peer-to-peer between the node's GPUs; submit with "
+        f"--gpus-per-node={on_node} so every task sees all of them (docs/cluster.md)"
+    )
+
+
 def device_plan(t: DictConfig) -> tuple[object, object]:
     """``(devices, strategy)`` for the Trainer. Lightning maps local rank i to GPU i of the
     GPUs its process sees (Lightning issue #16828), which fails when SLURM binds GPUs to
-    tasks; then the DDP strategy gets the devices of :func:`bound_devices` instead."""
+    tasks; then the DDP strategy gets the devices of :func:`bound_devices` instead, with a
+    warning (:func:`binding_warning`)."""
     import torch
 
     tasks = t.devices if isinstance(t.devices, int) else 0
     gpu = str(t.accelerator) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-    if not (SLURMEnvironment.detect() and gpu and tasks > 1):
+    if not (SLURMEnvironment.detect() and gpu):
         return t.devices, t.strategy
     visible = torch.cuda.device_count()
+    if (warning := binding_warning(visible, dict(os.environ))) is not None:
+        log.warning(warning)
+    if tasks <= 1:
+        return t.devices, t.strategy
     if visible >= tasks:
         return t.devices, t.strategy
     if str(t.strategy) not in ("auto", "ddp"):
@@ -242,27 +308,73 @@ def device_plan(t: DictConfig) -> tuple[object, object]:
             f"each SLURM task sees {visible} GPU(s) for {tasks} tasks per node: "
             f"trainer.strategy={t.strategy} cannot be bound per task; use ddp"
         )
-    from lightning.pytorch.strategies import DDPStrategy
-
     devices = [torch.device("cuda", i) for i in bound_devices(tasks, visible)]
     log.info("GPUs bound to tasks (%d visible per task): local ranks use %s", visible, devices)
-    return 1, DDPStrategy(parallel_devices=devices, timeout=timedelta(seconds=t.ddp_timeout_s))
+    return 1, build_ddp(t, parallel_devices=devices)
+
+
+def ddp_options(t: DictConfig, accelerator: str) -> dict:
+    """DistributedDataParallel's options for the run: gradients in the buckets themselves
+    (``gradient_as_bucket_view``: no second copy of 160 MB of fp32 gradients), no buffer
+    broadcast before every forward (the generator has none that differ across ranks; the
+    discriminator is outside DDP), and with ``trainer.ddp_bf16_compress`` torch's
+    ``bf16_compress_hook`` (the all-reduce in bfloat16: half the bytes across nodes)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    options: dict = {"gradient_as_bucket_view": True}
+    # torch 2.10+ renames the forward broadcast (broadcast_buffers is deprecated there).
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        options["forward_sync_buffers"] = False
+    else:
+        options["broadcast_buffers"] = False
+    if t.ddp_bf16_compress:
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+        options["ddp_comm_hook"] = default_hooks.bf16_compress_hook
+        log.info("DDP gradients all-reduced in bfloat16 (trainer.ddp_bf16_compress, %s)",
+                 accelerator)  # fmt: skip
+    return options
+
+
+class RunDDPStrategy(DDPStrategy):
+    """Lightning's DDPStrategy, with the communication hook registered on every device type:
+    Lightning registers one on CUDA only and drops it silently elsewhere. gloo all-reduces
+    bfloat16 as well (tests/test_ddp_gradients.py: the gradients agree), so CPU ranks run the
+    hook the GPUs run."""
+
+    def _register_ddp_hooks(self) -> None:
+        hook = getattr(self, "_ddp_comm_hook", None)
+        if self.root_device.type == "cuda" or hook is None:
+            return super()._register_ddp_hooks()
+        self.model.register_comm_hook(getattr(self, "_ddp_comm_state", None), hook)
+        log.info("DDP comm hook %s registered on %s", hook.__name__, self.root_device)
+
+
+def build_ddp(t: DictConfig, **kwargs) -> DDPStrategy:
+    """The run's DDP strategy: ``trainer.ddp_timeout_s`` as its collective timeout and
+    :func:`ddp_options`."""
+    return RunDDPStrategy(
+        timeout=timedelta(seconds=t.ddp_timeout_s),
+        **ddp_options(t, str(t.accelerator)),
+        **kwargs,
+    )
 
 
 def ddp_strategy(t: DictConfig, devices: object, strategy: object) -> object:
     """``strategy``, or a DDPStrategy with ``trainer.ddp_timeout_s`` as its collective timeout
     where the run is DDP: strategy ``ddp``, or ``auto`` with more than one process (devices
-    x nodes; Lightning resolves that to ddp). ``device_plan``'s DDPStrategy (GPU binding) has
-    it already; other strategies are left to Lightning (its default: 30 min)."""
-    from lightning.pytorch.strategies import DDPStrategy
-
+    x nodes; Lightning resolves that to ddp), with :func:`ddp_options`. ``device_plan``'s
+    DDPStrategy (GPU binding) has them already; other strategies are left to Lightning (its
+    default timeout: 30 min)."""
     if isinstance(strategy, DDPStrategy):
-        return strategy  # device_plan's, built with the timeout
+        return strategy  # device_plan's, built by build_ddp
     many = t.num_nodes > 1 or (isinstance(devices, int) and devices > 1)
     if str(strategy) == "ddp" or (
         str(strategy) == "auto" and many and str(t.accelerator) in ("auto", "cpu", "gpu", "cuda")
     ):
-        return DDPStrategy(timeout=timedelta(seconds=t.ddp_timeout_s))
+        return build_ddp(t)
     return strategy
 
 
@@ -391,7 +503,7 @@ def build_trainer(
             Preemption(directory),
             ContactSheet(directory / "contact_sheet.png"),
             TensorBoardSummary(),
-            ResumeAgreement(resume),
+            ResumeAgreement(resume, directory),
             *([DataProvenance(data_provenance)] if data_provenance is not None else []),
         ],
         log_every_n_steps=t.log_every_n_steps,
@@ -439,7 +551,9 @@ def train(cfg: DictConfig) -> Path:
 
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     module = RefinerModule(OmegaConf.to_container(cfg, resolve=True))
-    resume = resume_checkpoint(directory)
+    if _starts_local_ranks(cfg):  # the ranks Lightning starts inherit the launch's name
+        os.environ[LAUNCH_ENV] = uuid.uuid4().hex
+    resume = resume_checkpoint(directory, timeout_s=cfg.trainer.ddp_timeout_s)
     # knows its rank (SLURM, DDP children)
     trainer = build_trainer(cfg, directory, resume, data_provenance=provenance)
     if trainer.is_global_zero:  # one writer; the other ranks never read config.yaml
@@ -454,6 +568,15 @@ def train(cfg: DictConfig) -> Path:
         end_local_ranks(trainer)
         raise
     return directory
+
+
+def _starts_local_ranks(cfg: DictConfig) -> bool:
+    """Whether this process is the one that starts the node's other ranks (Lightning's DDP
+    launcher: more than one device, outside srun and torchrun)."""
+    env = os.environ
+    launched = env.get("SLURM_STEP_ID") is not None or "TORCHELASTIC_RUN_ID" in env
+    devices = cfg.trainer.devices
+    return not launched and "LOCAL_RANK" not in env and isinstance(devices, int) and devices > 1
 
 
 def end_local_ranks(trainer: L.Trainer) -> None:

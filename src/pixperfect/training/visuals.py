@@ -30,3 +30,17 @@ def comparison_grid(
 def should_log_images(step: int, every: int) -> bool:
     """Often at first (training changes fast), then every ``every`` steps."""
     return step in (1, 10, 50, 100) or (every > 0 and step % every == 0)
+
+
+def grid_indices(families: list[str], count: int = 8) -> list[int]:
+    """Which samples of a fixed validation set its image grid shows, the same at every
+    validation: the first sample of each artifact-family combination (in name order), then
+    evenly spaced others, ``count`` at most, in index order."""
+    first: dict[str, int] = {}
+    for index, name in enumerate(families):
+        first.setdefault(name, index)
+    chosen = [first[name] for name in sorted(first)][:count]
+    if len(chosen) < count and families:
+        spread = torch.linspace(0, len(families) - 1, count).round().long().tolist()
+        chosen += [i for i in dict.fromkeys(spread) if i not in chosen][: count - len(chosen)]
+    return sorted(chosen)
