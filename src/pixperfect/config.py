@@ -172,6 +172,12 @@ class OptimConfig:
     weight_decay: float = 0.0
     ema_decay: float = 0.0  # > 0: keep an EMA of the generator for validation and refine
     grad_clip: float = 1.0  # max gradient norm for G and D; 0: no clipping
+    # EMA over the parameter list in a few multi-tensor kernels (torch._foreach_lerp_): the
+    # same numbers as one lerp per parameter (tests/test_fast_paths.py), fewer launches
+    ema_foreach: bool = True
+    # Adam's fused kernel where the device has one (CUDA); elsewhere the foreach kernel
+    # (training/module.py: adam_kernel). Off: torch's own choice.
+    fused: bool = False
 
 
 @dataclass
@@ -188,6 +194,13 @@ class TrainerConfig:
     # waiting while rank 0 writes a checkpoint to a slow shared file system, or validates, or
     # a slow first step. 30 min (Lightning's own default) is safe for the paper's recipe.
     ddp_timeout_s: int = 1800
+    # DDP gradient all-reduce in bfloat16 (torch's bf16_compress_hook): half the bytes across
+    # nodes; gradients are averaged to bf16 precision, then back to float32. Registered on
+    # CPU ranks (gloo) too (training/train.py: RunDDPStrategy), so tests run it.
+    ddp_bf16_compress: bool = False
+    compile: bool = False  # torch.compile the generator's forward (state_dict keys unchanged)
+    cudnn_benchmark: bool = False  # cuDNN picks the fastest convolution per shape (CUDA only)
+    channels_last: bool = False  # generator weights and inputs in NHWC (training/fast_paths.py)
     precision: str = "32-true"
     log_every_n_steps: int = 10
     val_every_n_steps: int = 250

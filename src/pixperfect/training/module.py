@@ -37,6 +37,7 @@ from pixperfect.shards.format import to_float
 from pixperfect.training.corpus_stream import BY_REASON, skipped_scalars
 from pixperfect.training.cost import measure_step_cost
 from pixperfect.training.diagnostics import Diagnostics
+from pixperfect.training.fast_paths import adam_kernel, apply_fast_paths, ema_update
 from pixperfect.training.monitor import RankMonitor, peak_flops
 from pixperfect.training.objective import GeneratorTerms, Objective
 from pixperfect.training.schedule import learning_rate
@@ -130,10 +131,16 @@ class RefinerModule(L.LightningModule):
             return
         step = self.global_step
         decay = min(self.cfg.optim.ema_decay, (1 + step) / (10 + step))
-        for ema, live in zip(
-            self.generator_ema.parameters(), self.generator.parameters(), strict=True
-        ):
-            ema.lerp_(live, 1 - decay)
+        ema_update(
+            self.generator_ema.parameters(),
+            self.generator.parameters(),
+            1 - decay,
+            foreach=self.cfg.optim.ema_foreach,
+        )
+
+    def configure_model(self) -> None:
+        """The config's fast paths (training/fast_paths.py), before DDP wraps the module."""
+        apply_fast_paths(self)
 
     def with_artifacts(self, batch: dict) -> dict:
         """Simulate artifacts on the device when the batch holds clean targets only."""
@@ -250,6 +257,9 @@ class RefinerModule(L.LightningModule):
         for group in g_opt.param_groups:  # the schedule is a function of the step
             group["lr"] = lr
         g_opt.step()
+        # Right after the step, before any callback (checkpoints) sees the batch's end: a
+        # checkpoint saved at step N holds the EMA of N updates.
+        self.update_ema()
         for name, value in terms.terms.items():
             self.log(f"train/{name}", value.detach(), prog_bar=name == "loss")
         if terms.fake_logits is not None:
@@ -368,8 +378,6 @@ class RefinerModule(L.LightningModule):
             self.log(name, torch.tensor(count, device=self.device), reduce_fx="sum", sync_dist=True)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if getattr(self, "_stepped", False):
-            self.update_ema()
         # Every batch, so the curve exists (flat at 0) before anything goes wrong.
         self.log("train/skipped_steps", self.skipped_steps.float())
         self._log_times(batch)
@@ -463,6 +471,7 @@ class RefinerModule(L.LightningModule):
             betas=tuple(o.betas),
             eps=o.eps,
             weight_decay=o.weight_decay,
+            **adam_kernel(self.device.type, o.fused),  # fused on CUDA (optim.fused)
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
