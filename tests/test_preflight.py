@@ -9,6 +9,7 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from assets import TAESD_DIR, require
@@ -117,6 +118,16 @@ def _stage(cwd: Path, config: str | None, overrides: list[str], ranks: int) -> N
         weights.mkdir(parents=True, exist_ok=True)
         state = {k: v for k, v in alexnet().state_dict().items() if k.startswith("features.")}
         torch.save(state, weights / "alexnet-owt-7be5be79.pth")
+    if cfg.data.val_images and not (cwd / cfg.data.val_images).exists():
+        # Held-out photos as large as the validation crop (random pixels: preflight reads
+        # the sizes only).
+        from PIL import Image
+
+        (cwd / cfg.data.val_images).mkdir(parents=True)
+        side = cfg.data.val_crop_size
+        for i in range(2):
+            pixels = np.random.default_rng(i).integers(0, 256, (side, side + 16, 3), np.uint8)
+            Image.fromarray(pixels).save(cwd / cfg.data.val_images / f"{i}.png")
     vae = cfg.sim.texture.vae
     if vae.kind != "none" and not (cwd / vae.path).exists():
         (cwd / vae.path).parent.mkdir(parents=True, exist_ok=True)

@@ -179,6 +179,7 @@ PAPER_TINY = [  # configs/paper.yaml at CPU scale: every term on, warm-ups insid
     "trainer.val_every_n_steps=1000",
     "trainer.log_every_n_steps=1",
     "trainer.accelerator=cpu",
+    "trainer.preempt_poll_every=2",  # 16 steps: polled within the run
 ]
 
 
@@ -200,6 +201,8 @@ def test_paper_recipe_trains_every_term_on_two_nodes_and_resumes_after_preemptio
     artifacts, TAEF2 round trip included, simulated in the step; LPIPS from a weights file
     staged where the config names it (random AlexNet features: the wiring, never reported as
     LPIPS); GAN in both spaces, tone terms after their warm-up, lazy R1, EMA, bf16 autocast."""
+    from PIL import Image
+    from skimage import data as skimage_data
     from torchvision.models import alexnet
 
     from pixperfect.shards.build import BuildSpec, build
@@ -212,6 +215,10 @@ def test_paper_recipe_trains_every_term_on_two_nodes_and_resumes_after_preemptio
         shard_size=4,
     )
     build(spec, tmp_path / "shards" / "clean-64", progress=False)
+    val = tmp_path / "photos" / "val"  # the config's held-out photos (data.val_images)
+    val.mkdir(parents=True)
+    for name in ("chelsea", "coffee"):
+        Image.fromarray(getattr(skimage_data, name)()).save(val / f"{name}.png")
     lpips = tmp_path / "weights" / "lpips"
     lpips.mkdir(parents=True)
     state = {k: v for k, v in alexnet().state_dict().items() if k.startswith("features.")}

@@ -151,6 +151,8 @@ def _check_data(cfg: DictConfig, ranks: int, report: Report) -> None:
         _check_training_shards(cfg, ranks, report)
     if d.val_shards:
         _check_validation_shards(cfg, report)
+    elif d.val_images:
+        _check_validation_photos(cfg, report)
 
 
 def _check_training_shards(cfg: DictConfig, ranks: int, report: Report) -> None:
@@ -178,6 +180,45 @@ def _check_training_shards(cfg: DictConfig, ranks: int, report: Report) -> None:
         f"px, enough for {ranks} rank(s) x {max(1, d.num_workers)} worker(s); "
         + (f"recipe {recipe[:12]} matches the config" if recipe else "no recipe recorded")
     )
+
+
+def _check_validation_photos(cfg: DictConfig, report: Report) -> None:
+    """data.val_images: a folder of held-out photos, each at least data.val_crop_size on
+    its shorter side (a smaller one is left out of validation, never upscaled)."""
+    from PIL import Image
+
+    from pixperfect.data.photos import list_images
+
+    d = cfg.data
+    fix = (
+        f"stage held-out photos of at least {d.val_crop_size} px, none of them in the "
+        "training data, in data.val_images (docs/cluster.md), or set data.val_shards"
+    )
+    try:
+        files = list_images(d.val_images)
+    except FileNotFoundError as e:
+        report.problem(f"validation photos missing: {e}", fix)
+        return
+    small = []
+    for path in files:
+        try:
+            with Image.open(path) as image:  # the header only
+                if min(image.size) < d.val_crop_size:
+                    small.append(path.name)
+        except OSError:
+            small.append(path.name)
+    if len(small) == len(files):
+        report.problem(f"no photo in {d.val_images} is {d.val_crop_size} px or larger", fix)
+    elif small:
+        report.warn(
+            f"{len(small)} of {len(files)} validation photos left out: under "
+            f"{d.val_crop_size} px or unreadable ({', '.join(small[:5])})",
+            fix,
+        )
+    else:
+        report.ok(
+            f"validation photos: {len(files)} in {d.val_images}, each >= {d.val_crop_size} px"
+        )
 
 
 def _check_validation_shards(cfg: DictConfig, report: Report) -> None:

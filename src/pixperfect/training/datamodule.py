@@ -97,12 +97,34 @@ def validation_samples(cfg: DictConfig, held: dict[str, torch.Tensor]) -> list[d
     if not held:
         return []
     return heldout_triples(
-        held,
+        photos_for_val_crop(held, d.val_crop_size),
         ArtifactSimulator(sim_config(cfg)),
         d.val_samples_per_image,
         d.val_seed,
         crop_size=d.val_crop_size,
     )
+
+
+def photos_for_val_crop(held: dict[str, torch.Tensor], crop: int) -> dict[str, torch.Tensor]:
+    """The held-out photos whose shorter side is at least ``crop`` (``data.val_crop_size``):
+    a smaller one would be upscaled into its crops, and the refiner scored on blur it never
+    sees at use. Each one left out is named in a warning; none left is an error."""
+    fit = {name: image for name, image in held.items() if min(image.shape[-2:]) >= crop}
+    small = [f"{n} ({held[n].shape[-1]}x{held[n].shape[-2]})" for n in held if n not in fit]
+    if small:
+        log.warning(
+            "held-out photos smaller than data.val_crop_size=%d left out of validation "
+            "(they would be upscaled): %s",
+            crop,
+            ", ".join(small),
+        )
+    if not fit:
+        raise ValueError(
+            f"no held-out photo is at least data.val_crop_size={crop} px on its shorter side "
+            f"({', '.join(small)}); give data.val_images a folder of larger photos, "
+            "data.val_shards artifact shards, or a smaller data.val_crop_size"
+        )
+    return fit
 
 
 class PhotoDataModule(L.LightningDataModule):
