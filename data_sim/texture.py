@@ -375,9 +375,9 @@ class TextureFamily(PlannedFamily[TextureConfig]):
 
     def _codec_on(self, device: torch.device) -> LatentCodec | None:
         codec = self.codec
-        if codec is not None:
-            # A no-op once there; roundtrip would also accept a codec elsewhere, but would
-            # copy every chunk across devices.
+        if codec is not None and codec._compute_device(device) != device:
+            # Moved once; roundtrip would also accept a codec elsewhere, but would copy every
+            # chunk across devices.
             codec.to(device)
         return codec
 
