@@ -85,7 +85,7 @@ def main(root: Path) -> None:
             "run.name=nonfinite",
             "trainer.devices=2",
             "trainer.strategy=ddp",
-            f"trainer.max_steps={MAX_STEPS + 1}",  # a skipped G step is no optimiser step
+            f"trainer.max_steps={MAX_STEPS + 1}",  # batches 0..5 (a skipped step counts)
             "loss.adversarial=0.1",
             "gan.warmup_steps=0",
             "gan.base_channels=4",

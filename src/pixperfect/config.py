@@ -194,6 +194,10 @@ class TrainerConfig:
     # waiting while rank 0 writes a checkpoint to a slow shared file system, or validates, or
     # a slow first step. 30 min (Lightning's own default) is safe for the paper's recipe.
     ddp_timeout_s: int = 1800
+    # How often (in steps) the ranks agree on a preemption signal (SIGUSR1): an all-reduce
+    # the host waits for, so not every step. A signal is acted on within this many steps,
+    # every rank at the same step: 50 paper steps are seconds against SLURM's 120 s notice.
+    preempt_poll_every: int = 50
     # DDP gradient all-reduce in bfloat16 (torch's bf16_compress_hook): half the bytes across
     # nodes; gradients are averaged to bf16 precision, then back to float32. Registered on
     # CPU ranks (gloo) too (training/train.py: RunDDPStrategy), so tests run it.
@@ -333,6 +337,7 @@ def validate(cfg: DictConfig) -> None:
         "data.val_samples_per_image",
         "data.epoch_samples",
         "trainer.ddp_timeout_s",
+        "trainer.preempt_poll_every",
     ]
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:

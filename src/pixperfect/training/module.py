@@ -5,7 +5,9 @@ Manual optimisation: one generator step and then (with an adversarial term) one
 discriminator step per batch. ``global_step`` counts generator steps: the discriminator's
 Adam is stepped directly, so ``trainer.max_steps``, warm-ups and the EMA are all in
 generator steps; its state and step count are saved in the checkpoint by hand. A step whose
-loss is not finite on any rank is skipped on every rank and counted (``train/skipped_steps``).
+loss is not finite on any rank is undone on every rank, decided on the device, and counted
+(``train/skipped_steps``; training/guard.py: the policy, and why ``global_step`` and
+``max_steps`` count it as a step).
 
 The loss of both networks is the :class:`~pixperfect.training.objective.Objective`'s; this
 module orchestrates: optimisers, manual backward, the cross-rank non-finite guard, the
@@ -38,6 +40,7 @@ from pixperfect.training.corpus_stream import BY_REASON, skipped_scalars
 from pixperfect.training.cost import measure_step_cost
 from pixperfect.training.diagnostics import Diagnostics
 from pixperfect.training.fast_paths import adam_kernel, apply_fast_paths, ema_update
+from pixperfect.training.guard import SkipLedger, masked_step, nonfinite_anywhere
 from pixperfect.training.monitor import RankMonitor, peak_flops
 from pixperfect.training.objective import GeneratorTerms, Objective
 from pixperfect.training.schedule import learning_rate
@@ -116,7 +119,9 @@ class RefinerModule(L.LightningModule):
         self._by_reason: dict[int, torch.Tensor] = {}  # worker id -> corpus skips per reason
         self._d_optimizer: torch.optim.Optimizer | None = None
         self._d_state: dict | None = None  # restored before the optimiser exists
-        self._d_steps = 0
+        self._d_steps = 0  # D steps taken or undone (guard.py): lazy R1's clock
+        self._skips = SkipLedger()  # skipped steps per network, reported on logging steps
+        self._g_skip: torch.Tensor | None = None  # this batch's G skip flag (device)
 
     def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.generator(composite, mask)
@@ -175,15 +180,15 @@ class RefinerModule(L.LightningModule):
         if self._peak_flops is not None and self.global_rank == 0:
             self._flops_per_image = measure_step_cost(self.cfg).flops_per_image
 
-    def _all_finite(self, value: torch.Tensor) -> bool:
-        """True when ``value`` is finite on every rank (all ranks must skip together, or the
-        ones that step wait for the others in the gradient all-reduce)."""
-        bad = (~torch.isfinite(value.detach())).float().sum()
-        return float(self.trainer.strategy.reduce(bad, reduce_op="sum")) == 0
+    def _nonfinite(self, value: torch.Tensor) -> torch.Tensor:
+        """1 (a device tensor, never read) where ``value`` is not finite on some rank: every
+        rank skips together, or the ones that step would wait for the others in the
+        gradient all-reduce (training/guard.py)."""
+        return nonfinite_anywhere(value, self.trainer.strategy)
 
-    def _skip(self, what: str) -> None:
-        self.skipped_steps += 1  # logged at the end of every batch (on_train_batch_end)
-        self.print(f"step {self.global_step}: non-finite {what} loss, step skipped")
+    def _count_skip(self, what: str, skip: torch.Tensor) -> None:
+        self.skipped_steps += skip.long()  # logged every batch, read on logging steps only
+        self._skips.add(what, skip)
 
     def _shard(self) -> dict[str, int]:
         """This rank's place in the global batch, for the objective's random draws."""
@@ -236,13 +241,12 @@ class RefinerModule(L.LightningModule):
         return refined, terms
 
     def generator_update(self, terms: GeneratorTerms) -> bool:
-        """G's backward, clipping and Adam step, and the terms' logs; returns whether it
-        stepped. A loss that is not finite on any rank skips the step on every rank."""
+        """G's backward, clipping and Adam step, and the terms' logs; returns True. A loss
+        that is not finite on any rank has its update undone on the device on every rank
+        (training/guard.py), with no host read."""
         g_opt = self.optimizers()
-        if not self._all_finite(terms.loss):
-            g_opt.zero_grad()
-            self._skip("generator")
-            return False
+        skip = self._g_skip = self._nonfinite(terms.loss)
+        self._count_skip("generator", skip)
         g_opt.zero_grad()
         self.manual_backward(terms.loss)
         if self._logs_this_step():  # after DDP's all-reduce: the same norm on every rank
@@ -256,12 +260,14 @@ class RefinerModule(L.LightningModule):
         lr = learning_rate(self.cfg.optim, self.global_step, self.cfg.trainer.max_steps)
         for group in g_opt.param_groups:  # the schedule is a function of the step
             group["lr"] = lr
-        g_opt.step()
+        masked_step(g_opt, skip)
         # Right after the step, before any callback (checkpoints) sees the batch's end: a
         # checkpoint saved at step N holds the EMA of N updates.
         self.update_ema()
         for name, value in terms.terms.items():
-            self.log(f"train/{name}", value.detach(), prog_bar=name == "loss")
+            # On the progress bar only where there is one: Lightning reads it every batch.
+            bar = name == "loss" and bool(self.cfg.trainer.progress_bar)
+            self.log(f"train/{name}", value.detach(), prog_bar=bar)
         if terms.fake_logits is not None:
             self.log("d/logits_fake_g", terms.fake_logits.float().mean())
         return True
@@ -275,7 +281,8 @@ class RefinerModule(L.LightningModule):
     ) -> bool:
         """D's loss (the objective's discriminator terms on the detached ``refined`` and the
         generator side's tone images), backward, cross-rank gradient average, clipping and
-        Adam step; returns whether it stepped. D needs gradients only inside this step."""
+        Adam step; returns True (a non-finite D loss on any rank, or a skipped G step,
+        undoes it on the device: training/guard.py). D needs gradients only inside it."""
         d = self.discriminator
         d.requires_grad_(True)
         try:
@@ -291,10 +298,11 @@ class RefinerModule(L.LightningModule):
             )
             if parts.r1 is not None:
                 self.log("d/r1", parts.r1.detach())
-            if not self._all_finite(parts.loss):
-                self._d_optimizer.zero_grad()
-                self._skip("discriminator")
-                return False
+            g_skip = getattr(self, "_g_skip", None)
+            skip = self._nonfinite(parts.loss)
+            if g_skip is not None:  # counted once, as G's
+                skip = torch.maximum(skip, g_skip)
+            self._count_skip("discriminator", skip if g_skip is None else skip - g_skip)
             self._d_optimizer.zero_grad()
             self.manual_backward(parts.loss)
             average_gradients_across_ranks(d.parameters())
@@ -304,7 +312,7 @@ class RefinerModule(L.LightningModule):
             if self._logs_this_step():
                 norm = gradient_norm(d.parameters()) if norm is None else norm.detach()
                 self.log("grad_norm/discriminator", norm)
-            self._d_optimizer.step()
+            masked_step(self._d_optimizer, skip)
         finally:
             d.requires_grad_(False)
         self._d_steps += 1
@@ -380,6 +388,9 @@ class RefinerModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # Every batch, so the curve exists (flat at 0) before anything goes wrong.
         self.log("train/skipped_steps", self.skipped_steps.float())
+        if self._logs_this_step():  # the host reads the skip counts here only
+            for message in self._skips.report(self.global_step):
+                self.print(message)
         self._log_times(batch)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -399,11 +399,14 @@ class Preemption(Callback):
     after everything this start has to write, not inside the step.
 
     The signal handler only sets a flag. The ranks agree on it with an all-reduce ("any")
-    at the end of every step, a point all ranks reach in step, so one signalled rank is
-    enough and no collective ever runs inside a signal handler."""
+    at the end of every ``poll_every``-th step (``trainer.preempt_poll_every``; the
+    all-reduce makes the host wait for the device, so not every step), a point all ranks
+    reach at the same global step, so one signalled rank is enough, every rank stops at the
+    same step, and no collective ever runs inside a signal handler. In one process there is
+    nothing to agree on: the flag is looked at every step."""
 
-    def __init__(self, directory: Path, signum: int = signal.SIGUSR1) -> None:
-        self.directory, self.signum = directory, signum
+    def __init__(self, directory: Path, signum: int = signal.SIGUSR1, poll_every: int = 1) -> None:
+        self.directory, self.signum, self.poll_every = directory, signum, poll_every
         self.requested = False
         self.preempted_at: int | None = None  # the step this start saved at when preempted
         self._previous = None
@@ -420,7 +423,14 @@ class Preemption(Callback):
             signal.signal(self.signum, self._previous)
             self._previous = None
 
+    def polls(self, trainer: L.Trainer) -> bool:
+        """Whether the ranks agree on the flag at the end of this step: every
+        ``poll_every``-th global step (the same on every rank), every step in one process."""
+        return trainer.world_size == 1 or trainer.global_step % self.poll_every == 0
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self.polls(trainer):
+            return
         if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
             return
         # Only rank 0 writes, so only its path counts (another rank may see its file already).
@@ -500,7 +510,7 @@ def build_trainer(
                 save_top_k=-1,
             ),
             SaveLastOnTrainEnd(checkpoints / "last.ckpt"),
-            Preemption(directory),
+            Preemption(directory, poll_every=t.preempt_poll_every),
             ContactSheet(directory / "contact_sheet.png"),
             TensorBoardSummary(),
             ResumeAgreement(resume, directory),
