@@ -1,8 +1,12 @@
 """Run one training step of G and D (with R1) and save every gradient, for
-tests/test_ddp_gradients.py. ``python ddp_gradient_worker.py OUT DEVICES LPIPS_WEIGHTS``: with
-2 devices Lightning's DDP launcher starts rank 1 as a copy of this command (gloo on CPU); each
-rank trains on its share of the same 4 samples, so the synced gradients must equal those of
-one process on all 4.
+tests/test_ddp_gradients.py. ``python ddp_gradient_worker.py OUT DEVICES LPIPS_WEIGHTS
+[key=value ...]``: with 2 devices Lightning's DDP launcher starts rank 1 as a copy of this
+command (gloo on CPU); each rank trains on its share of the same 4 samples, so the synced
+gradients must equal those of one process on all 4. The strategy is the run's own
+(train.py: ``device_plan`` and ``ddp_strategy``, so ``RunDDPStrategy`` with
+``gradient_as_bucket_view``, no buffer broadcast and, with ``trainer.ddp_bf16_compress=true``,
+the bf16 compression hook); trailing ``key=value`` arguments are config overrides, and each
+rank records the DDP options its wrapped generator runs with.
 
 Every term that draws random numbers per sample is on: the tone-space L1, LPIPS and
 adversarial terms (random betas and fitting pixels) and instance noise on every D input
@@ -25,6 +29,7 @@ from conftest import ROOT, TINY  # noqa: E402
 
 from pixperfect.config import load_config  # noqa: E402
 from pixperfect.training.module import RefinerModule  # noqa: E402
+from pixperfect.training.train import ddp_strategy, device_plan  # noqa: E402
 
 OVERRIDES = [
     "loss.l1=64",
@@ -59,9 +64,25 @@ class SaveGradients(L.Callback):
                 "world_size": trainer.world_size,
                 "batch": batch["target"].shape[0],
                 "logged": sorted(trainer.callback_metrics),  # which terms were computed
+                "strategy": type(trainer.strategy).__name__,
+                "ddp": ddp_options_in_use(trainer.strategy.model),
             },
             self.out / f"rank{trainer.global_rank}.pt",
         )
+
+
+def ddp_options_in_use(wrapped: torch.nn.Module) -> dict | None:
+    """The options the DistributedDataParallel wrapper really runs with (None: no DDP)."""
+    if not isinstance(wrapped, torch.nn.parallel.DistributedDataParallel):
+        return None
+    # torch 2.10+ names the forward buffer broadcast forward_sync_buffers
+    renamed = hasattr(wrapped, "forward_sync_buffers")
+    name = "forward_sync_buffers" if renamed else "broadcast_buffers"
+    return {
+        "gradient_as_bucket_view": wrapped.gradient_as_bucket_view,
+        "sync_buffers": getattr(wrapped, name),
+        "comm_hooks": [hook.__name__ for hook, _ in wrapped._comm_hooks],
+    }
 
 
 class ContiguousShares(L.LightningDataModule):
@@ -80,7 +101,7 @@ class ContiguousShares(L.LightningDataModule):
         return torch.utils.data.DataLoader(mine, batch_size=share, shuffle=False)
 
 
-def main(out: Path, devices: int, lpips_weights: Path) -> None:
+def main(out: Path, devices: int, lpips_weights: Path, overrides: list[str]) -> None:
     cfg = load_config(
         ROOT / "configs" / "demo.yaml",
         [
@@ -89,6 +110,10 @@ def main(out: Path, devices: int, lpips_weights: Path) -> None:
             f"loss.lpips_weights={lpips_weights}",
             f"run.root={out}",
             "run.name=grads",
+            "trainer.accelerator=cpu",
+            f"trainer.devices={devices}",
+            "trainer.strategy=auto",  # what the run resolves: DDP for more than one device
+            *overrides,
         ],
     )
     torch.manual_seed(0)  # the same initial G and D in every process
@@ -102,10 +127,12 @@ def main(out: Path, devices: int, lpips_weights: Path) -> None:
         {"target": t, "composite": c, "mask": m}
         for t, c, m in zip(targets, composites, masks, strict=True)
     ]
+    t = cfg.trainer
+    plan_devices, plan_strategy = device_plan(t)  # as train.build_trainer
     trainer = L.Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
+        accelerator=t.accelerator,
+        devices=plan_devices,
+        strategy=ddp_strategy(t, plan_devices, plan_strategy),
         max_steps=1,
         logger=False,
         enable_checkpointing=False,
@@ -118,4 +145,4 @@ def main(out: Path, devices: int, lpips_weights: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))
+    main(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:])
