@@ -22,10 +22,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import kornia
 import torch
 import torch.nn.functional as F
 
+from data_sim.blur import gaussian_blur2d
 from data_sim.mask_shapes import (
     MASK_KINDS,
     MaskConfig,
@@ -235,7 +235,7 @@ def run_alpha(mask: torch.Tensor, plan: dict) -> torch.Tensor:
     if plan["soft"] is None:
         return mask.clone()
     size, idx = plan["size"], plan["soft"]["idx"]
-    blurred = kornia.filters.gaussian_blur2d(
+    blurred = gaussian_blur2d(
         mask.index_select(0, idx),
         (size, size),
         plan["soft"]["sigma"].to(mask),

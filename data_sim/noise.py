@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 
 import torch
-from kornia.filters import gaussian_blur2d
+
+from data_sim.blur import gaussian_blur2d
 
 _MASK32 = 0xFFFFFFFF
 

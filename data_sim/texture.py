@@ -26,8 +26,8 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from kornia.filters import gaussian_blur2d
 
+from data_sim.blur import gaussian_blur2d
 from data_sim.codecs import CODEC_KINDS, LatentCodec, build_codec
 from data_sim.family import Params, PlannedFamily
 from data_sim.jpeg import jpeg_roundtrip, plan_jpeg
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 # Below this sigma a Gaussian kernel is the identity in float32 (its side taps underflow);
-# those samples skip the blur, which also keeps sigma = 0 (an invalid kernel) out of kornia.
+# those samples skip the blur (their kernel would be the identity anyway).
 MIN_BLUR_SIGMA = 0.05
 
 

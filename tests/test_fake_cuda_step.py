@@ -20,6 +20,8 @@ import torch
 from assets import TAESD_DIR, require
 from fake_cuda import CUDA, FakeCudaGenerator, checked, fake_cuda, to_fake_cuda
 
+import data_sim.masks
+import data_sim.noise
 import data_sim.sampling
 import data_sim.texture
 from data_sim.masks import BLOB, BOX, STROKE
@@ -63,16 +65,6 @@ def paper_module() -> RefinerModule:
         objective.weights["tone_lpips"] = float(cfg.loss.tone_lpips)
     module.simulator.families[-1].codec  # noqa: B018 - load TAEF2 on the CPU, outside the mode
     return module
-
-
-def _without_kornia_blurs(params: dict) -> dict:
-    """``params`` with the paths through kornia's gaussian_blur2d switched off (hard pastes,
-    no texture blur, no content grain): kornia reads a device sigma on the host to check
-    it is positive (see the xfail below)."""
-    params["boundary"]["hard"][:] = True
-    params["texture"]["blur_sigma"][:] = 0.0
-    params["content"]["applied"][:] = False
-    return params
 
 
 def _every_path_params(module: RefinerModule) -> dict:
@@ -152,7 +144,7 @@ def _fake_generator(device: torch.device, seed: int) -> torch.Generator:
 def test_the_paper_step_runs_on_cuda_without_a_host_read_or_a_cpu_tensor(
     paper_module, fake_generators
 ):
-    params = _without_kornia_blurs(_every_path_params(paper_module))
+    params = _every_path_params(paper_module)
     plan = paper_module.simulator.plan(params, SIZE, SIZE)  # the CPU side, outside the mode
     (batch, terms, d_terms), checker = _run_on_fake_cuda(paper_module, plan, params)
 
@@ -172,7 +164,7 @@ def test_a_cpu_tensor_put_into_the_simulation_is_caught_naming_the_line(
     """The checker's negative case: one colour parameter left on the CPU after the plan's
     copy (moved by the family itself: a second copy) fails the run, and the message names
     colour.py's line that moved it."""
-    params = _without_kornia_blurs(_every_path_params(paper_module))
+    params = _every_path_params(paper_module)
     plan = paper_module.simulator.plan(params, SIZE, SIZE)
     stays_on_cpu = plan["families"]["colour"]["sub"]["gamma"]
 
@@ -190,7 +182,7 @@ def test_a_host_read_in_the_simulation_is_caught_naming_the_line(
 ):
     """The other negative case: a read of a device value (as the old noise code made)
     fails the run, naming the line."""
-    params = _without_kornia_blurs(_every_path_params(paper_module))
+    params = _every_path_params(paper_module)
     plan = paper_module.simulator.plan(params, SIZE, SIZE)
     original = data_sim.texture._add_noise_
 
@@ -203,12 +195,25 @@ def test_a_host_read_in_the_simulation_is_caught_naming_the_line(
         _run_on_fake_cuda(paper_module, plan, params)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kornia.filters.gaussian_blur2d reads a device sigma on the host to check it is "
-    "positive (feathered pastes, texture blur, content grain): still to replace in data_sim",
-)
-def test_the_feathered_and_blurred_paths_run_without_a_host_read(paper_module, fake_generators):
+def test_the_feathered_and_blurred_paths_run_without_a_host_read(
+    paper_module, fake_generators, monkeypatch
+):
+    """The Gaussian blurs (feathered pastes, content grain, texture blur) run on the device
+    without reading sigma: data_sim.blur, not kornia's gaussian_blur2d, whose positivity
+    check is a host read of a device sigma (tests/test_blur.py)."""
     params = _every_path_params(paper_module)
     plan = paper_module.simulator.plan(params, SIZE, SIZE)
-    _run_on_fake_cuda(paper_module, plan, params)
+    blurred: list[str] = []
+    for module in (data_sim.masks, data_sim.noise, data_sim.texture):
+
+        def spy(x, *args, _blur=module.gaussian_blur2d, _name=module.__name__, **kwargs):
+            blurred.append(_name)
+            assert x.device.type == "cuda"
+            return _blur(x, *args, **kwargs)
+
+        monkeypatch.setattr(module, "gaussian_blur2d", spy)
+    (batch, _, _), checker = _run_on_fake_cuda(paper_module, plan, params)
+
+    assert set(blurred) == {"data_sim.masks", "data_sim.noise", "data_sim.texture"}, blurred
+    assert len(checker.copies) == 1, checker.copies  # the plan, once
+    assert {t.device.type for t in batch.values()} == {"cuda"}
