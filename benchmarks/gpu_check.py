@@ -56,6 +56,17 @@ Rows, and how each is measured:
    a GPU (the simulation's parameters are drawn on the CPU there too; Adam keeps its
    step counts on the CPU), so "elsewhere" is the closer proxy.
 
+6. **Fast paths** (CUDA only; on a CPU "skipped: no CUDA"): the generator's step of the
+   paper config (``RefinerModule.configure_model`` applies the switches, the module's own
+   Adam and ``update_ema``; forward under the config's autocast, an L1 loss, backward, Adam,
+   EMA), timed with ``timing.time_it`` (median of ``--steps`` steps after ``3`` warm-up
+   steps, compilation and cuDNN's benchmark included there) with every switch off, with
+   each switch alone on (``trainer.compile``, ``trainer.channels_last``,
+   ``trainer.cudnn_benchmark``, ``optim.fused``, ``optim.ema_foreach``) and with all on
+   (the paper config). Each row is the speed-up (time without / time with), the two step
+   times in its note. Neither the discriminator, the simulation nor the loader is in it:
+   rows 1 and 4 time the whole step with the switches as the config has them.
+
 A row whose measurement raises reads "FAILED: <error>" (traceback on stderr), the other
 rows still run, and the exit status is 1. Shared assets: a missing ../shared asset (the
 TAEF2 weights) turns the codec off with a note; under ``CI=true`` it is a failure (exit 2).
@@ -495,6 +506,91 @@ def run_ddp(args, scale: Scale, vae: Path | None, on_gpus: bool) -> dict:
         return json.loads(out.read_text())
 
 
+# --- row 6: the fast paths ---------------------------------------------------------------
+
+# (row key, label, the overrides that turn it on); every one is off in the baseline
+FAST_PATHS = [
+    ("compile", "torch.compile of the generator", "trainer.compile"),
+    ("channels_last", "channels_last", "trainer.channels_last"),
+    ("cudnn_benchmark", "cudnn.benchmark", "trainer.cudnn_benchmark"),
+    ("fused_adam", "fused Adam", "optim.fused"),
+    ("foreach_ema", "foreach EMA", "optim.ema_foreach"),
+]
+
+
+def generator_step_s(cfg: DictConfig, device: torch.device, steps: int) -> float:
+    """Median seconds of the generator's step (row 6) with ``cfg``'s switches: the module's
+    fast paths (``configure_model``), its Adam (``configure_optimizers``) and EMA."""
+    torch.manual_seed(cfg.run.seed)
+    module = RefinerModule(OmegaConf.to_container(cfg, resolve=True)).to(device)
+    module.configure_model()
+    optimizer = module.configure_optimizers()
+    g = torch.Generator().manual_seed(cfg.run.seed)
+    size, batch = cfg.data.crop_size, cfg.data.batch_size
+    target = torch.rand(batch, 3, size, size, generator=g).to(device)
+    composite = (target + 0.1 * torch.rand(batch, 3, 1, 1, generator=g).to(device)).clamp(0, 1)
+    mask = torch.zeros(batch, 1, size, size, device=device)
+    mask[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
+    bf16 = str(cfg.trainer.precision).startswith("bf16")
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            refined = module.generator(composite, mask)
+        (refined.float() - target).abs().mean().backward()
+        optimizer.step()
+        module.update_ema()
+
+    for _ in range(WARMUP - 1):  # time_it runs one more: compilation, cuDNN's choices
+        step()
+    return time_it(step, device, steps)
+
+
+def fast_path_rows(run: Setup) -> list[Row]:
+    """Row 6: measured on CUDA, else skipped (as row 1's peak memory)."""
+    rows = [Row("6", f"fast_{key}_speedup", f"fast path: {label}, speed-up x")
+            for key, label, _ in FAST_PATHS]  # fmt: skip
+    rows.append(Row("6", "fast_all_speedup", "fast paths: all on (paper config), speed-up x"))
+    if not run.cuda:
+        log("[6/6] fast paths: skipped")
+        for row in rows:
+            row.skipped = "no CUDA"
+        return rows
+    return guarded(rows, lambda: measure_fast_paths(run, rows))
+
+
+def measure_fast_paths(run: Setup, rows: list[Row], steps: int | None = None) -> list[Row]:
+    """Row 6: the generator's step with every switch off, each alone on, all on."""
+    steps = steps or run.scale.steps
+    switches = [switch for _, _, switch in FAST_PATHS]
+    log(f"[6/6] fast paths: generator step, {steps} steps per variant")
+    off = [f"{s}=false" for s in switches]
+    variants = [[*off[:i], f"{s}=true", *off[i + 1 :]] for i, s in enumerate(switches)]
+    variants.append([f"{s}=true" for s in switches])
+    benchmark = torch.backends.cudnn.benchmark
+    times = {}
+    try:
+        for name, overrides in [("off", off), *zip((r.key for r in rows), variants, strict=True)]:
+            torch._dynamo.reset()  # each variant compiles (or not) afresh
+            gc.collect()
+            if run.cuda:
+                torch.cuda.empty_cache()
+            cfg = OmegaConf.merge(run.cfg, OmegaConf.from_dotlist(overrides))
+            times[name] = generator_step_s(cfg, run.device, steps)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+        torch._dynamo.reset()
+    run.info["fast_paths"] = times
+    where = f"{run.cfg.trainer.precision}, {run.scale.crop} px, batch {run.scale.batch}"
+    for row in rows:
+        row.value = times["off"] / times[row.key]
+        row.note = (
+            f"generator step, {where}: {times['off'] * 1000:.1f} ms all off, "
+            f"{times[row.key] * 1000:.1f} ms with it; median of {steps}"
+        )
+    return rows
+
+
 # --- the table --------------------------------------------------------------------------
 
 
@@ -603,7 +699,7 @@ def paper_step_rows(run: Setup) -> tuple[list[Row], Row]:
 def measure_paper_step(run: Setup, step_rows: list[Row], sync_row: Row) -> list[Row]:
     """Row 1 from the fit's timings, row 5 (``sync_row``) from its counted steps."""
     scale, cfg = run.scale, run.cfg
-    log(f"[1/5] paper step: {run.steps} steps at {scale.crop} px, batch {scale.batch}")
+    log(f"[1/6] paper step: {run.steps} steps at {scale.crop} px, batch {scale.batch}")
     step = run.info["paper_step"] = run_paper_step(
         cfg, run.sources, WARMUP, scale.steps, scale.sync_steps
     )
@@ -659,7 +755,7 @@ def sync_note(run: Setup, step: dict) -> str:
 def measure_simulation(run: Setup, sim_rows: list[Row]) -> list[Row]:
     """Row 2: the speed-up and whether it reached the target."""
     scale, device = run.scale, run.device
-    log(f"[2/5] simulation: batched vs loop, {scale.sim_size} px, batch {scale.sim_batch}")
+    log(f"[2/6] simulation: batched vs loop, {scale.sim_size} px, batch {scale.sim_batch}")
     size, batch, draws = scale.sim_size, scale.sim_batch, scale.sim_draws
     batched, looped = batched_vs_loop(size, batch, draws, device)
     speedup = looped / batched
@@ -681,7 +777,7 @@ def measure_precompute(run: Setup, pre_row: Row) -> list[Row]:
     """Row 3: samples/s of an artifact shards build on this device."""
     scale = run.scale
     n = scale.precompute_photos * scale.precompute_crops
-    log(f"[3/5] precompute: {n} artifact samples at {scale.precompute_size} px")
+    log(f"[3/6] precompute: {n} artifact samples at {scale.precompute_size} px")
     pre = run.info["precompute"] = precompute_rate(
         run.sources[: scale.precompute_photos],
         OmegaConf.to_container(run.cfg.sim, resolve=True),
@@ -708,7 +804,7 @@ def ddp_rows(run: Setup) -> list[Row]:
     ]
     if on_gpus or run.args.ddp_on_cpu:
         return guarded(rows, lambda: measure_ddp(run, rows, on_gpus))
-    log("[4/5] DDP: skipped")
+    log("[4/6] DDP: skipped")
     for row in rows:
         row.skipped = f"{gpus} GPU(s)" if run.cuda or not gpus else "--device cpu"
     return rows
@@ -718,7 +814,7 @@ def measure_ddp(run: Setup, rows: list[Row], on_gpus: bool) -> list[Row]:
     """Row 4: images/s of the paper step under DDP, in a subprocess (:func:`run_ddp`)."""
     scale = run.scale
     label = "GPUs" if on_gpus else "CPU processes (gloo; --ddp-on-cpu test aid)"
-    log(f"[4/5] DDP: {scale.ddp_steps} steps on 2 {label}")
+    log(f"[4/6] DDP: {scale.ddp_steps} steps on 2 {label}")
     if on_gpus:  # row 1's fit in this process still holds cached blocks on GPU 0
         gc.collect()
         torch.cuda.empty_cache()
@@ -755,6 +851,8 @@ def check(args) -> tuple[list[Row], list[str], dict]:
         if row.failed:
             sync_row.failed = row.failed
     rows.append(sync_row)
+    # 6: the fast paths, on CUDA.
+    rows += fast_path_rows(run)
     return rows, run.notes, run.info
 
 

@@ -1,6 +1,7 @@
 """benchmarks/gpu_check.py (``make gpu-check``) at its tiny CPU scale: every row of the table
 is there, measured rows hold finite positive numbers and the GPU-only rows say "skipped";
-the DDP row's subprocess path (2 CPU processes over gloo); the sync counter it reports."""
+the DDP row's subprocess path (2 CPU processes over gloo); the fast-path rows' measurement
+(GPU only in the table) run on a CPU; the sync counter it reports."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import ROOT
 
+from pixperfect.training import fast_paths
 from pixperfect.training.syncs import count_syncs
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import gpu_check  # noqa: E402
 
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 ROWS = {
@@ -27,6 +33,12 @@ ROWS = {
     "ddp_images_per_s_total": "skipped",
     "ddp_images_per_s_per_gpu": "skipped",
     "syncs_per_step": "count",
+    "fast_compile_speedup": "skipped",
+    "fast_channels_last_speedup": "skipped",
+    "fast_cudnn_benchmark_speedup": "skipped",
+    "fast_fused_adam_speedup": "skipped",
+    "fast_foreach_ema_speedup": "skipped",
+    "fast_all_speedup": "skipped",
 }
 
 
@@ -56,7 +68,8 @@ def test_cpu_table_has_every_row_measured_or_skipped(tmp_path):
     assert f"torch {torch.__version__}" in header
 
     table = _table(result.stdout)
-    assert [row[0] for row in table] == ["1", "1", "1", "1", "2", "2", "3", "4", "4", "5"]
+    numbers = ["1", "1", "1", "1", "2", "2", "3", "4", "4", "5", *["6"] * 6]
+    assert [row[0] for row in table] == numbers
     report = json.loads(out.read_text())
     rows = {row["key"]: row for row in report["rows"]}
     assert list(rows) == list(ROWS)
@@ -75,6 +88,7 @@ def test_cpu_table_has_every_row_measured_or_skipped(tmp_path):
         # A sync count may legitimately reach 0 once syncs are removed; the rest must be > 0.
         assert value >= 0 if kind == "count" else value > 0, (key, cell)
     assert rows["ddp_images_per_s_total"]["skipped"] in ("0 GPU(s)", "1 GPU(s)", "--device cpu")
+    assert {rows[k]["skipped"] for k in ROWS if k.startswith("fast_")} == {"no CUDA"}
     assert "item/bool/nonzero" in rows["syncs_per_step"]["measure"]
     # LPIPS weights are not passed: the table must say its terms were off.
     assert "LPIPS terms OFF" in result.stdout
@@ -99,6 +113,24 @@ def test_ddp_worker_runs_two_ranks_in_subprocesses(tmp_path):
     assert report["world_size"] == 2 and report["rank"] == 0
     assert report["timed_steps"] == 1
     assert math.isfinite(report["images_per_s_per_device"]) and report["step_s"] > 0
+
+
+@pytest.mark.slow
+def test_fast_path_rows_measure_every_variant_on_a_cpu(monkeypatch):
+    """Row 6's measurement, which the table runs on CUDA only, at the tiny CPU scale: every
+    variant builds, steps and is timed; cuDNN's process-wide flag is left as it was."""
+    # aot_eager: inductor's C++ compilation takes minutes on a CPU (as tests/test_fast_paths)
+    monkeypatch.setattr(fast_paths, "COMPILE_OPTIONS", {"backend": "aot_eager"})
+    run = gpu_check.setup(gpu_check.parse_args(["--device", "cpu", "--taesd", ""]))
+    rows = gpu_check.fast_path_rows(run)
+    assert [r.skipped for r in rows] == ["no CUDA"] * 6  # the table's CPU path
+    before = torch.backends.cudnn.benchmark
+    rows = gpu_check.measure_fast_paths(run, rows, steps=1)
+    assert torch.backends.cudnn.benchmark == before
+    assert set(run.info["fast_paths"]) == {"off", *(r.key for r in rows)}
+    for row in rows:
+        assert math.isfinite(row.value) and row.value > 0, (row.key, row.value)
+        assert "ms all off" in row.note and "ms with it" in row.note
 
 
 def test_count_syncs_counts_host_reads_and_nests():
