@@ -180,6 +180,9 @@ PAPER_TINY = [  # configs/paper.yaml at CPU scale: every term on, warm-ups insid
     "trainer.log_every_n_steps=1",
     "trainer.accelerator=cpu",
     "trainer.preempt_poll_every=2",  # 16 steps: polled within the run
+    # inductor's C++ code generation takes minutes on a 1-CPU node (the paper config compiles
+    # the generator; tests/test_fast_paths.py trains it compiled, with aot_eager)
+    "trainer.compile=false",
 ]
 
 
