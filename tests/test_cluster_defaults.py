@@ -8,14 +8,16 @@ from __future__ import annotations
 import re
 
 import cv2
+import numpy as np
 import pytest
 import tomllib
+import torch
 from conftest import ROOT
 
 from pixperfect.config import load_config
 from pixperfect.training import checkpoints
 from pixperfect.training import train as train
-from pixperfect.training.datamodule import worker_init
+from pixperfect.training.datamodule import opencv_threads_for_workers, worker_init
 
 TRAIN_SBATCH = (ROOT / "slurm" / "train.sbatch").read_text()
 PRECOMPUTE = (ROOT / "slurm" / "precompute.sbatch").read_text()
@@ -126,12 +128,38 @@ def test_ddp_buckets_the_gradients_skips_buffer_broadcasts_and_compresses_on_req
     assert isinstance(strategy, train.RunDDPStrategy)
 
 
-def test_loader_workers_run_opencv_on_one_thread():
+def test_loader_workers_run_opencv_on_one_thread_set_before_they_fork():
     before = cv2.getNumThreads()
     try:
         cv2.setNumThreads(4)
-        worker_init(0)
+        opencv_threads_for_workers(0)
+        assert cv2.getNumThreads() == 4  # no workers: the process keeps its pool
+        opencv_threads_for_workers(2)
         assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
+
+
+class _OpenCvThreads(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> int:
+        return cv2.getNumThreads()
+
+
+def test_a_worker_forked_after_opencv_started_its_pool_starts_and_runs_on_one_thread():
+    """The paper recipe's 2-node run hung in its first step: cv2.setNumThreads inside a
+    forked worker waited on the pool lock the parent held when it forked."""
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(4)
+        cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (3000, 3000))  # starts the pool
+        opencv_threads_for_workers(1)
+        loader = torch.utils.data.DataLoader(
+            _OpenCvThreads(), num_workers=1, worker_init_fn=worker_init, timeout=60
+        )
+        assert [int(n) for n in loader] == [1, 1]
     finally:
         cv2.setNumThreads(before)
 

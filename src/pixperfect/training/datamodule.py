@@ -68,13 +68,21 @@ class ListDataset(Dataset):
         return self.samples[index]
 
 
-def worker_init(worker_id: int) -> None:
-    """Each loader worker: OpenCV on one thread (48 workers per node would each start a pool
-    of as many threads as the node has cores), then Lightning's worker seeding, which it adds
-    itself only to loaders without a ``worker_init_fn``."""
-    import cv2
+def opencv_threads_for_workers(num_workers: int) -> None:
+    """OpenCV on one thread in loader workers (48 workers per node would each start a pool of
+    as many threads as the node has cores). Set here, in the training process before the
+    loader forks its workers, who inherit it: ``cv2.setNumThreads`` called inside a forked
+    worker deadlocks once the parent has started OpenCV's pool (the paper recipe's 2-node run
+    hung in its first step that way)."""
+    if num_workers > 0:
+        import cv2
 
-    cv2.setNumThreads(1)
+        cv2.setNumThreads(1)
+
+
+def worker_init(worker_id: int) -> None:
+    """Lightning's worker seeding, which it adds itself only to loaders without a
+    ``worker_init_fn``; a loader that sets one (for its own reasons) keeps it this way."""
     if int(os.environ.get("PL_SEED_WORKERS", "0")):
         from lightning.fabric.utilities.seed import pl_worker_init_function
 
@@ -150,6 +158,7 @@ class PhotoDataModule(L.LightningDataModule):
         stream = RandomCropStream(
             list(self.train_images.values()), d.crop_size, seed, tuple(d.crop_scale)
         )
+        opencv_threads_for_workers(d.num_workers)
         return DataLoader(
             stream,
             batch_size=d.batch_size,
@@ -188,6 +197,7 @@ class ShardDataModule(L.LightningDataModule):
         world = self.trainer.world_size if self.trainer else 1
         # A resumed run draws new shards and orders: fold in the restored step.
         stream = self.stream(rank, world, derive_seed(self.cfg.run.seed, step))
+        opencv_threads_for_workers(d.num_workers)
         return DataLoader(
             stream,
             batch_size=None,  # batched inside the pipeline, so the cap counts batches
