@@ -50,7 +50,7 @@ from pixperfect.shards.recipe import (
     validate_common,
 )
 from pixperfect.shards.samples import Crop, SampleWriter, make_simulator
-from pixperfect.shards.tasks import UnitFailed, run
+from pixperfect.shards.tasks import Job, UnitFailed, run
 from pixperfect.shards.writing import ShardFile, human
 
 GROUP = 1000  # input shards whose outputs share a sub-folder
@@ -184,12 +184,11 @@ def build_input_shard(
         return records
 
 
-class CorpusJob:
+class CorpusJob(Job):
     """A corpus build as :func:`pixperfect.shards.tasks.run` runs it: one unit per input
     shard, ``(index, url, stem)``."""
 
-    def __init__(self, spec: CorpusSpec) -> None:
-        self.spec = spec
+    spec: CorpusSpec
 
     def names(self) -> list[str]:
         k = self.spec.crops_per_image
@@ -212,21 +211,8 @@ class CorpusJob:
         # Unknown before reading: taken as img2dataset's default shard size.
         return len(names) * IMG2DATASET_PER_SHARD
 
-    @property
-    def bytes_if_unknown(self) -> float:
-        spec = self.spec
-        return spec.size**2 * (3 if spec.kind == "clean" else 8) + 4096
-
     def header(self) -> dict:
-        spec = self.spec
-        return {
-            "kind": spec.kind,
-            "recipe": spec.recipe(),
-            "recipe_hash": spec.recipe_hash(),
-            "seed": spec.seed,
-            "size": spec.size,
-            "corpus": spec.corpus,
-        }
+        return {**super().header(), "corpus": self.spec.corpus}
 
 
 def build_corpus(

@@ -22,6 +22,7 @@ from data_sim.sampling import derive_seed
 from pixperfect.data.crops import random_crop_with_origin
 from pixperfect.shards.recipe import BuildSpec, deterministic, shard_name
 from pixperfect.shards.samples import Crop, SampleWriter, make_simulator
+from pixperfect.shards.tasks import Job
 from pixperfect.shards.writing import ShardFile
 
 
@@ -79,12 +80,11 @@ def build_photo_shard(spec: BuildSpec, index: int, out: Path) -> dict:
             return shard.finish(skipped, examples)
 
 
-class PhotoJob:
+class PhotoJob(Job):
     """A photo build as :func:`pixperfect.shards.tasks.run` runs it: one unit per shard,
     array task ``i`` of ``T`` taking shards ``i, i + T, ...``."""
 
-    def __init__(self, spec: BuildSpec) -> None:
-        self.spec = spec
+    spec: BuildSpec
 
     def names(self) -> list[str]:
         return self.spec.shard_names()
@@ -101,19 +101,3 @@ class PhotoJob:
     def samples_of(self, names: list[str]) -> float:
         index = {n: i for i, n in enumerate(self.names())}
         return sum(len(self.spec.shard_samples(index[n])) for n in names)
-
-    @property
-    def bytes_if_unknown(
-        self,
-    ) -> float:  # uncompressed 8-bit planes (target, composite, mask, alpha)
-        return self.spec.size**2 * (3 if self.spec.kind == "clean" else 8) + 4096
-
-    def header(self) -> dict:
-        spec = self.spec
-        return {
-            "kind": spec.kind,
-            "recipe": spec.recipe(),
-            "recipe_hash": spec.recipe_hash(),
-            "seed": spec.seed,
-            "size": spec.size,
-        }

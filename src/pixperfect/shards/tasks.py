@@ -48,6 +48,28 @@ log = logging.getLogger(__name__)
 _JOB = None  # the job of a worker process
 
 
+class Job:
+    """What photo and corpus jobs share: the disk-full estimate before any shard exists and
+    the manifest's recipe part (:meth:`header`, which a job extends with its source)."""
+
+    def __init__(self, spec) -> None:
+        self.spec = spec
+
+    @property
+    def bytes_if_unknown(self) -> float:  # uncompressed 8-bit planes of a sample
+        return self.spec.size**2 * (3 if self.spec.kind == "clean" else 8) + 4096
+
+    def header(self) -> dict:
+        spec = self.spec
+        return {
+            "kind": spec.kind,
+            "recipe": spec.recipe(),
+            "recipe_hash": spec.recipe_hash(),
+            "seed": spec.seed,
+            "size": spec.size,
+        }
+
+
 class UnitFailed(Exception):
     """A unit of work that could not be done and wrote nothing (an input shard that cannot
     be read): the task goes on with its other units and ends with :class:`BuildIncomplete`."""
