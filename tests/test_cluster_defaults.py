@@ -17,7 +17,7 @@ from conftest import ROOT
 from pixperfect.config import load_config
 from pixperfect.training import checkpoints
 from pixperfect.training import train as train
-from pixperfect.training.datamodule import opencv_threads_for_workers, worker_init
+from pixperfect.training.datamodule import opencv_threads_for_workers
 
 TRAIN_SBATCH = (ROOT / "slurm" / "train.sbatch").read_text()
 PRECOMPUTE = (ROOT / "slurm" / "precompute.sbatch").read_text()
@@ -156,9 +156,7 @@ def test_a_worker_forked_after_opencv_started_its_pool_starts_and_runs_on_one_th
         cv2.setNumThreads(4)
         cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (3000, 3000))  # starts the pool
         opencv_threads_for_workers(1)
-        loader = torch.utils.data.DataLoader(
-            _OpenCvThreads(), num_workers=1, worker_init_fn=worker_init, timeout=60
-        )
+        loader = torch.utils.data.DataLoader(_OpenCvThreads(), num_workers=1, timeout=60)
         assert [int(n) for n in loader] == [1, 1]
     finally:
         cv2.setNumThreads(before)

@@ -14,7 +14,6 @@ artifact samples carry ``families``, the ``+``-joined names of their artifact fa
 from __future__ import annotations
 
 import logging
-import os
 
 import lightning as L
 import torch
@@ -78,15 +77,6 @@ def opencv_threads_for_workers(num_workers: int) -> None:
         import cv2
 
         cv2.setNumThreads(1)
-
-
-def worker_init(worker_id: int) -> None:
-    """Lightning's worker seeding, which it adds itself only to loaders without a
-    ``worker_init_fn``; a loader that sets one (for its own reasons) keeps it this way."""
-    if int(os.environ.get("PL_SEED_WORKERS", "0")):
-        from lightning.fabric.utilities.seed import pl_worker_init_function
-
-        pl_worker_init_function(worker_id)
 
 
 def pin_memory(trainer: L.Trainer | None) -> bool:
@@ -163,7 +153,6 @@ class PhotoDataModule(L.LightningDataModule):
             stream,
             batch_size=d.batch_size,
             num_workers=d.num_workers,
-            worker_init_fn=worker_init,
             persistent_workers=d.num_workers > 0,
             pin_memory=pin_memory(self.trainer),
         )
@@ -202,7 +191,6 @@ class ShardDataModule(L.LightningDataModule):
             stream,
             batch_size=None,  # batched inside the pipeline, so the cap counts batches
             num_workers=d.num_workers,
-            worker_init_fn=worker_init,
             persistent_workers=d.num_workers > 0,  # the resampler's epoch counter lives on
             pin_memory=pin_memory(self.trainer),
         )
