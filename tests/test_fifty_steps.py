@@ -8,7 +8,7 @@ commit before that work) by running this file as a script in a clean checkout of
 
     git worktree add /tmp/ref b416c7c
     cd /tmp/ref && PYTHONPATH=/tmp/ref/src:/tmp/ref \\
-        /work/main/.venv/bin/python /work/main/tests/test_fifty_steps.py WRITE_TO.json
+        <checkout>/.venv/bin/python <checkout>/tests/test_fifty_steps.py WRITE_TO.json
 
 It records the generator's and the discriminator's loss of every step and, at the end, the
 sum and the sum of absolute values of every tensor of the generator, its EMA and the
