@@ -22,6 +22,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -58,17 +59,18 @@ class SaveGradients(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
-        torch.save(
-            {
-                "grads": grads,
-                "world_size": trainer.world_size,
-                "batch": batch["target"].shape[0],
-                "logged": sorted(trainer.callback_metrics),  # which terms were computed
-                "strategy": type(trainer.strategy).__name__,
-                "ddp": ddp_options_in_use(trainer.strategy.model),
-            },
-            self.out / f"rank{trainer.global_rank}.pt",
-        )
+        self.record = {
+            "grads": grads,
+            "world_size": trainer.world_size,
+            "batch": batch["target"].shape[0],
+            "strategy": type(trainer.strategy).__name__,
+            "ddp": ddp_options_in_use(trainer.strategy.model),
+        }
+
+    def on_train_end(self, trainer, module) -> None:
+        # What the step logged (written after the callbacks' batch end): which terms ran
+        self.record["logged"] = sorted(module.last_logged)
+        torch.save(self.record, self.out / f"rank{trainer.global_rank}.pt")
 
 
 def ddp_options_in_use(wrapped: torch.nn.Module) -> dict | None:
@@ -134,7 +136,8 @@ def main(out: Path, devices: int, lpips_weights: Path, overrides: list[str]) -> 
         devices=plan_devices,
         strategy=ddp_strategy(t, plan_devices, plan_strategy),
         max_steps=1,
-        logger=False,
+        logger=CSVLogger(out),  # a logger, logging this one step: the terms are computed
+        log_every_n_steps=1,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,

@@ -63,7 +63,7 @@ def save_windows(out: Path, rank: int) -> None:
 
     def saving_reduce(self, *args, **kwargs):
         scalars = reduce(self, *args, **kwargs)
-        torch.save(self.last_gathered, out / f"rank{rank}_{count[0]}.pt")
+        torch.save(torch.from_numpy(self.last_gathered), out / f"rank{rank}_{count[0]}.pt")
         count[0] += 1
         return scalars
 

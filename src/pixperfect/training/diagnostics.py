@@ -238,24 +238,21 @@ class Diagnostics(nn.Module):
         self._taps: dict[str, _Tap] = {}
         self._edit_margin = -1
         self._families: list[str] | None = None  # the batch's, from the loader
-        self._params: dict | None = None  # the batch's simulation parameters, if simulated
-        self._seen: set[str] = set()  # the families training batches have had so far
 
     # -- the batch's artifact families --------------------------------------------------
 
     def take_families(self, batch) -> None:
         """Before a batch goes to the device: take its ``families`` strings out of it."""
-        self._params = None
         self._families = batch.pop("families", None) if isinstance(batch, dict) else None
 
-    def simulated(self, params: dict) -> None:
-        """The batch was simulated in the step: its families are in ``params``."""
-        self._params = params
+    def simulated(self, params: dict, n: int, needed: bool = True) -> None:
+        """The batch of ``n`` was simulated in the step: its families are read from
+        ``params`` now, beside the simulation (the parameters are drawn on the host), where
+        ``needed``."""
+        self._families = ["+".join(family_names(params, i)) for i in range(n)] if needed else None
 
     def families(self, n: int) -> list[str] | None:
         """The current batch's families (``+``-joined per sample), None when unknown."""
-        if self._params is not None:
-            return ["+".join(family_names(self._params, i)) for i in range(n)]
         if self._families is not None and len(self._families) == n:
             return list(self._families)
         return None
@@ -314,32 +311,16 @@ class Diagnostics(nn.Module):
             return {}
         member = membership(families)  # on the host: the counts need no device sync
         counts = member.sum(0)
-        self._seen.update(name for name, n in zip(LABELS, counts, strict=True) if n > 0)
         target, mask = batch["target"], batch["mask"]
         gain = band_psnr(refined, target, mask, self.band_width)
         gain = gain - band_psnr(batch["composite"], target, mask, self.band_width)
-        # Every family seen so far, NaN where the step has none of its samples: a tag left
-        # out of a logged step would be written again with its last value (Lightning keeps
-        # step values until the epoch ends, and a training epoch here is the whole run).
-        means = (gain @ member.to(gain.device)) / counts.to(gain.device)
-        return {
+        means = (gain @ member.to(gain.device)) / counts.clamp_min(1).to(gain.device)
+        present = {name for s in families for name in s.split("+")} | {LABELS[-1]}
+        return {  # the families this step has samples of
             f"train_family/{name}/band_psnr_gain": means[j]
             for j, name in enumerate(LABELS)
-            if name in self._seen
+            if name in present
         }
-
-    def log_training(self, module, batch: dict, refined: torch.Tensor) -> None:
-        """``module.log`` each of :meth:`training_scalars` (a logged step, after backward)."""
-        for tag, value in self.training_scalars(batch, refined).items():
-            module.log(tag, value)
-
-    def log_gradients(self, module, generator: nn.Module) -> None:
-        """``module.log`` each of :func:`gradient_scalars` (after the backward and clipping),
-        with the ``eps`` of the generator's optimiser."""
-        optimizers = module.trainer.optimizers if module._trainer is not None else []
-        eps = optimizers[0].param_groups[0].get("eps", ADAM_EPS) if optimizers else ADAM_EPS
-        for tag, value in gradient_scalars(generator, eps).items():
-            module.log(tag, value)
 
     # -- validation -------------------------------------------------------------------
 

@@ -104,12 +104,15 @@ class SkipLedger:
             self.counts = torch.zeros(len(self.KINDS), device=skip.device)
         self.counts[self.KINDS.index(kind)] += skip
 
-    def report(self, step: int) -> list[str]:
-        """The messages for the skips since the last report (reads the counts: call on
-        logging steps only)."""
-        if self.counts is None:
-            return []
-        counts = [int(c) for c in self.counts.tolist()]
+    def report(self, step: int, counts: list[float] | None = None) -> list[str]:
+        """The messages for the skips since the last report, from ``counts`` (the counts
+        already read, with the step's other scalars) or else read here: call on logging
+        steps only."""
+        if counts is None:
+            if self.counts is None:
+                return []
+            counts = self.counts.tolist()
+        counts = [int(c) for c in counts]
         messages = [
             f"step {step}: non-finite {kind} loss, step skipped"
             + (f" ({now - before} times since the last log)" if now - before > 1 else "")

@@ -38,13 +38,16 @@ from pixperfect.models import build_discriminator, build_refiner
 from pixperfect.shards.format import to_float
 from pixperfect.training.corpus_stream import BY_REASON, skipped_scalars
 from pixperfect.training.cost import measure_step_cost
-from pixperfect.training.diagnostics import Diagnostics
+from pixperfect.training.diagnostics import ADAM_EPS, Diagnostics, gradient_scalars
 from pixperfect.training.fast_paths import adam_kernel, apply_fast_paths, ema_update
 from pixperfect.training.guard import SkipLedger, masked_step, nonfinite_anywhere
 from pixperfect.training.monitor import RankMonitor, peak_flops
 from pixperfect.training.objective import GeneratorTerms, Objective
 from pixperfect.training.schedule import learning_rate
+from pixperfect.training.step_scalars import StepScalars, write_scalars
 from pixperfect.training.visuals import comparison_grid, grid_indices, should_log_images
+
+SKIP_COUNTS = "_skip_counts"  # the skip ledger's counts, read with the step's scalars
 
 
 def average_gradients_across_ranks(parameters) -> None:
@@ -122,6 +125,10 @@ class RefinerModule(L.LightningModule):
         self._d_steps = 0  # D steps taken or undone (guard.py): lazy R1's clock
         self._skips = SkipLedger()  # skipped steps per network, reported on logging steps
         self._g_skip: torch.Tensor | None = None  # this batch's G skip flag (device)
+        # A logging step's scalars, read on the host once at its end (step_scalars.py)
+        self._scalars = StepScalars()
+        self._step_at_start: int | None = None  # global_step when this batch began
+        self.last_logged: dict[str, float] = {}  # the last logging step's scalars
 
     def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.generator(composite, mask)
@@ -158,7 +165,10 @@ class RefinerModule(L.LightningModule):
             simulated, params = self.simulator(
                 batch["target"].float(), torch.Generator().manual_seed(seed)
             )
-        self.diagnostics.simulated(params)
+        # The families' names where they are logged (a logging or validation step), or
+        # asked for (no trainer)
+        needed = self._trainer is None or not self.training or self._logs_this_step()
+        self.diagnostics.simulated(params, simulated["target"].shape[0], needed)
         return simulated
 
     def on_fit_start(self) -> None:
@@ -249,14 +259,16 @@ class RefinerModule(L.LightningModule):
         self._count_skip("generator", skip)
         g_opt.zero_grad()
         self.manual_backward(terms.loss)
-        if self._logs_this_step():  # after DDP's all-reduce: the same norm on every rank
-            self.log("grad_norm/generator", gradient_norm(self.generator.parameters()))
+        logs = self._logs_this_step()
+        if logs:  # after DDP's all-reduce: the same norm on every rank
+            self._scalars.put("grad_norm/generator", gradient_norm(self.generator.parameters()))
         if self.cfg.optim.grad_clip > 0:
             self.clip_gradients(
                 g_opt, gradient_clip_val=self.cfg.optim.grad_clip, gradient_clip_algorithm="norm"
             )
-        if self._logs_this_step():  # per level, clipped: what Adam receives
-            self.diagnostics.log_gradients(self, self.generator)
+        if logs:  # per level, clipped: what Adam receives
+            eps = g_opt.param_groups[0].get("eps", ADAM_EPS)
+            self._scalars.put_all(gradient_scalars(self.generator, eps))
         lr = learning_rate(self.cfg.optim, self.global_step, self.cfg.trainer.max_steps)
         for group in g_opt.param_groups:  # the schedule is a function of the step
             group["lr"] = lr
@@ -264,12 +276,12 @@ class RefinerModule(L.LightningModule):
         # Right after the step, before any callback (checkpoints) sees the batch's end: a
         # checkpoint saved at step N holds the EMA of N updates.
         self.update_ema()
-        for name, value in terms.terms.items():
-            # On the progress bar only where there is one: Lightning reads it every batch.
-            bar = name == "loss" and bool(self.cfg.trainer.progress_bar)
-            self.log(f"train/{name}", value.detach(), prog_bar=bar)
-        if terms.fake_logits is not None:
-            self.log("d/logits_fake_g", terms.fake_logits.float().mean())
+        if self.cfg.trainer.progress_bar:  # only where there is one: read every batch
+            self.log("train/loss", terms.loss.detach(), prog_bar=True, logger=False)
+        if logs:
+            self._scalars.put_all({f"train/{k}": v for k, v in terms.terms.items()})
+            if terms.fake_logits is not None:
+                self._scalars.put("d/logits_fake_g", terms.fake_logits.float().mean())
         return True
 
     def discriminator_step(
@@ -296,8 +308,9 @@ class RefinerModule(L.LightningModule):
                 d_step=self._d_steps,
                 **self._shard(),
             )
-            if parts.r1 is not None:
-                self.log("d/r1", parts.r1.detach())
+            logs = self._logs_this_step()
+            if parts.r1 is not None and logs:
+                self._scalars.put("d/r1", parts.r1)
             g_skip = getattr(self, "_g_skip", None)
             skip = self._nonfinite(parts.loss)
             if g_skip is not None:  # counted once, as G's
@@ -309,39 +322,39 @@ class RefinerModule(L.LightningModule):
             norm = None  # the total norm before clipping, which clipping measures anyway
             if self.cfg.optim.grad_clip > 0:
                 norm = torch.nn.utils.clip_grad_norm_(d.parameters(), self.cfg.optim.grad_clip)
-            if self._logs_this_step():
-                norm = gradient_norm(d.parameters()) if norm is None else norm.detach()
-                self.log("grad_norm/discriminator", norm)
+            if logs:
+                norm = gradient_norm(d.parameters()) if norm is None else norm
+                self._scalars.put("grad_norm/discriminator", norm)
             masked_step(self._d_optimizer, skip)
         finally:
             d.requires_grad_(False)
         self._d_steps += 1
-        self.log("d/loss", parts.loss.detach())
-        self.log("d/logits_real", parts.rgb.real_logits.float().mean())
-        self.log("d/logits_fake", parts.rgb.fake_logits.float().mean())
+        if logs:
+            self._scalars.put("d/loss", parts.loss)
+            self._scalars.put("d/logits_real", parts.rgb.real_logits.float().mean())
+            self._scalars.put("d/logits_fake", parts.rgb.fake_logits.float().mean())
         return True
 
     def _logs_this_step(self) -> bool:
         """Whether the scalars of this training step reach the logger (every
-        ``trainer.log_every_n_steps``): values only logs need are computed then only. The
-        same answer on every rank."""
+        ``trainer.log_every_n_steps``, counted as Lightning counts its logging steps): values
+        only logs need are computed then only. The same answer on every rank, and the same
+        from the batch's start to its end (the generator's step moves ``global_step``)."""
         trainer = self._trainer
-        return (
-            trainer is not None
-            and bool(trainer.loggers)
-            and trainer._logger_connector.should_update_logs
-        )
+        if trainer is None or not trainer.loggers or trainer.log_every_n_steps <= 0:
+            return False
+        step = self.global_step if self._step_at_start is None else self._step_at_start
+        return (step + 1) % trainer.log_every_n_steps == 0
 
     def _log_step(
         self, batch: dict, refined: torch.Tensor, terms: GeneratorTerms, step: int
     ) -> None:
-        """Learning rates, peak memory and (every ``image_every_n_steps``) the image grids;
-        the step's times are the monitor's (on_train_batch_end)."""
-        if self.device.type == "cuda":
-            self.log("memory/peak_gib", torch.cuda.max_memory_allocated(self.device) / 2**30)
+        """Learning rates, memory and the diagnostics on logging steps, and (every
+        ``image_every_n_steps``) the image grids; the step's times are the monitor's
+        (on_train_batch_end)."""
         if self._logs_this_step():
             self._log_rates_and_memory()
-            self.diagnostics.log_training(self, batch, refined)
+            self._scalars.put_all(self.diagnostics.training_scalars(batch, refined))
         if self.global_rank == 0 and should_log_images(
             step + 1, self.cfg.trainer.image_every_n_steps
         ):
@@ -352,16 +365,17 @@ class RefinerModule(L.LightningModule):
 
     def _log_rates_and_memory(self) -> None:
         """Both learning rates (the discriminator's Adam is outside Lightning, so no callback
-        sees it), the peak reserved CUDA memory and this process's peak host memory."""
-        self.log("lr/generator", float(self.trainer.optimizers[0].param_groups[0]["lr"]))
+        sees it), the peak CUDA memory and this process's peak host memory: host numbers."""
+        put = self._scalars.put
+        put("lr/generator", float(self.trainer.optimizers[0].param_groups[0]["lr"]))
         if self._d_optimizer is not None:
-            self.log("lr/discriminator", float(self._d_optimizer.param_groups[0]["lr"]))
+            put("lr/discriminator", float(self._d_optimizer.param_groups[0]["lr"]))
         if self.device.type == "cuda":
-            reserved = torch.cuda.max_memory_reserved(self.device)
-            self.log("memory/peak_reserved_gib", reserved / 2**30)
+            put("memory/peak_gib", torch.cuda.max_memory_allocated(self.device) / 2**30)
+            put("memory/peak_reserved_gib", torch.cuda.max_memory_reserved(self.device) / 2**30)
         if resource is not None:  # ru_maxrss: KiB on Linux
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            self.log("memory/host_peak_rss_gib", peak / 2**20)
+            put("memory/host_peak_rss_gib", peak / 2**20)
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         """Shard batches carry their worker's id and running count of skipped corrupt data:
@@ -377,21 +391,41 @@ class RefinerModule(L.LightningModule):
 
     def _log_corrupt_skipped(self) -> None:
         """The sum over this rank's workers, then over ranks, on the steps that are logged
-        only: the sum over ranks is a collective."""
+        only: the sum over ranks is one collective of every count."""
         if not self._skipped or not self._logs_this_step():
             return
-        total = torch.tensor(float(sum(self._skipped.values())), device=self.device)
-        self.log("data/corrupt_skipped", total, reduce_fx="sum", sync_dist=True)
-        for name, count in skipped_scalars(self._by_reason).items():
-            self.log(name, torch.tensor(count, device=self.device), reduce_fx="sum", sync_dist=True)
+        counts = {"data/corrupt_skipped": float(sum(self._skipped.values()))}
+        counts.update(skipped_scalars(self._by_reason))
+        values = torch.tensor(list(counts.values()), device=self.device)
+        values = self.trainer.strategy.reduce(values, reduce_op="sum")
+        self._scalars.put_all(dict(zip(counts, values, strict=True)))
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        # Every batch, so the curve exists (flat at 0) before anything goes wrong.
-        self.log("train/skipped_steps", self.skipped_steps.float())
-        if self._logs_this_step():  # the host reads the skip counts here only
-            for message in self._skips.report(self.global_step):
-                self.print(message)
-        self._log_times(batch)
+        """Close the batch in the monitor; on a logging step, read the step's scalars (one
+        read: step_scalars.py) and write them, and report skipped steps."""
+        if self.monitor is not None:
+            has_images = isinstance(batch, dict) and "target" in batch
+            self.monitor.end_batch(batch["target"].shape[0] if has_images else 0)
+        if self._logs_this_step():
+            self._write_step_scalars()
+        self._step_at_start = None
+
+    def _write_step_scalars(self) -> None:
+        """The step's scalars, the skip counts (every logging step, so the curve exists,
+        flat at 0, before anything goes wrong) and the monitor's ``time/*`` over every rank
+        and step of the window (a collective), read together and written at the step
+        Lightning writes its own training logs."""
+        self._scalars.put("train/skipped_steps", self.skipped_steps.float())
+        if self._skips.counts is not None:
+            self._scalars.put(SKIP_COUNTS, self._skips.counts)
+        if self.monitor is not None:
+            self._scalars.put_all(self.monitor.reduce(self._flops_per_image, self._peak_flops))
+        values = self._scalars.read()
+        counts = values.pop(SKIP_COUNTS, None)
+        for message in self._skips.report(self.global_step, counts):
+            self.print(message)
+        self.last_logged = values
+        write_scalars(self.loggers, values, self._step_at_start or 0)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         batch = self.with_artifacts(to_float(batch))
@@ -422,25 +456,12 @@ class RefinerModule(L.LightningModule):
         return True
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self._step_at_start = self.global_step
         self._mark("batch_start")
 
     def _mark(self, name: str) -> None:
         if self.monitor is not None:
             self.monitor.mark(name)
-
-    def _log_times(self, batch) -> None:
-        """Close this batch in the monitor; on a logging step, the ``time/*`` scalars of
-        every rank and step of the window (one all_gather: every rank logs at the same
-        steps). Logged as host tensors: nothing goes back to the device."""
-        if self.monitor is None:
-            return
-        images = batch["target"].shape[0] if isinstance(batch, dict) and "target" in batch else 0
-        self.monitor.end_batch(images)
-        if not self._logs_this_step():
-            return
-        scalars = self.monitor.reduce(self._flops_per_image, self._peak_flops)
-        for name, value in scalars.items():
-            self.log(name, torch.tensor(value), rank_zero_only=True)
 
     def on_validation_end(self) -> None:
         # The next training step waits for its batch from now, not from before validation.

@@ -7,9 +7,9 @@ simulation, the end of the generator's forward and loss (``presync``: the last p
 the step's first cross-rank collective) and the batch's end. The marks are host clocks on
 the CPU and CUDA events on a GPU (recorded on the stream, never waited for), so a step that
 logs nothing reads nothing back from the device. On a logging step every rank turns its
-window into a small ``(steps, fields)`` tensor (the events are read there, once), one
-``all_gather`` brings every rank's window to every rank, and :func:`window_statistics`
-reduces it over ranks and steps.
+window into a small ``(steps, fields)`` array on the host (the events are read there,
+once), one ``all_gather`` brings every rank's window to every rank, and
+:func:`window_statistics` reduces it over ranks and steps with numpy.
 
 The scalars (docs/training.md, "TensorBoard"), each over every rank and every step since
 the last log:
@@ -36,6 +36,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 # The marks of one batch, in order. ``previous_end`` is the previous batch's ``end``.
@@ -83,49 +84,45 @@ def peak_flops(device: torch.device, precision: str, given_tflops: float | None)
     return None
 
 
-def _percentile(values: torch.Tensor, q: float) -> float:
-    finite = values[torch.isfinite(values)]
-    if finite.numel() == 0:
-        return math.nan
-    return float(torch.quantile(finite.double(), q))
-
-
-def _stats(name: str, values: torch.Tensor) -> dict[str, float]:
-    finite = values[torch.isfinite(values)]
-    if finite.numel() == 0:
+def _stats(name: str, values: np.ndarray) -> dict[str, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
         return {}
     return {
-        f"time/{name}_mean": float(finite.double().mean()),
+        f"time/{name}_mean": float(finite.mean()),
         f"time/{name}_max": float(finite.max()),
-        f"time/{name}_p95": _percentile(finite, 0.95),
+        f"time/{name}_p95": float(np.quantile(finite, 0.95)),
     }
 
 
 def window_statistics(
-    gathered: torch.Tensor, flops_per_image: float | None = None, peak: float | None = None
+    gathered: np.ndarray, flops_per_image: float | None = None, peak: float | None = None
 ) -> dict[str, float]:
     """The ``time/*`` scalars of one log window from ``gathered``: (ranks, steps, FIELDS),
     NaN where a rank has no value (padding, the first data wait after a start or a
-    validation). Mean, max and p95 are over every (rank, step); see the module docstring."""
-    gathered = gathered.double()
+    validation). Mean, max and p95 are over every (rank, step); see the module docstring.
+    Host arithmetic (numpy): nothing here touches a device."""
+    gathered = np.asarray(gathered, dtype=np.float64)
     column = {name: gathered[..., i] for i, name in enumerate(FIELDS)}
     step, data = column["step_s"], column["data_s"]
-    rows = torch.isfinite(step)  # (ranks, steps): the steps a rank ran in this window
+    rows = np.isfinite(step)  # (ranks, steps): the steps a rank ran in this window
     scalars: dict[str, float] = {}
     for name in ("step_s", "data_s", "simulation_s", "presync_s"):
         scalars.update(_stats(name, column[name][rows]))
-    scalars.update(_stats("data_wait_share", (data / (data + step))[rows]))
-    if not bool(rows.any()):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scalars.update(_stats("data_wait_share", (data / (data + step))[rows]))
+    if not rows.any():
         return scalars
     # The rank the others wait for: the latest to reach the step's first collective.
-    arrival = torch.where(rows, data.nan_to_num(0.0) + column["presync_s"].nan_to_num(0.0), 0)
-    per_rank = arrival.sum(1) / rows.sum(1).clamp(min=1)
+    arrival = np.where(rows, np.nan_to_num(data) + np.nan_to_num(column["presync_s"]), 0)
+    per_rank = arrival.sum(1) / np.maximum(rows.sum(1), 1)
     scalars["time/slowest_rank"] = float(per_rank.argmax())
-    scalars["time/slowest_rank_lag_s"] = float(per_rank.max() - per_rank.median())
+    lower_median = np.sort(per_rank)[(per_rank.size - 1) // 2]  # a rank's own value
+    scalars["time/slowest_rank_lag_s"] = float(per_rank.max() - lower_median)
     # Images per second of wall time per device, over the window.
-    wall = torch.where(rows, step + data.nan_to_num(0.0), 0).sum(1)
-    images = torch.where(rows, column["images"], 0).sum(1)
-    rates = images / wall.clamp(min=1e-12)
+    wall = np.where(rows, step + np.nan_to_num(data), 0).sum(1)
+    images = np.where(rows, column["images"], 0).sum(1)
+    rates = images / np.maximum(wall, 1e-12)
     scalars["time/images_per_s"] = float(rates.mean())
     scalars["time/images_per_s_total"] = float(rates.sum())
     if flops_per_image is not None and peak:
@@ -176,7 +173,7 @@ class RankMonitor:
         self._previous_end: object | None = None
         self._current: _Batch | None = None
         self._window: list[_Batch] = []
-        self.last_gathered: torch.Tensor | None = None  # (ranks, steps, FIELDS), for tests
+        self.last_gathered: np.ndarray | None = None  # (ranks, steps, FIELDS), for tests
 
     def mark(self, name: str) -> None:
         """Mark ``name`` (one of :data:`MARKS` after ``previous_end``) of the current batch;
@@ -209,27 +206,27 @@ class RankMonitor:
             return math.nan
         return self.clock.seconds(start, end)
 
-    def window(self) -> torch.Tensor:
-        """This rank's window as a (capacity, FIELDS) float64 tensor on the host, NaN-padded;
+    def window(self) -> np.ndarray:
+        """This rank's window as a (capacity, FIELDS) float64 array on the host, NaN-padded;
         the window is emptied. On CUDA this reads the events: logging steps only."""
-        rows = torch.full((self.capacity, len(FIELDS)), math.nan, dtype=torch.float64)
+        rows = np.full((self.capacity, len(FIELDS)), math.nan)
         for i, batch in enumerate(self._window):
             values = [self._seconds(batch, _SPANS[name]) for name in FIELDS[:-1]]
-            rows[i] = torch.tensor([*values, float(batch.images)], dtype=torch.float64)
+            rows[i] = [*values, float(batch.images)]
         self._window = []
         return rows
 
-    def gather(self) -> torch.Tensor:
+    def gather(self) -> np.ndarray:
         """Every rank's :meth:`window`, (ranks, capacity, FIELDS) on the host: one
         ``all_gather`` of a small tensor (one copy to the device and one back on CUDA)."""
         local = self.window()
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return local[None]
-        on_device = local.to(self.device)
+        on_device = torch.from_numpy(local).to(self.device)
         parts = [torch.empty_like(on_device) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, on_device)
-        return torch.stack(parts).cpu()
+        return np.asarray(torch.stack(parts).tolist())  # the one read
 
     def reduce(
         self, flops_per_image: float | None = None, peak: float | None = None
