@@ -1,4 +1,4 @@
-"""Ablation of the paper's losses with the global-context refiner (METHOD sections 2-4):
+"""Ablation of the paper's losses with the global-context refiner (docs/method.md §2-§4):
 three arms with the same model, seed, steps and data, scored on the 24 Kodak photos.
 
     .venv/bin/python benchmarks/ablation_losses.py [--steps 1200] [--arms a,b,c]

@@ -13,7 +13,7 @@ texture gap it closes and its validation band PSNR over training (the curve's fi
 last points, and the best). Each run and evaluation is kept and reused (rerun = resume).
 
 The families (``FAMILIES``): ``texture`` with the TAEF2 round trip (staged at
-../shared/weights/taesd), ``colour`` (the smooth field of METHOD's non-uniform shift),
+../shared/weights/taesd: docs/method.md §7), ``colour`` (docs/method.md §5.1's smooth field),
 ``misalign``. The arms (``ARMS``) are override sets of the training recipe; ``unet`` is the
 demo's, the others change one or more levers (docs/training.md).
 """

@@ -1,4 +1,4 @@
-"""A per-sample Gaussian blur that never reads the device (issue 25).
+"""A per-sample Gaussian blur that never reads the device, so a GPU step never waits on the host.
 
 ``kornia.filters.gaussian_blur2d`` checks that ``sigma`` is positive with
 ``bool((sigma > 0).all())``: with ``sigma`` on a GPU that is a host read, one sync per batch

@@ -1,4 +1,5 @@
-"""Non-uniform colour shift (METHOD 5.1): the tone and colour drift of a VAE-decoded region.
+"""Non-uniform colour shift (docs/method.md §5.1): the tone and colour drift of a VAE-decoded
+region.
 
 The whole image is colour-jittered per sample (brightness, contrast, saturation and hue as
 one affine colour matrix per sample, then gamma and white balance, batched on the device)

@@ -11,7 +11,7 @@ e.g. a Stable Diffusion inpainting checkpoint); nothing is downloaded for you.
 An inpainting pipeline re-decodes the whole frame through its VAE, so its output differs
 from the photo everywhere, and it works at a multiple of 8 px. The refiner expects what an
 editor hands the user: the generated pixels inside the mask pasted onto the original photo
-(METHOD.md: ``x_gen = m * x_decoded + (1 - m) * x_original``). So
+(docs/method.md §1: ``x_gen = m * x_decoded + (1 - m) * x_original``). So
 :func:`refine_pipeline_output` resizes the output back to the photo, pastes the photo back
 outside the mask, and then lets the refiner remove the seams that the paste-back leaves.
 """

@@ -1,5 +1,6 @@
 """data_sim.blur.gaussian_blur2d is kornia's separable gaussian_blur2d bit for bit, without
-its host read of sigma (issue 25): the simulation's pinned digests were made with kornia's."""
+its host read of sigma (a GPU step must not wait on the host): the simulation's pinned
+digests were made with kornia's."""
 
 from __future__ import annotations
 

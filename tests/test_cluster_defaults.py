@@ -1,7 +1,8 @@
-"""The cluster scripts and defaults for the first run (issue 25): the GPU binding and its
-warning, --mem=0 and FIRST_RUN in train.sbatch, clean precompute without a GPU, DDP's options
-and its bf16 hook, the torch floor, one OpenCV thread per loader worker, and the resume check
-done once per node. What runs on the local SLURM cluster is in tests/test_slurm_*.py."""
+"""The cluster scripts and defaults for the first run (docs/cluster.md, first-run checklist): the
+GPU binding and its warning, --mem=0 and FIRST_RUN in train.sbatch, clean precompute without a
+GPU, DDP's options and its bf16 hook, the torch floor, one OpenCV thread per loader worker, and
+the resume check done once per node. What runs on the local SLURM cluster is in
+tests/test_slurm_*.py."""
 
 from __future__ import annotations
 

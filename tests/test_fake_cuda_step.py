@@ -1,4 +1,4 @@
-"""The paper step's forward parts on a fake ``cuda`` device (issue 25, deliverable 2): device
+"""The paper step's forward parts on a fake ``cuda`` device: device
 bugs caught without a GPU.
 
 Simulation with the TAEF2 codec, the paper config's generator (narrower: base_channels=8,

@@ -1,5 +1,5 @@
 """50 CPU training steps (same seed) give the loss curve and weights they gave before the
-sync and transfer work of issue 25 (no host reads in the step, device-side non-finite guard,
+sync and transfer work (no host reads in the step, device-side non-finite guard,
 preemption polled every N steps, simulation parameters in one copy per batch), to float
 tolerance.
 

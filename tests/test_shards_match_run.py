@@ -1,6 +1,6 @@
-"""Shards that match the run (issue 24, deliver 4): ``pixperfect train`` refuses shards whose
-recipe contradicts the config before the first step, naming both values and the override;
-checkpoints and exports record the data's location and recipe hash."""
+"""Shards that match the run (docs/shards.md, "Shards that match the run"): ``pixperfect train``
+refuses shards whose recipe contradicts the config before the first step, naming both values and
+the override; checkpoints and exports record the data's location and recipe hash."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The paper step waits on the host only where it logs (issue 25): on a step that logs
-nothing it reads no tensor value on the host and makes no tensor from host data (each a
-blocking sync or host-to-device copy on a GPU), apart from the batch copy; a logging step
-reads what it logs once.
+"""The paper step waits on the host only where it logs (docs/training.md, "What a run writes"):
+on a step that logs nothing it reads no tensor value on the host and makes no tensor from host
+data (each a blocking sync or host-to-device copy on a GPU), apart from the batch copy; a logging
+step reads what it logs once.
 
 Counted on a CPU with the proxy of :func:`pixperfect.training.syncs.count_syncs` (every
 value read and every tensor made from host data; Adam's host-side step counters apart),

@@ -1,4 +1,4 @@
-"""The bar a shipped refiner must clear on Kodak (issue 14): each criterion measured on an
+"""The bar a shipped refiner must clear on Kodak (docs/method.md §6): each criterion measured on an
 evaluation's results (``pixperfect evaluate`` JSON) and marked pass or fail.
 
 On the default artifact recipe with the TAEF2 round trip, 24 photos x 8 draws:

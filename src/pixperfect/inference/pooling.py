@@ -10,7 +10,7 @@
   [0, 1] in contrast and saturation makes the jitter not exactly invertible, while the
   correction of a seam barely depends on a small global colour change. This is a plain
   test-time-augmentation average: it reduces the variance of the correction.
-- ``"select"`` (the paper's, METHOD.md section 2): the jitter is applied inside the mask
+- ``"select"`` (the paper's, docs/method.md §2): the jitter is applied inside the mask
   only, and the output that changed its own input least (weighted by the paste-back
   weights, i.e. inside the mask and its band) is kept as is.
 """

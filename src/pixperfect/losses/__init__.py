@@ -1,4 +1,4 @@
-"""Loss building blocks for the refiner (METHOD sections 3 and 4): pure torch, device-agnostic.
+"""Loss building blocks for the refiner (docs/method.md §3, §4): pure torch, device-agnostic.
 
 - ``tone_mapping``: the discriminative tone mapping, a per-sample polynomial tone curve that
   amplifies the current colour/tone errors about beta times before pixel losses see them.

@@ -1,4 +1,4 @@
-"""Discriminative tone mapping (METHOD section 3): the per-sample tone curve that blows the
+"""Discriminative tone mapping (docs/method.md §3): the per-sample tone curve that blows the
 refiner's current errors up about beta times before the pixel-space losses see them.
 
 Why: plain RGB losses barely register a 2 % colour or tone shift, so a refiner trained on them
@@ -32,7 +32,7 @@ from torch import nn
 from pixperfect.losses.randomness import rank_rows
 
 DEFAULT_BETA_RANGE = (20.0, 40.0)
-DEFAULT_DEGREE = 5  # the paper says 5 in one place and 6 in another (METHOD section 3)
+DEFAULT_DEGREE = 5  # the paper says 5 in one place and 6 in another (docs/method.md §3)
 DEFAULT_SAMPLES = 4096  # fitting pixels per region (inside and outside the mask) per sample
 # Relative to a Gram matrix normalised by the number of samples (entries <= 1). Large enough
 # to make flat images and one-tone regions solvable in float64, small enough not to bias the

@@ -1,6 +1,6 @@
 """The non-finite guard without a host read: a step whose loss is not finite on any rank
 leaves the weights and the optimiser's moments as they were, on every rank, decided on the
-device (issue 25: the step must not wait on the host).
+device (the step must not wait on the host: docs/training.md, "What a run writes").
 
 - :func:`nonfinite_anywhere`: 1 where ``value`` has a non-finite element on any rank, else
   0, as a device tensor: the ranks' flags are summed by an all-reduce (a collective all

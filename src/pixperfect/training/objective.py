@@ -1,4 +1,4 @@
-"""The refiner's objective (METHOD sections 3 and 4): which loss terms exist, their weights,
+"""The refiner's objective (docs/method.md §3, §4): which loss terms exist, their weights,
 their warm-ups, and how they add up, for both networks. The terms themselves live in
 ``pixperfect.losses``; the module that steps the optimisers lives in ``training.module``.
 
