@@ -249,7 +249,7 @@ def model_card(provenance: dict) -> str:
         if evaluation.get("buckets"):
             lines += ["", format_buckets(evaluation["buckets"], markdown=True)]
         if evaluation.get("acceptance"):
-            lines += ["", "### Acceptance (issue 14)", ""]
+            lines += ["", "### Acceptance: the bar a shipped refiner must clear", ""]
             lines += [format_acceptance(evaluation["acceptance"], markdown=True)]
     for key in ("training", "shards"):
         if key in p:
