@@ -1,4 +1,4 @@
-"""The content-discontinuity family (METHOD 5.3): structures break along the edit's edge.
+"""Content discontinuity (docs/method.md §5.3): structures break along the edit's edge.
 
 An inpainter conditions its fill on the pixels around the region it is given. Here the edit
 mask is widened by a random radius, the widened region is filled from what lies outside it
@@ -44,7 +44,7 @@ class ContentDiscontinuityConfig:
         patch (real inpainters synthesise texture); (0, 0) disables it.
     noise_sigma: (min, max) blur of the grain in pixels (clipped to 2); ~0.5-1 looks like
         sensor grain.
-    band_px: None (METHOD 5.3 as written: the fill replaces the whole mask interior) or
+    band_px: None (as the paper describes it: the fill replaces the whole mask interior) or
         (min, max) width in pixels of an inner band along the mask boundary that receives the
         fill; deeper inside, the original is kept, with a soft ramp between the two. With a
         classical inpainter a large mask otherwise becomes one smooth blob whose target (the

@@ -252,7 +252,7 @@ def compositing_alpha(
     """Hard or feathered alpha (B, 1, H, W) in [0, 1] from a binary edit mask.
 
     ``grow``: first dilate/erode the mask by ``params["grow"]`` pixels, as the simulator does
-    (the full METHOD 5.4 recipe). Without it the paste follows the mask's own edge, and a
+    (docs/method.md §5.4). Without it the paste follows the mask's own edge, and a
     hard sample's alpha is the mask itself.
     """
     return run_alpha(mask, to_device(plan_alpha(params, grow=grow), mask.device))

@@ -1,4 +1,4 @@
-"""Misalignment artifact family (METHOD 5.5): the edited content is slightly displaced.
+"""Misalignment artifact family (docs/method.md §5.5): the edited content is slightly displaced.
 
 Each applied sample gets a small similarity transform (shift, rotation and isotropic scale
 about ``centre``, which :class:`MisalignFamily` puts at the edit mask's centroid) and, with

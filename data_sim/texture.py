@@ -1,4 +1,5 @@
-"""Texture mismatch (METHOD 5.2): the edited region and the background carry different textures.
+"""Texture mismatch (docs/method.md §5.2): the edited region and the background carry
+different textures.
 
 This module owns the texture family: its config (:class:`TextureConfig`, :class:`VAEConfig`),
 the per-sample parameter draw (:func:`sample_texture_params`), the two deterministic image

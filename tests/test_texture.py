@@ -1,4 +1,4 @@
-"""Tests for the texture-mismatch family (data_sim.texture, METHOD 5.2)."""
+"""Tests for the texture-mismatch family (data_sim.texture, docs/method.md §5.2)."""
 
 from __future__ import annotations
 

@@ -101,7 +101,7 @@ class ModelConfig:
 
 @dataclass
 class ToneMapConfig:
-    """The discriminative pixel space (METHOD section 3)."""
+    """The discriminative pixel space (docs/method.md §3)."""
 
     beta: tuple[float, float] = (20.0, 40.0)  # per-sample error amplification
     degree: int = 5  # of the per-channel polynomial tone curve
@@ -144,7 +144,7 @@ LOSS_SETTINGS = ("psnr_floor_db",)  # the numbers of LossConfig that are not ter
 
 @dataclass
 class GANConfig:
-    """The mask-conditioned discriminator and its training (METHOD sections 2 and 4)."""
+    """The mask-conditioned discriminator and its training (docs/method.md §2, §4)."""
 
     discriminator: str = "patch"
     base_channels: int = 64

@@ -1,10 +1,10 @@
-"""Adversarial terms (METHOD sections 2 and 4): non-saturating GAN losses with mask-aware
+"""Adversarial terms (docs/method.md §2, §4): non-saturating GAN losses with mask-aware
 labels for a per-pixel / patch discriminator, lazy R1 on reals and instance noise.
 
 The discriminator is any callable ``D(image, mask) -> logits (B, 1, h, w)`` (positive means
 "real"); these functions own the labels and the reductions, not the network.
 
-Mask-aware labels (METHOD section 2 ``[choice]``, as LaMa's ``mask_as_fake_target``): in a
+Mask-aware labels (a choice of docs/method.md §2, as LaMa's ``mask_as_fake_target``): in a
 fake, only the edit region and a boundary band around it (the mask dilated by ``band`` px,
 max-pooled to the logit grid) is labelled fake. The rest of the fake is the untouched
 background, near pixel-identical to a real photo, so it is labelled *real* rather than

@@ -103,7 +103,7 @@ def seam_affine_transfer(
     towards the identity map (``ridge`` per row of the 4x4 normal equations: the matrix,
     then the offset), so a short or ambiguous seam changes little: on Kodak the ridge
     halves the prior's worst case and its harm rate. The colour shift the simulator draws
-    (METHOD 5.1: an affine jitter, gamma and white balance) is close to affine in RGB.
+    (docs/method.md §5.1: an affine jitter, gamma and white balance) is close to affine in RGB.
 
     Outside the mask, and where the mask leaves no seam, the composite is returned
     unchanged (bit-exact). Batched tensor arithmetic in float32 on the input's device."""

@@ -1,7 +1,7 @@
 """Mask-conditioned discriminators and the registry that builds them.
 
 The discriminator sees the image and the edit mask (4 channels), so it can judge the edited
-region and its boundary against the background of the same image (METHOD.md section 4).
+region and its boundary against the background of the same image (docs/method.md §2).
 Every convolution carries spectral normalisation; there is no batch normalisation, which
 would couple the samples of a batch and corrupt the R1 penalty's per-sample gradients.
 """

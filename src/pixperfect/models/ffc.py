@@ -1,7 +1,7 @@
 """Paper-scale refiner with a global receptive field: fast Fourier convolutions (FFC).
 
 The paper's generator is a CM-GAN-derived encoder/decoder of about 41M parameters with an
-FFC encoder and no fully-connected bottleneck (METHOD.md section 2). This is that shape,
+FFC encoder and no fully-connected bottleneck (docs/method.md §2). This is that shape,
 fully convolutional, with the same contract as the U-Net (``pixperfect.models.residual``):
 (composite RGB, edit mask) -> composite + a correction from a near-zero head, optional
 edit-margin gating, sides multiples of :attr:`stride` = 2**depth.
