@@ -16,10 +16,10 @@ import torch
 
 from data_sim.family import Params, PlannedFamily
 from data_sim.fill import jacobi_smooth, push_pull_fill
-from data_sim.morphology import grow_distance, widen_mask
 from data_sim.noise import grain
 from data_sim.sampling import applied_indices, check_range
 from data_sim.transfer import to_device
+from imageops.morphology import grow_distance, widen_mask
 
 __all__ = [
     "ContentDiscontinuityConfig",

@@ -40,11 +40,18 @@ from data_sim.mask_shapes import (
     sample_boxes,
     sample_strokes,
 )
-from data_sim.morphology import plan_grow, run_grow
 from data_sim.sampling import bernoulli, check_range, uniform
 from data_sim.transfer import to_device
+from imageops.morphology import plan_grow, run_grow
 
 STROKE, BOX, BLOB, FILE = range(4)
+
+
+def grow_masks(mask: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Dilate (radius > 0) or erode (radius < 0) each binary mask by its own radius in pixels,
+    with a Euclidean disc. Erosion is capped at half the mask's thickness, so a thin stroke is
+    thinned, never erased."""
+    return run_grow(mask, to_device(plan_grow(radius), mask.device))
 
 
 @dataclass

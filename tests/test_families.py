@@ -1,5 +1,5 @@
 """The artifact-family contract (data_sim.family), checked on every family the simulator
-runs, and the shared morphology (data_sim.morphology)."""
+runs, and the shared morphology (imageops.morphology)."""
 
 from dataclasses import fields
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from data_sim.morphology import dilate, erode, grow_distance, squared_distance
 from data_sim.simulator import FAMILIES, FAMILY_TYPES, ArtifactSimulator, SimConfig
+from imageops.morphology import dilate, erode, grow_distance, squared_distance
 
 B, H, W = 6, 40, 56
 

@@ -20,7 +20,7 @@ from data_sim.misalign import (
     mask_centre,
     sample_misalign_params,
 )
-from data_sim.morphology import widen_mask
+from imageops.morphology import widen_mask
 
 
 def _photo(size: int = 64, n: int = 3) -> torch.Tensor:

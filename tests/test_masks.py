@@ -12,11 +12,11 @@ from data_sim.masks import (
     BoundaryConfig,
     MaskConfig,
     compositing_alpha,
+    grow_masks,
     rasterize_masks,
     sample_boundary_params,
     sample_mask_params,
 )
-from data_sim.morphology import grow_masks
 
 CPU = torch.device("cpu")
 

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
-from data_sim.padding import pad_to_multiple
+from imageops.padding import pad_to_multiple
 
 # Values a hair outside [0, 1] come from resampling or colour maths upstream; they are
 # clamped, not refused. Anything beyond this is a wrong value range, not rounding noise.

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from data_sim.morphology import dilate, erode
+from imageops.morphology import dilate, erode
 
 METRIC_NAMES = (
     "psnr",

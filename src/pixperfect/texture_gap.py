@@ -44,7 +44,7 @@ from collections.abc import Sequence
 import kornia
 import torch
 
-from data_sim.morphology import dilate, erode
+from imageops.morphology import dilate, erode
 
 SIGMA_PX = 1.0  # the high-pass's Gaussian
 GUARD_PX = math.ceil(3 * SIGMA_PX)  # the blur's radius: no ring pixel sees across the seam

@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from data_sim.morphology import dilate
+from imageops.morphology import dilate
 from pixperfect.models.colour_prior import (
     MAX_RATIO,
     RING_PX,

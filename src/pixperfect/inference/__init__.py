@@ -3,14 +3,14 @@
 - :mod:`~pixperfect.inference.refiner`: ``Refiner`` (crop, tiles, pooling, paste-back);
 - :mod:`~pixperfect.inference.crop`: mask binarisation, the crop box, paste-back weights;
 - :mod:`~pixperfect.inference.tiling`: blended overlapping tiles (stride padding:
-  :mod:`data_sim.padding`);
+  :mod:`imageops.padding`);
 - :mod:`~pixperfect.inference.pooling`: optional test-time pooling over colour jitters;
 - :mod:`~pixperfect.inference.export`: the export folder and its loader (``pixperfect export``
   writes it: :mod:`pixperfect.release`);
 - :mod:`~pixperfect.inference.files`: refining files and folders (``pixperfect refine``).
 """
 
-from data_sim.padding import pad_to_multiple
+from imageops.padding import pad_to_multiple
 from pixperfect.inference.crop import MASK_THRESHOLD, binarize_mask
 from pixperfect.inference.files import FolderReport, read_mask, refine_file, refine_folder
 from pixperfect.inference.refiner import Refiner

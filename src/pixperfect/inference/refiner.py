@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data_sim.padding import pad_to_multiple
+from imageops.padding import pad_to_multiple
 from pixperfect.imageio import Image, from_rgb_float, to_rgb_float
 from pixperfect.inference.crop import (
     MASK_THRESHOLD,

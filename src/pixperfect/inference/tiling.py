@@ -1,5 +1,5 @@
 """Running the network on inputs of any size: overlapping tiles (padded to its stride with
-data_sim.padding) blended with smooth weights when a crop is too large to refine in one piece.
+imageops.padding) blended with smooth weights when a crop is too large to refine in one piece.
 
 Tiles are at most ``tile`` px a side, a multiple of the stride, and placed on the stride
 grid, so every tile sees the same downsampling phase as the whole crop would. Each side is

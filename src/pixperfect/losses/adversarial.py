@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from data_sim.morphology import max_filter
+from imageops.morphology import max_filter
 from pixperfect.losses.randomness import hash_normal, sample_seeds
 
 Discriminator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from data_sim.noise import hash32
+from imageops.noise import hash32
 
 
 def rank_rows(local_batch: int, rank: int = 0, world: int = 1) -> slice:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import kornia
 import torch
 
-from data_sim.morphology import dilate, erode
+from imageops.morphology import dilate, erode
 
 RING_PX = 8  # width of the inner and outer rings whose statistics are matched
 MAX_RATIO = 2.0  # clamp of the std ratio

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from data_sim.morphology import max_filter
+from imageops.morphology import max_filter
 from pixperfect.models.colour_prior import apply_colour_prior, check_colour_prior
 
 

@@ -49,8 +49,8 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
-from data_sim.morphology import max_filter
 from data_sim.simulator import FAMILIES, family_names
+from imageops.morphology import max_filter
 from pixperfect.metrics import band_psnr, boundary_band
 from pixperfect.models.colour_prior import apply_colour_prior
 

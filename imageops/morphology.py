@@ -1,5 +1,6 @@
 """Binary morphology and distances on batched masks (B, 1, H, W), shared by the simulation
-and by pixperfect (the metrics' boundary band, the colour prior's rings, the baselines).
+(data_sim) and by pixperfect (the metrics' boundary band, the colour prior's rings, the
+baselines).
 
 Everywhere here the image border neither adds nor removes mask: pixels outside the image
 are never mask and never "not mask", so a mask touching the border is not eroded from it
@@ -14,8 +15,8 @@ Three mechanisms, each for a reason:
   growth steps, by alternating 3x3 square and cross dilations of a bool map, for per-sample
   radii from one map; shifted in-place ORs, since CPU max-pooling of one-channel maps is
   ~20x slower.
-* :func:`squared_distance` (and :func:`grow_masks` on it): the exact squared Euclidean
-  distance within a reach, for disc-shaped per-sample dilation and erosion.
+* :func:`squared_distance` (and :func:`plan_grow` / :func:`run_grow` on it): the exact
+  squared Euclidean distance within a reach, for disc-shaped per-sample dilation and erosion.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-
-from data_sim.transfer import to_device
 
 
 def max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -124,8 +123,9 @@ def squared_distance(source: torch.Tensor, reach: int) -> torch.Tensor:
 
 
 def plan_grow(radius: torch.Tensor) -> dict:
-    """The CPU-side part of :func:`grow_masks`: the reach (a loop bound, read on the host)
-    and the per-sample squared radii and erosion flags, for one copy to the device."""
+    """The host part of a disc-shaped per-sample dilation (radius > 0) or erosion (radius < 0):
+    the reach (a loop bound, read on the host) and the per-sample squared radii and erosion
+    flags, for one copy to the device."""
     radius = radius.float().cpu()
     # Erosion needs depths up to twice its radius to apply the cap.
     reach = max(1, math.ceil(float(radius.max())), 2 * math.ceil(float(-radius.min())))
@@ -137,8 +137,9 @@ def plan_grow(radius: torch.Tensor) -> dict:
 
 
 def run_grow(mask: torch.Tensor, plan: dict) -> torch.Tensor:
-    """The device part of :func:`grow_masks` (``plan`` from :func:`plan_grow`, on the mask's
-    device): no host read."""
+    """The device part of the grow that :func:`plan_grow` planned (``plan`` on the mask's
+    device): no host read. Erosion is capped at half the mask's thickness, so a thin stroke is
+    thinned, never erased."""
     r2, eroding = plan["r2"], plan["eroding"]
     inside = mask > 0.5
     # Distance to the mask (dilation) or to its outside (erosion), squared, whole pixels.
@@ -149,10 +150,3 @@ def run_grow(mask: torch.Tensor, plan: dict) -> torch.Tensor:
     # Dilation: everything near the mask (the mask included). Erosion: what is not near the
     # outside (the outside included).
     return (near ^ eroding).to(mask.dtype)
-
-
-def grow_masks(mask: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
-    """Dilate (radius > 0) or erode (radius < 0) each binary mask by its own radius in pixels,
-    with a Euclidean disc. Erosion is capped at half the mask's thickness, so a thin stroke is
-    thinned, never erased."""
-    return run_grow(mask, to_device(plan_grow(radius), mask.device))
