@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from data_sim.errors import SimConfigError
 from data_sim.family import Params, PlannedFamily
 from data_sim.fill import jacobi_smooth, push_pull_fill
 from data_sim.noise import grain
@@ -67,9 +68,11 @@ class ContentDiscontinuityConfig:
         if self.band_px is not None:
             check_range("sim.content.band_px", self.band_px, 0, 512)
         if self.method not in FILL_METHODS:
-            raise ValueError(f"sim.content.method={self.method!r} is not push_pull or diffusion")
+            raise SimConfigError(
+                f"sim.content.method={self.method!r} is not push_pull or diffusion"
+            )
         if self.diffusion_iterations < 0:
-            raise ValueError("sim.content.diffusion_iterations must be >= 0")
+            raise SimConfigError("sim.content.diffusion_iterations must be >= 0")
 
 
 def sample_content_params(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from data_sim.errors import SimConfigError
 from data_sim.sampling import check_range, uniform
 
 
@@ -32,7 +33,7 @@ class FieldConfig:
         check_range(f"{prefix}.blob_amplitude", self.blob_amplitude, -1, 1)
         check_range(f"{prefix}.blob_radius", self.blob_radius, 1e-3, 10)
         if self.blobs < 0:
-            raise ValueError(f"{prefix}.blobs={self.blobs} must be >= 0")
+            raise SimConfigError(f"{prefix}.blobs={self.blobs} must be >= 0")
 
 
 def sample_field_params(

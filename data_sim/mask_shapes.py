@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from data_sim.errors import SimConfigError
 from data_sim.sampling import check_range, randint, uniform
 from data_sim.transfer import to_device
 
@@ -68,7 +69,7 @@ class MaskConfig:
             w = getattr(self, f"{kind}_weight")
             check_range(f"sim.mask.{kind}_weight", (w, w), 0, math.inf)
         if float(self.weights().sum()) <= 0:
-            raise ValueError(
+            raise SimConfigError(
                 "sim.mask.{stroke,box,blob,file}_weight are all 0: give at least one mask kind "
                 "a positive weight"
             )

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from kornia.geometry.transform import get_rotation_matrix2d, invert_affine_transform
 from kornia.utils import create_meshgrid
 
+from data_sim.errors import SimConfigError
 from data_sim.family import Params, PlannedFamily
 from data_sim.sampling import applied_indices, check_range
 from data_sim.transfer import to_device
@@ -62,7 +63,7 @@ class MisalignConfig:
             value = getattr(self, name)
             check_range(f"sim.misalign.{name}", (value, value), 0, 180)
         if self.warp_grid < 2:
-            raise ValueError(f"sim.misalign.warp_grid={self.warp_grid} must be >= 2")
+            raise SimConfigError(f"sim.misalign.warp_grid={self.warp_grid} must be >= 2")
 
 
 def sample_misalign_params(

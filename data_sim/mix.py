@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from data_sim.errors import SimConfigError
 from data_sim.sampling import bernoulli, check_range, uniform
 from data_sim.transfer import to_device
 
@@ -36,7 +37,7 @@ class MixConfig:
         check_range(f"{name}.clean_p", (self.clean_p,) * 2, 0, 1)
         check_range(f"{name}.nearly_right_strength", self.nearly_right_strength, 0, 1)
         if self.nearly_right_p + self.clean_p > 1:
-            raise ValueError(
+            raise SimConfigError(
                 f"{name}.nearly_right_p + {name}.clean_p = "
                 f"{self.nearly_right_p + self.clean_p:g} must be <= 1"
             )

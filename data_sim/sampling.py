@@ -11,6 +11,8 @@ import hashlib
 
 import torch
 
+from data_sim.errors import SimConfigError
+
 
 def uniform(
     generator: torch.Generator, n: int, low: float, high: float, *shape: int
@@ -34,7 +36,7 @@ def check_range(name: str, value: tuple[float, float], low: float, high: float) 
     """Refuse a ``(lo, hi)`` range that is reversed or leaves ``[low, high]``."""
     lo, hi = value
     if not (low <= lo <= hi <= high):
-        raise ValueError(
+        raise SimConfigError(
             f"{name}={tuple(value)} is not a valid range: expected lo <= hi within [{low}, {high}]"
         )
 

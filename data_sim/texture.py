@@ -30,6 +30,7 @@ import torch
 
 from data_sim.blur import gaussian_blur2d
 from data_sim.codecs import CODEC_KINDS, LatentCodec, build_codec
+from data_sim.errors import SimConfigError
 from data_sim.family import Params, PlannedFamily
 from data_sim.jpeg import jpeg_roundtrip, plan_jpeg
 from data_sim.sampling import (
@@ -73,9 +74,9 @@ class VAEConfig:
 
     def validate(self, name: str = "sim.texture.vae") -> None:
         if str(self.kind).strip().lower() not in CODEC_KINDS:
-            raise ValueError(f"{name}.kind={self.kind!r} is not one of {CODEC_KINDS}")
+            raise SimConfigError(f"{name}.kind={self.kind!r} is not one of {CODEC_KINDS}")
         if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int):
-            raise ValueError(f"{name}.chunk_size={self.chunk_size!r} must be a positive int")
+            raise SimConfigError(f"{name}.chunk_size={self.chunk_size!r} must be a positive int")
         check_range(f"{name}.chunk_size", (self.chunk_size, self.chunk_size), 1, 1 << 16)
         check_range(f"{name}.p", (self.p, self.p), 0, 1)
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from data_sim.errors import SimConfigError
+
 from .base import LatentCodec
 from .diffusers_codec import DiffusersCodec
 from .taesd import TAESDCodec
@@ -34,7 +36,7 @@ def build_codec(kind: str, path: str | None = None, **kw: Any) -> LatentCodec | 
     """
     key = str(kind).strip().lower()
     if key not in CODEC_KINDS:
-        raise ValueError(
+        raise SimConfigError(
             f"build_codec: expected kind to be one of {CODEC_KINDS}, received {kind!r}; "
             f"set sim.texture.vae.kind accordingly"
         )
@@ -42,7 +44,7 @@ def build_codec(kind: str, path: str | None = None, **kw: Any) -> LatentCodec | 
         return None
     if path is None or str(path).strip() == "":
         example = "a folder with taef2_encoder.pth" if key == "taesd" else "a folder or hub id"
-        raise ValueError(
+        raise SimConfigError(
             f"build_codec: kind={key!r} needs a path ({example}), received {path!r}; "
             f"set the config key sim.texture.vae.path"
         )

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from data_sim.errors import CodecWeightsError, SimConfigError
+
 from .base import LatentCodec
 
 _INSTALL_HINT = "install the optional extra with: pip install 'pixperfect[diffusers]'"
@@ -88,7 +90,7 @@ class DiffusersCodec(LatentCodec):
         self.scaling_factor = float(_config_get(model, "scaling_factor", 1.0))
         self.shift_factor = float(_config_get(model, "shift_factor", 0.0))
         if self.scaling_factor == 0.0:
-            raise ValueError("DiffusersCodec: the model config has scaling_factor 0")
+            raise CodecWeightsError("DiffusersCodec: the model config has scaling_factor 0")
         self.freeze()
 
     @classmethod
@@ -121,7 +123,7 @@ class DiffusersCodec(LatentCodec):
             model_class = config.get("_class_name") or "AutoencoderKL"
         klass = getattr(diffusers, model_class, None)
         if klass is None or not hasattr(klass, "from_pretrained"):
-            raise ValueError(
+            raise SimConfigError(
                 f"DiffusersCodec: expected a diffusers autoencoder class such as "
                 f"'AutoencoderKL' or 'AutoencoderTiny', received {model_class!r}"
             )

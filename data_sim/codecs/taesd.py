@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from data_sim.errors import CodecWeightsError, MissingCodecWeightsError
+
 from .base import LatentCodec
 
 _WEIGHTS_HINT = (
@@ -132,7 +134,7 @@ def _pool_positions(state: Mapping[str, Tensor]) -> frozenset[int]:
 
 def _required_shape(state: Mapping[str, Tensor], key: str, path: str | os.PathLike) -> tuple:
     if key not in state:
-        raise ValueError(
+        raise CodecWeightsError(
             f"{os.fspath(path)} is not a supported TAESD state dict: expected key {key!r} of "
             f"the 8x TAESD/TAEF1/TAEF2 layout, received keys like {sorted(state)[:4]}"
         )
@@ -145,7 +147,7 @@ def _load_strict(
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ValueError(
+        raise CodecWeightsError(
             f"{os.fspath(path)} does not match the TAESD layout inferred from it (8x "
             f"encoder/decoder, e.g. not the 32x TAESANA variant): {err}"
         ) from err
@@ -180,7 +182,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
     # weights_only: a .pth is a pickle; never execute code from a downloaded file.
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, Mapping):
-        raise ValueError(f"{path}: expected a state dict, received {type(state).__name__}")
+        raise CodecWeightsError(f"{path}: expected a state dict, received {type(state).__name__}")
     return dict(state)
 
 
@@ -194,7 +196,7 @@ class TAESDCodec(LatentCodec):
         enc_c = encoder[-1].out_channels
         dec_c = decoder[1].in_channels
         if enc_c != dec_c:
-            raise ValueError(
+            raise CodecWeightsError(
                 f"TAESDCodec: encoder and decoder disagree on latent channels (encoder "
                 f"{enc_c}, decoder {dec_c}); load the encoder and decoder of the same variant"
             )
@@ -211,7 +213,7 @@ class TAESDCodec(LatentCodec):
         missing = [Path(p) for p in (encoder_path, decoder_path) if not Path(p).is_file()]
         if missing:
             names = " and ".join(p.name for p in missing)
-            raise FileNotFoundError(
+            raise MissingCodecWeightsError(
                 f"TAESD weights not found: {', '.join(map(str, missing))}; "
                 + _WEIGHTS_HINT.format(files=names, folder=missing[0].parent)
             )
@@ -240,7 +242,7 @@ class TAESDCodec(LatentCodec):
         if missing:
             where = "" if folder.is_dir() else f" (the folder {folder} does not exist)"
             names = " and ".join(p.name for p in missing)
-            raise FileNotFoundError(
+            raise MissingCodecWeightsError(
                 f"TAESD weights not found: {', '.join(map(str, missing))} (or .safetensors)"
                 f"{where}; " + _WEIGHTS_HINT.format(files=names, folder=folder)
             )

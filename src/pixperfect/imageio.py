@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 import torch
 
+from pixperfect.errors import InputError, MissingFileError
+
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
 _WRITE_PARAMS = {
     **dict.fromkeys(
@@ -53,12 +55,12 @@ class Image:
 def read_image(path: str | Path) -> Image:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
+        raise MissingFileError(f"image {path} does not exist")
     pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if pixels is None:
-        raise ValueError(f"{path} is not a readable image (PNG, JPEG, WebP, TIFF, BMP)")
+        raise InputError(f"{path} is not a readable image (PNG, JPEG, WebP, TIFF, BMP)")
     if pixels.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"{path}: unsupported sample type {pixels.dtype}; use 8 or 16 bits")
+        raise InputError(f"{path}: unsupported sample type {pixels.dtype}; use 8 or 16 bits")
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[..., 0]
     if pixels.ndim == 3:
@@ -75,7 +77,7 @@ def write_image(path: str | Path, image: Image) -> None:
         code = cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR
         pixels = cv2.cvtColor(pixels, code)
     if not cv2.imwrite(str(path), pixels, _WRITE_PARAMS.get(path.suffix.lower(), [])):
-        raise ValueError(f"could not write {path}: unsupported extension or folder not writable")
+        raise InputError(f"could not write {path}: unsupported extension or folder not writable")
 
 
 def max_value(pixels: np.ndarray) -> float:

@@ -39,6 +39,7 @@ from data_sim.sampling import derive_seed
 from pixperfect.corpus.images import Hygiene, SkipTally, corpus_images
 from pixperfect.corpus.listing import corpus_shards, shard_stem
 from pixperfect.data.crops import random_crop_with_origin
+from pixperfect.errors import InputError
 from pixperfect.shards.locations import is_url
 from pixperfect.shards.recipe import (
     SIM_BATCH,
@@ -91,7 +92,7 @@ class CorpusSpec:
         validate_common(self)
         names = self.stems
         if not names:
-            raise ValueError(f"{self.corpus}: no input shard")
+            raise InputError(f"{self.corpus}: no input shard")
 
     @property
     def need_side(self) -> int:
@@ -249,7 +250,7 @@ def dry_run(spec: CorpusSpec, out: str | Path, task_index: int, num_tasks: int) 
     urls, k = spec.urls, spec.crops_per_image
     n = len(urls)
     if not 0 <= task_index < num_tasks:
-        raise ValueError(f"--task-index {task_index} is outside 0..{num_tasks - 1} (--num-tasks)")
+        raise InputError(f"--task-index {task_index} is outside 0..{num_tasks - 1} (--num-tasks)")
     mine = len(range(task_index, n, num_tasks))
     per_shard = _images_per_shard(urls[0])
     per_sample = BYTES_PER_PIXEL[(spec.kind, spec.image_format)] * spec.size**2

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import webdataset as wds
 
+from pixperfect.errors import InputError
 from pixperfect.shards import locations  # noqa: F401  (registers the bounded-time openers)
 from pixperfect.shards.format import decode_image  # one decoder for the corpus and the shards
 
@@ -50,11 +51,11 @@ class Hygiene:
 
     def __post_init__(self) -> None:
         if self.small not in SMALL_IMAGES:
-            raise ValueError(
+            raise InputError(
                 f"small images {self.small!r}: choose one of {', '.join(SMALL_IMAGES)}"
             )
         if self.min_side < 0:
-            raise ValueError(f"min_side must be >= 0, got {self.min_side}")
+            raise InputError(f"min_side must be >= 0, got {self.min_side}")
 
 
 @dataclass

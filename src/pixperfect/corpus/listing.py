@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 import webdataset as wds
 
+from pixperfect.errors import InputError, MissingFileError
 from pixperfect.shards import locations
 
 _TAR = re.compile(r"\.(tar|tgz|tar\.gz)$")
@@ -46,7 +47,7 @@ def _read_list(location: str) -> list[str]:
     else:
         path = Path(location)
         if not path.is_file():
-            raise FileNotFoundError(f"corpus list {path} does not exist")
+            raise MissingFileError(f"corpus list {path} does not exist")
         text = path.read_text()
     entries = []
     for line in text.splitlines():
@@ -61,7 +62,7 @@ def corpus_shards(location: str | Path) -> list[str]:
     naming the location when it names none."""
     text = str(location)
     if not is_corpus(text):
-        raise ValueError(
+        raise InputError(
             f"{text!r} is not a corpus of tar shards: give a brace pattern or URL of tars "
             "(e.g. /data/corpus/{00000..00099}.tar), or a .txt listing them"
         )
@@ -70,11 +71,11 @@ def corpus_shards(location: str | Path) -> list[str]:
         for entry in _read_list(text):
             urls.extend(corpus_shards(locations.join(text, entry)))
         if not urls:
-            raise ValueError(f"corpus list {text} lists no shard")
+            raise InputError(f"corpus list {text} lists no shard")
         return urls
     urls = list(wds.shardlists.expand_urls(text))
     if not urls:
-        raise ValueError(f"{text}: the pattern names no shard")
+        raise InputError(f"{text}: the pattern names no shard")
     return urls
 
 

@@ -16,6 +16,7 @@ import torch
 from pixperfect.corpus.images import Hygiene, corpus_images
 from pixperfect.corpus.listing import corpus_shards
 from pixperfect.data.crops import random_crop_with_origin
+from pixperfect.errors import InputError
 from pixperfect.shards.format import FORMATS, decode_sample, encode_sample, psnr_db
 
 
@@ -49,7 +50,7 @@ def format_costs(
             worst[fmt] = min(worst[fmt], psnr_db(decoded.permute(1, 2, 0).numpy(), exact))
         count += 1
     if not count:
-        raise ValueError(f"{corpus_pattern}: no image of at least {size} px to measure")
+        raise InputError(f"{corpus_pattern}: no image of at least {size} px to measure")
     return {f: {"bytes": totals[f] / count, "min_psnr_db": worst[f]} for f in formats}
 
 

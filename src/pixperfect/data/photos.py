@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from pixperfect.errors import ConfigError, InputError, MissingFileError
 from pixperfect.imageio import read_image, to_rgb_float
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def load_skimage_photo(name: str) -> torch.Tensor:
     from skimage import data
 
     if name not in SKIMAGE_PHOTOS:
-        raise ValueError(
+        raise InputError(
             f"unknown scikit-image photo {name!r}; available: {', '.join(SKIMAGE_PHOTOS)}"
         )
     image = getattr(data, name)()
@@ -48,7 +49,7 @@ def skimage_split(holdout: list[str]) -> tuple[dict[str, torch.Tensor], dict[str
     """(train, held-out) photos by name; held-out names never appear in train."""
     unknown = [n for n in holdout if n not in SKIMAGE_PHOTOS]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"data.holdout names unknown photos {unknown}; choose from {', '.join(SKIMAGE_PHOTOS)}"
         )
     train = {n: load_skimage_photo(n) for n in SKIMAGE_PHOTOS if n not in holdout}
@@ -59,10 +60,10 @@ def skimage_split(holdout: list[str]) -> tuple[dict[str, torch.Tensor], dict[str
 def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist")
+        raise MissingFileError(f"image folder {folder} does not exist")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {folder}"
         )
     return files
@@ -81,7 +82,7 @@ def load_folder(folder: str | Path) -> dict[str, torch.Tensor]:
     if skipped:
         log.warning("skipped %d unreadable image(s):\n  %s", len(skipped), "\n  ".join(skipped))
     if not images:
-        raise FileNotFoundError(f"none of the images under {root} could be read")
+        raise MissingFileError(f"none of the images under {root} could be read")
     return images
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from pixperfect.data.photos import IMAGE_SUFFIXES
+from pixperfect.errors import InputError, MissingFileError
 from pixperfect.imageio import Image, read_image, to_rgb_float
 from pixperfect.inference.files import read_mask
 
@@ -30,7 +31,7 @@ def _find(folder: Path, stem: str, edited: Path) -> Path:
         for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
             if candidate.is_file():
                 return candidate
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{folder / (stem + '.png')} is missing (any of {', '.join(sorted(IMAGE_SUFFIXES))} would "
         f"do): every edited image needs a {folder.name} of the same stem, like {edited}; "
         f"expected layout {LAYOUT}"
@@ -47,14 +48,14 @@ def load_triples(directory: str | Path) -> list[dict]:
     directory = Path(directory)
     edited_dir = directory / "edited"
     if not edited_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{edited_dir} is not a folder; a triples dataset is laid out as {LAYOUT}"
         )
     edited = sorted(
         p for p in edited_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     )
     if not edited:
-        raise ValueError(f"{edited_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise InputError(f"{edited_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     samples = []
     for path in edited:
         mask_path = _find(directory / "mask", path.stem, path)
@@ -62,7 +63,7 @@ def load_triples(directory: str | Path) -> list[dict]:
         edited_image, target_image = read_image(path), read_image(target_path)
         mask = read_mask(mask_path, edited_image, path)  # binarised; refuses another size
         if target_image.size != edited_image.size:
-            raise ValueError(
+            raise InputError(
                 f"{target_path} is {target_image.size[0]}x{target_image.size[1]} but {path} "
                 f"is {edited_image.size[0]}x{edited_image.size[1]} (width x height); they "
                 "must match"

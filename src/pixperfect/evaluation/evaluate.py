@@ -56,6 +56,7 @@ from data_sim.simulator import ArtifactSimulator
 from pixperfect.config import sim_config
 from pixperfect.data.crops import heldout_triples
 from pixperfect.data.photos import load_folder, load_photos
+from pixperfect.errors import InputError
 from pixperfect.evaluation.baselines import BASELINES
 from pixperfect.evaluation.breakdown import (
     HARM_MARGIN_DB,
@@ -124,7 +125,7 @@ def build_methods(
     every = all_methods()
     unknown = [n for n in names or [] if n not in every]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(every)}")
+        raise InputError(f"unknown method(s) {unknown}; choose from {', '.join(every)}")
     defaults = [n for n in every if n != PRETRAINED]
     wanted = defaults if names is None else [n for n in every if n in names]
     if pretrained and PRETRAINED not in wanted:
@@ -143,14 +144,14 @@ def build_methods(
             methods[name] = Refiner.from_pretrained(None, device)
         elif refiner is None:
             if explicit:
-                raise ValueError(f"method {name!r} needs a model: pass --ckpt CKPT or --model DIR")
+                raise InputError(f"method {name!r} needs a model: pass --ckpt CKPT or --model DIR")
         elif name == "refiner":
             methods[name] = refiner
         elif name == "refiner_raw":
             if raw is not None:
                 methods[name] = raw
             elif explicit:
-                raise ValueError(
+                raise InputError(
                     f"method 'refiner_raw' needs a checkpoint with EMA weights; {checkpoint} "
                     "has only one set of generator weights (scored as 'refiner')"
                 )
@@ -158,9 +159,9 @@ def build_methods(
             if pooling > 1:
                 methods[name] = _pooled(refiner, pooling, seed)
             elif explicit:
-                raise ValueError("method 'refiner_pooled' needs --pooling N with N > 1")
+                raise InputError("method 'refiner_pooled' needs --pooling N with N > 1")
     if not methods:
-        raise ValueError("no method to evaluate")
+        raise InputError("no method to evaluate")
     return methods
 
 
@@ -169,12 +170,12 @@ def _samples(cfg: DictConfig, images: str | Path | None, dataset: str | Path | N
     e = cfg.eval
     if dataset is not None:
         if images is not None:
-            raise ValueError("pass either --dataset (triples) or --images (photos), not both")
+            raise InputError("pass either --dataset (triples) or --images (photos), not both")
         triples = load_triples(dataset)
         return triples, {"kind": "triples", "path": str(dataset), "photos": len(triples)}
     photos = load_folder(images) if images else load_photos(cfg)[1]
     if not photos:
-        raise ValueError(
+        raise InputError(
             "no held-out photos: pass --dataset DIR (triples), --images DIR (photos) or set "
             "data.holdout / data.val_images"
         )

@@ -18,6 +18,7 @@ import yaml
 from safetensors.torch import load_file
 from torch import nn
 
+from pixperfect.errors import InputError, MissingFileError
 from pixperfect.models import build_refiner
 
 WEIGHTS_FILE = "model.safetensors"
@@ -31,16 +32,16 @@ def load_checkpoint(path: str | Path) -> dict:
     """A PixPerfect training checkpoint (Lightning ``.ckpt``), loaded on the CPU."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"checkpoint {path} does not exist; train one with `pixperfect train` (it "
             "writes runs/<name>/checkpoints/last.ckpt)"
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # truncated, corrupt, not a torch file: name the file, not torch
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+        raise InputError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or "config" not in ckpt.get("hyper_parameters", {}):
-        raise ValueError(f"{path} is not a PixPerfect training checkpoint")
+        raise InputError(f"{path} is not a PixPerfect training checkpoint")
     return ckpt
 
 
@@ -52,7 +53,7 @@ def generator_state(ckpt: dict, ema: bool = True) -> tuple[dict[str, torch.Tenso
     prefix = "generator_ema." if which == "ema" else "generator."
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not weights:
-        raise ValueError("the checkpoint holds no generator weights (generator.*)")
+        raise InputError("the checkpoint holds no generator weights (generator.*)")
     return weights, which
 
 
@@ -73,19 +74,19 @@ def load_export(directory: str | Path) -> tuple[nn.Module, dict, dict]:
     """(model, training config, provenance) from an export folder; names a missing file."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{directory} is not a folder; write one from a training checkpoint with "
             f"`{EXPORT_COMMAND}`"
         )
     for name in (WEIGHTS_FILE, CONFIG_FILE):
         if not (directory / name).is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{directory} has no {name}, so it is not a PixPerfect export; write one "
                 f"from a training checkpoint with `{EXPORT_COMMAND}`"
             )
     stored = yaml.safe_load((directory / CONFIG_FILE).read_text()) or {}
     if not isinstance(stored.get("model"), dict) or "name" not in stored["model"]:
-        raise ValueError(
+        raise InputError(
             f"{directory / CONFIG_FILE} has no model section with a name; re-export with "
             f"`{EXPORT_COMMAND}`"
         )

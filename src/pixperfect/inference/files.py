@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import torch
 
+from pixperfect.errors import InputError, MissingFileError
 from pixperfect.imageio import Image, is_lossy, read_image, write_image
 from pixperfect.inference.crop import binarize_mask
 from pixperfect.inference.refiner import Refiner
@@ -34,7 +35,7 @@ def read_mask(path: str | Path, like: Image, image_path: str | Path) -> torch.Te
     the image's, naming both."""
     mask = read_image(path)
     if mask.size != like.size:
-        raise ValueError(
+        raise InputError(
             f"mask {path} is {mask.size[0]}x{mask.size[1]} but image {image_path} is "
             f"{like.size[0]}x{like.size[1]} (width x height); resize the mask with nearest "
             "neighbour interpolation to the image size"
@@ -62,10 +63,10 @@ def find_mask(image: Path, masks: list[Path]) -> Path:
     for stem in (image.stem, image.stem + MASK_SUFFIX):
         found = [m for m in masks if m.stem == stem and m != image]
         if len(found) > 1:
-            raise ValueError(f"several masks for it: {', '.join(m.name for m in found)}")
+            raise InputError(f"several masks for it: {', '.join(m.name for m in found)}")
         if found:
             return found[0]
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"no mask for it: expected {image.stem}.<ext> or {image.stem}{MASK_SUFFIX}.<ext> in "
         f"the mask folder"
     )
@@ -108,9 +109,9 @@ def check_folders(images: str | Path, masks: str | Path, out: str | Path) -> Non
     images, masks, out = Path(images), Path(masks), Path(out)
     for name, folder in (("--images", images), ("--masks", masks)):
         if not folder.is_dir():
-            raise FileNotFoundError(f"{name} {folder} is not a folder")
+            raise MissingFileError(f"{name} {folder} is not a folder")
     if out.resolve() == images.resolve():
-        raise ValueError(f"--out {out} is the image folder; refusing to overwrite the inputs")
+        raise InputError(f"--out {out} is the image folder; refusing to overwrite the inputs")
 
 
 def refine_folder(
@@ -147,11 +148,11 @@ def refine_folder(
     for image in bar:
         try:
             if not cv2.haveImageReader(str(image)):  # reads the header only
-                raise ValueError("not a readable image (PNG, JPEG, WebP, TIFF, BMP)")
+                raise InputError("not a readable image (PNG, JPEG, WebP, TIFF, BMP)")
             mask = find_mask(image, mask_files)
             name = image.stem + ".png" if png else image.name
             if name in written:  # with png: photo.jpg and photo.png
-                raise ValueError(f"its output {name} is {written[name]}'s too; rename one")
+                raise InputError(f"its output {name} is {written[name]}'s too; rename one")
             written[name] = image.name
             report.refined.append(refine_file(refiner, image, mask, out / name))
         except Exception as e:  # one bad file must not stop the folder

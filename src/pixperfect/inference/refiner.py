@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imageops.padding import pad_to_multiple
+from pixperfect.errors import InputError
 from pixperfect.imageio import Image, from_rgb_float, to_rgb_float
 from pixperfect.inference.crop import (
     MASK_THRESHOLD,
@@ -91,7 +92,7 @@ def _is_pil(x: Any) -> bool:
 
 def _pil_pixels(image: Any) -> np.ndarray:
     if image.mode not in PIL_MODES:
-        raise ValueError(
+        raise InputError(
             f"PIL mode {image.mode} is not supported ({', '.join(PIL_MODES)}); convert it "
             "first, e.g. image.convert('RGB')"
         )
@@ -153,24 +154,24 @@ class Refiner:
         self.weights = "given"  # which checkpoint weights: "ema" or "raw" when loaded
         self.provenance: dict = {}
         if min(margin, band, feather, spill) < 0:
-            raise ValueError(
+            raise InputError(
                 f"margin={margin}, band={band}, feather={feather}, spill={spill} must be >= 0"
             )
         if paste not in PASTE_MODES:
-            raise ValueError(f"paste={paste!r} is not one of {', '.join(PASTE_MODES)}")
+            raise InputError(f"paste={paste!r} is not one of {', '.join(PASTE_MODES)}")
         if paste == "band" and margin < spill + band + feather:
-            raise ValueError(
+            raise InputError(
                 f"margin={margin} must be at least spill + band + feather = "
                 f"{spill + band + feather}: the pasted band and its feather have to end "
                 "inside the refined crop"
             )
         if tile_size < self.stride or not 0 <= tile_overlap <= tile_size // 2:
-            raise ValueError(
+            raise InputError(
                 f"tile_size={tile_size} must be >= the network stride {self.stride} and "
                 f"tile_overlap={tile_overlap} between 0 and half the tile size"
             )
         if pooling < 1 or pooling_mode not in POOLING_MODES:
-            raise ValueError(
+            raise InputError(
                 f"pooling={pooling} must be >= 1 and pooling_mode={pooling_mode!r} one of "
                 f"{', '.join(POOLING_MODES)}"
             )
@@ -262,7 +263,7 @@ class Refiner:
     @staticmethod
     def _check_size(mask_hw: tuple[int, ...], image_hw: tuple[int, ...]) -> None:
         if mask_hw != image_hw:
-            raise ValueError(
+            raise InputError(
                 f"mask is {mask_hw[1]}x{mask_hw[0]} but the image is {image_hw[1]}x"
                 f"{image_hw[0]} (width x height); they must match"
             )
@@ -317,7 +318,7 @@ class Refiner:
         if pixels.dtype not in (np.uint8, np.uint16) or not (
             pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (3, 4))
         ):
-            raise ValueError(
+            raise InputError(
                 f"image array of shape {pixels.shape} and type {pixels.dtype}: expected "
                 "(H, W), (H, W, 3) or (H, W, 4) of uint8 or uint16"
             )

@@ -27,6 +27,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from pixperfect.errors import ConfigError, InputError, MissingAssetError
+
 log = logging.getLogger(__name__)
 
 LPIPS_VERSION = "0.1"
@@ -56,7 +58,7 @@ def _backbone_url(net: str) -> str:
         )
     )
     if net not in weights:
-        raise ValueError(f"LPIPS net={net!r} is not one of {', '.join(weights)}")
+        raise ConfigError(f"LPIPS net={net!r} is not one of {', '.join(weights)}")
     return weights[net].url
 
 
@@ -139,7 +141,7 @@ def lpips_files(net: str = "alex", weights_dir: str | Path | None = None) -> LPI
 def _load(path: Path) -> dict[str, torch.Tensor]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict")
+        raise InputError(f"{path} does not hold a state dict")
     return state
 
 
@@ -169,7 +171,7 @@ def _full_state(network: nn.Module, backbone: dict, linear: dict, files: LPIPSFi
             continue
         state[key] = source[source_name]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"LPIPS-{files.net} weight files lack {len(missing)} tensors, e.g. {missing[:3]}; "
             "are these the right checkpoints?"
         )
@@ -229,7 +231,7 @@ def build_lpips(
         if on_missing == "skip":
             log.warning("%s LPIPS terms are disabled for this run.", problem)
             return None
-        raise FileNotFoundError(problem)
+        raise MissingAssetError(problem)
 
     import lpips as lpips_package
 

@@ -6,6 +6,7 @@ import inspect
 
 from torch import nn
 
+from pixperfect.errors import ConfigError
 from pixperfect.models.discriminator import DISCRIMINATORS, PatchDiscriminator, build_discriminator
 from pixperfect.models.ffc import FFCRefiner
 from pixperfect.models.resunet import ResUNetRefiner
@@ -29,7 +30,7 @@ def build_refiner(name: str, **kwargs) -> nn.Module:
          global_ratio=0.75), paper-scale (about 40M parameters), global receptive field.
     """
     if name not in REFINERS:
-        raise ValueError(f"unknown model.name={name!r}; available: {', '.join(REFINERS)}")
+        raise ConfigError(f"unknown model.name={name!r}; available: {', '.join(REFINERS)}")
     # The config's model section holds every architecture's keys (validated there): each
     # refiner takes the ones it knows; None (e.g. model.base_channels=null) means its default.
     accepted = inspect.signature(REFINERS[name]).parameters

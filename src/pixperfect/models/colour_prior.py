@@ -26,6 +26,7 @@ import kornia
 import torch
 
 from imageops.morphology import dilate, erode
+from pixperfect.errors import ConfigError
 
 RING_PX = 8  # width of the inner and outer rings whose statistics are matched
 MAX_RATIO = 2.0  # clamp of the std ratio
@@ -146,7 +147,7 @@ COLOUR_PRIORS = tuple(PRIORS)  # the choices of ``model.colour_prior``
 
 def check_colour_prior(kind: str) -> None:
     if kind not in PRIORS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown model.colour_prior={kind!r}; available: {', '.join(COLOUR_PRIORS)}"
         )
 

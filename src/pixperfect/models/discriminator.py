@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from pixperfect.errors import ConfigError
+
 
 def _sn_conv(cin: int, cout: int, kernel: int, stride: int) -> nn.Conv2d:
     # Padding 1: kernel 4 / stride 2 halves a side exactly, kernel 3 / stride 1 keeps it.
@@ -55,5 +57,5 @@ DISCRIMINATORS: dict[str, type[nn.Module]] = {"patch": PatchDiscriminator}
 def build_discriminator(name: str, **kwargs) -> nn.Module:
     """The discriminator called ``name`` with ``kwargs`` as its constructor arguments."""
     if name not in DISCRIMINATORS:
-        raise ValueError(f"unknown discriminator {name!r}; available: {', '.join(DISCRIMINATORS)}")
+        raise ConfigError(f"unknown discriminator {name!r}; available: {', '.join(DISCRIMINATORS)}")
     return DISCRIMINATORS[name](**kwargs)

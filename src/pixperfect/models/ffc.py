@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pixperfect.errors import ConfigError
 from pixperfect.models.blocks import HEAD_STD, ReadOut, group_norm, residual_level
 from pixperfect.models.residual import ResidualRefiner, apply_correction, conv3x3, decode
 
@@ -84,7 +85,7 @@ class FFC(nn.Module):
         n_global = int(channels * global_ratio)
         self.n_local = channels - n_global
         if not (0 < global_ratio < 1 and self.n_local > 0 and n_global > 0):
-            raise ValueError(
+            raise ConfigError(
                 f"global_ratio={global_ratio} must leave both a local and a global part of "
                 f"the {channels} channels"
             )

@@ -40,6 +40,8 @@ import cv2
 import numpy as np
 import torch
 
+from pixperfect.errors import InputError
+
 FORMATS = ("png", "webp", "source", "avif")
 PIXEL_FORMATS = ("png", "webp", "avif")  # how images are stored as pixels
 LOSSLESS_FORMATS = ("png", "webp")  # pixels exactly as written
@@ -85,7 +87,7 @@ def _avif_decode(data: bytes) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("RGB"))
     except Exception as e:  # PIL raises many kinds on bad bytes
-        raise ValueError(f"undecodable AVIF bytes ({e})") from None
+        raise InputError(f"undecodable AVIF bytes ({e})") from None
 
 
 def encode_avif(rgb: np.ndarray) -> tuple[bytes, dict[str, float]]:
@@ -192,11 +194,11 @@ def _source_crop(data: bytes, params: bytes | None) -> torch.Tensor:
         top, left, size, flip = (origin[k] for k in ("top", "left", "size", "flip"))
     except (KeyError, TypeError) as e:
         what = "params.json has no crop box (origin: top, left, size, flip)"
-        raise ValueError(f"{what}: {e}") from None
+        raise InputError(f"{what}: {e}") from None
     pixels = decode_image(data)
     h, w = pixels.shape[:2]
     if top < 0 or left < 0 or top + size > h or left + size > w:
-        raise ValueError(f"crop box {size}px at ({top}, {left}) is outside the {w}x{h} source")
+        raise InputError(f"crop box {size}px at ({top}, {left}) is outside the {w}x{h} source")
     crop = pixels[top : top + size, left : left + size]
     if flip:
         crop = crop[:, ::-1]
@@ -226,7 +228,7 @@ def decode_sample(record: dict, kind: str, as_uint8: bool = False) -> dict[str, 
         if member is None and name == "target":
             member = next((f"source.{e}" for e in SOURCE_EXTS if f"source.{e}" in record), None)
         if member is None:
-            raise ValueError(
+            raise InputError(
                 f"{where} has no {name} image (expected {name}.png, .webp or .avif"
                 + (", or source.jpg and a crop box)" if name == "target" else ")")
             )
@@ -236,15 +238,15 @@ def decode_sample(record: dict, kind: str, as_uint8: bool = False) -> dict[str, 
             else:
                 out[name] = _decode(record[member], grey=False, avif=member.endswith(".avif"))
         except ValueError as e:
-            raise ValueError(f"{where}: {member}: {e}") from None
+            raise InputError(f"{where}: {member}: {e}") from None
     for name in GREY_KEYS[kind]:
         if f"{name}.png" not in record:
-            raise ValueError(f"{where} has no {name}.png")
+            raise InputError(f"{where} has no {name}.png")
         try:
             out[name] = _decode(record[f"{name}.png"], grey=True)
         except ValueError as e:
-            raise ValueError(f"{where}: {name}.png: {e}") from None
+            raise InputError(f"{where}: {name}.png: {e}") from None
     shapes = {tuple(v.shape[-2:]) for v in out.values()}
     if len(shapes) != 1:
-        raise ValueError(f"{where}: its images differ in size {sorted(shapes)}")
+        raise InputError(f"{where}: its images differ in size {sorted(shapes)}")
     return out if as_uint8 else to_float(out)

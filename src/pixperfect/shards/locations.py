@@ -50,6 +50,7 @@ from typing import IO
 
 import webdataset as wds
 
+from pixperfect.errors import InputError, MissingFileError, ReadFailed
 from pixperfect.shards.format import decode_sample
 from pixperfect.shards.recipe import MANIFEST
 
@@ -97,12 +98,12 @@ class HttpReader(io.RawIOBase):
         try:
             n = self._response.readinto(buffer)
         except (OSError, http.client.HTTPException) as e:
-            raise OSError(
+            raise ReadFailed(
                 f"{self.url}: transfer broke after {self._got} bytes ({type(e).__name__}: {e}; "
                 f"no data for {self.timeout:g} s counts as broken)"
             ) from None
         if n == 0 and len(buffer) and self._expected is not None and self._got < self._expected:
-            raise OSError(
+            raise ReadFailed(
                 f"{self.url}: transfer cut off after {self._got} of {self._expected} bytes "
                 "(server gone or connection dropped)"
             )
@@ -132,7 +133,7 @@ def _http_open(url: str, timeout: float):
             raise error(f"{url}: HTTP {e.code} {e.reason}{tries}") from None
         except (OSError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", e)
-            raise OSError(f"{url}: no answer ({reason}; timeout {timeout:g} s)") from None
+            raise ReadFailed(f"{url}: no answer ({reason}; timeout {timeout:g} s)") from None
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
@@ -173,7 +174,7 @@ class CommandReader(io.RawIOBase):
         assert stdout is not None
         if len(buffer) and not select.select([stdout], [], [], self.timeout)[0]:
             self._end()
-            raise OSError(
+            raise ReadFailed(
                 f"{self.url}: no output for {self.timeout:g} s from `{self._command}`: stalled "
                 "(server gone?); killed"
             )
@@ -183,13 +184,13 @@ class CommandReader(io.RawIOBase):
                 status = self._proc.wait(self.timeout)
             except subprocess.TimeoutExpired:
                 self._end()
-                raise OSError(
+                raise ReadFailed(
                     f"{self.url}: `{self._command}` closed its output but did not exit"
                 ) from None
             if status != 0:
                 self._stderr.seek(0)
                 err = self._stderr.read()[-500:].decode(errors="replace").strip()
-                raise OSError(
+                raise ReadFailed(
                     f"{self.url}: `{self._command}` exited with status {status}"
                     + (f": {err}" if err else "")
                 )
@@ -226,17 +227,17 @@ def _open_pipe(url: str, mode: str = "rb", bufsize: int = 8192, **kw) -> IO[byte
     if mode[0] != "r":
         return _ORIGINAL["pipe"](url, mode, bufsize, **kw)
     if wds_gopen.utils.enforce_security:
-        raise ValueError(f"{url}: pipe: URLs are disabled (WDS_SECURE=1)")
+        raise InputError(f"{url}: pipe: URLs are disabled (WDS_SECURE=1)")
     return CommandReader(url[len("pipe:") :], url)  # type: ignore[return-value]
 
 
 def _open_s3(url: str, mode: str = "rb", bufsize: int = 8192, **kw) -> IO[bytes]:
     if mode[0] != "r":
-        raise ValueError(f"{url}: writing to s3 is not supported here")
+        raise InputError(f"{url}: writing to s3 is not supported here")
     try:
         return CommandReader(["aws", "s3", "cp", "--quiet", url, "-"], url)  # type: ignore[return-value]
     except FileNotFoundError:
-        raise OSError(
+        raise ReadFailed(
             f"{url}: s3:// URLs are read with the `aws` command, which is not installed here "
             "(or use an https:// URL of the bucket, or pipe:...)"
         ) from None
@@ -304,7 +305,7 @@ def join(base: str, name: str) -> str:
     if base.startswith("pipe:"):
         if name.startswith("/"):
             return name
-        raise ValueError(
+        raise InputError(
             f"{base}: a manifest read through pipe: lists relative shard names ({name!r}), "
             "which cannot be resolved against a command: point data.shards at the manifest's "
             "URL (https://, s3://, file://) or at a shard pattern instead"
@@ -321,9 +322,9 @@ def _load_manifest(url: str) -> dict:
     try:
         manifest = json.loads(read_bytes(url))
     except ValueError as e:
-        raise ValueError(f"{url} is not a shard manifest (not JSON: {e})") from None
+        raise InputError(f"{url} is not a shard manifest (not JSON: {e})") from None
     if not isinstance(manifest, dict) or not {"shards", "kind"} <= manifest.keys():
-        raise ValueError(f"{url} is not a shard manifest (no shards and kind)")
+        raise InputError(f"{url} is not a shard manifest (no shards and kind)")
     return manifest
 
 
@@ -353,7 +354,7 @@ def _probe(urls: list[str], location: str) -> dict:
             errors.append(str(e))
             continue
         return {"kind": kind, "size": int(target.shape[-1])}
-    raise OSError(
+    raise ReadFailed(
         f"{location}: no readable sample in the first {min(len(urls), KIND_PROBE_SHARDS)} "
         f"shard(s) of the pattern: {'; '.join(errors[:3]) or 'they are empty'}"
     )
@@ -362,7 +363,7 @@ def _probe(urls: list[str], location: str) -> dict:
 def _from_pattern(location: str) -> dict:
     urls = list(wds.shardlists.expand_urls(location))
     if not urls:
-        raise ValueError(f"{location}: the pattern names no shard")
+        raise InputError(f"{location}: the pattern names no shard")
     beside = _manifest_beside(urls)
     if beside is not None:
         return beside
@@ -420,11 +421,11 @@ def resolve(location: str | Path) -> dict:
     path = Path(location)
     if path.suffix == ".json":
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found")
+            raise MissingFileError(f"{path} not found")
         return _from_manifest(str(path))
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{manifest_path} not found: build the shards with `pixperfect shards build --out "
             f"{location}` (an interrupted build writes the manifest when rerun to completion)"
         )
@@ -434,7 +435,7 @@ def resolve(location: str | Path) -> dict:
 def require_counts(manifest: dict, need: str) -> None:
     """Refuse what needs sample counts (``need`` says what) on a pattern without manifest."""
     if manifest.get("num_samples") is None:
-        raise ValueError(
+        raise InputError(
             f"{need} needs the shards' sample counts, which only a manifest gives, but "
             f"data.shards={manifest.get('location')} is a shard pattern with no manifest.json "
             "beside it: point data.shards at the manifest's URL instead (e.g. "

@@ -39,6 +39,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from data_sim import SIM_VERSION
+from pixperfect.errors import InputError
 from pixperfect.shards.locations import is_url
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class Match:
         return "\n".join(lines)
 
 
-class ShardMismatch(ValueError):
+class ShardMismatch(InputError):
     """Shards whose recipe contradicts the run's config; the message lists every
     contradiction with both values and the fix."""
 
@@ -138,7 +139,7 @@ def recipe_sim(sim: dict) -> dict:
     try:
         merged = OmegaConf.merge(OmegaConf.structured(SimConfig), sim)
     except Exception as e:  # omegaconf's errors: an unknown key, a wrong type
-        raise ValueError(str(e).splitlines()[0]) from None
+        raise InputError(str(e).splitlines()[0]) from None
     return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
 
 

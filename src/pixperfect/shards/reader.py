@@ -35,6 +35,7 @@ from torch.utils.data import get_worker_info
 
 from data_sim.sampling import derive_seed
 from data_sim.simulator import family_names
+from pixperfect.errors import ConfigError, InputError
 from pixperfect.shards.format import decode_sample
 from pixperfect.shards.locations import require_counts, resolve
 
@@ -325,7 +326,7 @@ def check_enough_shards(
         size = manifest["num_samples"] and math.ceil(
             manifest["num_samples"] / manifest["num_shards"]
         )
-        raise ValueError(
+        raise ConfigError(
             f"{folder} has {manifest['num_shards']} shard(s) but {world_size} rank(s) x "
             f"{max(1, workers)} worker(s) need at least {need}: rebuild with a smaller "
             f"--shard-size (now {size or 'unknown'}) or lower data.num_workers"
@@ -333,7 +334,7 @@ def check_enough_shards(
     if not resample:
         require_counts(manifest, "data.resample=false")
     if not resample and manifest["num_samples"] < need * batch_size:
-        raise ValueError(
+        raise ConfigError(
             f"{folder} has {manifest['num_samples']} sample(s) but {world_size} rank(s) x "
             f"{max(1, workers)} worker(s) x data.batch_size={batch_size} need at least "
             f"{need * batch_size} with data.resample=false: build more crops, lower "
@@ -375,6 +376,6 @@ def preview(folder: str | Path, n: int = 8) -> tuple[dict[str, torch.Tensor], li
         if len(samples) == n:
             break
     if not samples:
-        raise ValueError(f"{folder}: no samples in any shard (manifest.json lists the skipped)")
+        raise InputError(f"{folder}: no samples in any shard (manifest.json lists the skipped)")
     batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
     return batch, captions

@@ -31,6 +31,7 @@ import torch
 from data_sim import SIM_VERSION
 from data_sim.simulator import SimConfig
 from pixperfect.data.sources import collection_of
+from pixperfect.errors import InputError
 from pixperfect.shards.format import FORMATS, KINDS
 
 MANIFEST = "manifest.json"
@@ -90,12 +91,12 @@ class BuildSpec:
     def validate(self) -> None:
         validate_common(self)
         if self.image_format == "source":
-            raise ValueError(
+            raise InputError(
                 "--format source stores each sample's source bytes: it is for corpus builds "
                 "(--images PATTERN of tar shards); photo folders take png or webp"
             )
         if not self.sources:
-            raise ValueError("no source images")
+            raise InputError("no source images")
 
     @property
     def need_side(self) -> int:
@@ -150,18 +151,18 @@ class BuildSpec:
 def validate_common(spec) -> None:
     """Checks every recipe shares (``kind``, ``image_format``, sizes, device)."""
     if spec.kind not in KINDS:
-        raise ValueError(f"--kind {spec.kind!r}: choose one of {', '.join(KINDS)}")
+        raise InputError(f"--kind {spec.kind!r}: choose one of {', '.join(KINDS)}")
     if spec.image_format not in FORMATS:
-        raise ValueError(f"--format {spec.image_format!r}: choose one of {', '.join(FORMATS)}")
+        raise InputError(f"--format {spec.image_format!r}: choose one of {', '.join(FORMATS)}")
     if spec.small_images not in SMALL_IMAGES:
-        raise ValueError(
+        raise InputError(
             f"data.small_images={spec.small_images!r}: choose one of {', '.join(SMALL_IMAGES)}"
         )
     for name in ("size", "crops_per_image", "shard_size"):
         if getattr(spec, name, 1) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1")
     if spec.min_side is not None and spec.min_side < 1:
-        raise ValueError(f"--min-side {spec.min_side} must be >= 1")
+        raise InputError(f"--min-side {spec.min_side} must be >= 1")
     if spec.device not in ("cpu", "cuda"):
         raise ValueError(
             f"device {spec.device!r}: a device kind, cpu or cuda (resolve_device turns "
@@ -188,11 +189,11 @@ def resolve_device(device: str) -> str:
     """``--device`` to the device kind that simulates: ``auto`` is cuda when CUDA is available,
     else cpu; ``cuda`` without CUDA and unknown names are refused (ValueError)."""
     if device not in DEVICES:
-        raise ValueError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+        raise InputError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
+        raise InputError(
             "--device cuda: CUDA is not available here (torch.cuda.is_available() is False); "
             "use --device cpu (or auto), or run on a machine with a GPU"
         )
@@ -258,7 +259,7 @@ def check_plan(spec, out: Path, write) -> None:
         if "device" in changed and before.get("device") and recipe.get("device"):
             others = [k for k in changed if k != "device"]
             also = f" (the recipe also differs in: {', '.join(others)})" if others else ""
-            raise ValueError(
+            raise InputError(
                 f"{out} holds shards built on {before['device']}, this build runs on "
                 f"{recipe['device']}: the simulation's random noise differs between device "
                 f"kinds; build on {before['device']} (--device {before['device']}) or use a "
@@ -269,7 +270,7 @@ def check_plan(spec, out: Path, write) -> None:
             if "sim_version" in changed
             else ""
         )
-        raise ValueError(
+        raise InputError(
             f"{out} holds shards of another recipe (differs in: {', '.join(changed)}){why}; "
             "use a new --out, or delete the folder to rebuild"
         )

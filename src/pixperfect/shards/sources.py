@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pixperfect.data.photos import SKIMAGE_PHOTOS, list_images
+from pixperfect.errors import InputError, MissingFileError
 
 
 def resolve_sources(images: str, holdout: list[str] | None = None) -> list[str]:
@@ -20,8 +21,8 @@ def resolve_sources(images: str, holdout: list[str] | None = None) -> list[str]:
         lines = [line.strip() for line in path.read_text().splitlines()]
         entries = [line for line in lines if line and not line.startswith("#")]
         if not entries:
-            raise ValueError(f"image list {path} is empty")
+            raise InputError(f"image list {path} is empty")
         return [str((path.parent / e).resolve()) for e in entries]
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"--images {images}: expected a photo folder, a .txt list of image paths, or 'skimage'"
     )

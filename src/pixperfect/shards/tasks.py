@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from pixperfect.atomic import FULL
+from pixperfect.errors import InputError, WorkFailed
 from pixperfect.shards.recipe import check_plan, resolve_device
 from pixperfect.shards.writing import (
     DiskFullError,
@@ -75,7 +76,7 @@ class UnitFailed(Exception):
     be read): the task goes on with its other units and ends with :class:`BuildIncomplete`."""
 
 
-class BuildIncomplete(RuntimeError):
+class BuildIncomplete(WorkFailed, RuntimeError):
     """Some units failed (:class:`UnitFailed`); the message names them and says that a rerun
     retries them. ``summary`` is the build's summary otherwise."""
 
@@ -112,7 +113,7 @@ def task_from_env(task_index: int | None, num_tasks: int | None) -> tuple[int, i
     if num_tasks is None:
         num_tasks = int(os.environ.get("SLURM_ARRAY_TASK_COUNT", 1))
     if not 0 <= task_index < num_tasks:
-        raise ValueError(f"--task-index {task_index} is outside 0..{num_tasks - 1} (--num-tasks)")
+        raise InputError(f"--task-index {task_index} is outside 0..{num_tasks - 1} (--num-tasks)")
     return task_index, num_tasks
 
 

@@ -32,13 +32,14 @@ import webdataset as wds
 
 from pixperfect import __version__
 from pixperfect.atomic import FULL, atomic_file, fsync_dir
+from pixperfect.errors import WorkFailed
 from pixperfect.shards.recipe import MANIFEST
 
 SKIP_EXAMPLES = 5  # skip lines a sidecar keeps (the counts are complete)
 MANIFEST_EXAMPLES = 20  # skip lines the manifest keeps
 
 
-class DiskFullError(OSError):
+class DiskFullError(WorkFailed, OSError):
     """The output folder ran out of space (or quota) while building; the message names the
     folder, the space still needed and the space free, and says that a rerun resumes."""
 

@@ -45,6 +45,7 @@ from data_sim.sampling import derive_seed
 from pixperfect.corpus import Hygiene, SkipTally, corpus_shards
 from pixperfect.corpus.images import DEDUPE_WINDOW, SKIP_REASONS, checked_image
 from pixperfect.data.crops import random_crop
+from pixperfect.errors import ConfigError
 from pixperfect.shards.reader import (
     AttachMeta,
     ReadProgress,
@@ -254,7 +255,7 @@ def corpus_stream(
     hygiene = hygiene or Hygiene(min_side=crop_size)
     slots = world_size * max(1, workers)
     if not resample and len(urls) < slots:
-        raise ValueError(
+        raise ConfigError(
             f"{corpus} has {len(urls)} input shard(s) but {world_size} rank(s) x "
             f"{max(1, workers)} worker(s) need at least {slots} with data.resample=false: "
             "lower data.num_workers or set data.resample=true"

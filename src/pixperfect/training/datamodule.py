@@ -26,6 +26,7 @@ from pixperfect.config import sim_config
 from pixperfect.corpus import Hygiene
 from pixperfect.data.crops import heldout_triples, random_crop
 from pixperfect.data.photos import heldout_photos, load_photos
+from pixperfect.errors import InputError
 from pixperfect.shards.reader import read_all, training_stream
 from pixperfect.training.corpus_stream import corpus_stream
 
@@ -43,7 +44,7 @@ class RandomCropStream(IterableDataset):
         scale: tuple[float, float] = (1.0, 1.0),
     ) -> None:
         if not images:
-            raise ValueError("no training images")
+            raise InputError("no training images")
         self.images, self.crop_size, self.seed, self.scale = images, crop_size, seed, scale
 
     def __iter__(self):
@@ -117,7 +118,7 @@ def photos_for_val_crop(held: dict[str, torch.Tensor], crop: int) -> dict[str, t
             ", ".join(small),
         )
     if not fit:
-        raise ValueError(
+        raise InputError(
             f"no held-out photo is at least data.val_crop_size={crop} px on its shorter side "
             f"({', '.join(small)}); give data.val_images a folder of larger photos, "
             "data.val_shards artifact shards, or a smaller data.val_crop_size"
