@@ -15,17 +15,11 @@ from pathlib import Path
 
 import torch
 from conftest import ROOT, TINY
+from helpers import logged_steps
 from lightning.pytorch.strategies import DDPStrategy
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pixperfect.training.checkpoints import AtomicCheckpointIO, checkpoint_problem
 from pixperfect.training.train import build_trainer, resume_checkpoint, train
-
-
-def _logged_steps(event_file: Path) -> list[int]:
-    acc = EventAccumulator(str(event_file))
-    acc.Reload()
-    return [e.step for e in acc.Scalars("train/loss")]
 
 
 def _keeping_mtime(path: Path, damage) -> None:
@@ -81,7 +75,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_with_a_warning_and_the_run_resum
     # The step count went on from step 2, the newest checkpoint that loads.
     assert torch.load(last, weights_only=False)["global_step"] == 6
     files = sorted((directory / "tb").glob("events.out.tfevents.*"), key=os.path.getmtime)
-    assert [_logged_steps(f) for f in files] == [[0, 1, 2, 3], [2, 3, 4, 5]]
+    assert [logged_steps(f) for f in files] == [[0, 1, 2, 3], [2, 3, 4, 5]]
 
 
 def test_a_run_whose_checkpoints_all_fail_to_load_starts_from_step_0_with_a_warning(

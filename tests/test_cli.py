@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import subprocess
+import sys
 from importlib.metadata import version
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import ROOT
+from helpers import write_pixels
 
 from pixperfect.cli import build_parser, main
 from pixperfect.config import load_config
-from pixperfect.imageio import Image, write_image
 
 
 def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
@@ -52,11 +53,6 @@ def _examples(text: str) -> list[str]:
             lines.append(current)
         current = ""
     return lines
-
-
-def _write(path: Path, pixels: np.ndarray) -> Path:
-    write_image(path, Image(pixels))
-    return path
 
 
 def _one_error_line(err: str, command: str) -> str:
@@ -182,7 +178,7 @@ def test_an_unreadable_checkpoint_is_one_line_not_a_traceback(capsys, tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_refine_on_cuda_without_cuda_is_refused_before_loading_a_model(capsys, tmp_path):
-    _write(tmp_path / "a.png", np.zeros((16, 16, 3), np.uint8))
+    write_pixels(tmp_path / "a.png", np.zeros((16, 16, 3), np.uint8))
     code = main(
         ["refine", "--image", str(tmp_path / "a.png"), "--mask", str(tmp_path / "a.png"),
          "--out", str(tmp_path / "o.png"), "--device", "cuda"]
@@ -196,11 +192,11 @@ def test_refine_over_a_folder_shows_a_progress_bar_and_counts_refined_and_skippe
     images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
     rng = np.random.default_rng(0)
     for name in ("a", "b", "c"):
-        _write(images / f"{name}.png", rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
+        write_pixels(images / f"{name}.png", rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
     mask = np.zeros((24, 32), np.uint8)
     mask[6:14, 8:20] = 255
-    _write(masks / "a.png", mask)
-    _write(masks / "b_mask.png", mask)  # c has none: skipped, and the run goes on
+    write_pixels(masks / "a.png", mask)
+    write_pixels(masks / "b_mask.png", mask)  # c has none: skipped, and the run goes on
     # No --model: the shipped reference refiner, so no training is needed.
     code = main(["refine", "--images", str(images), "--masks", str(masks), "--out", str(out)])
     stdout, stderr = capsys.readouterr()
@@ -211,3 +207,40 @@ def test_refine_over_a_folder_shows_a_progress_bar_and_counts_refined_and_skippe
     bar = stderr.replace("\r", "\n").strip().splitlines()[-1]  # the bar's final state
     assert bar.startswith("refine: 100%") and "3/3" in bar, stderr
     assert "refined=2" in bar and "skipped=1" in bar, bar
+
+
+def test_a_mistake_is_one_line_exit_2_naming_the_bad_input(capsys, tmp_path):
+    code = main(["refine", "--image", str(tmp_path / "edit.png"), "--mask", "m.png", "--out", "o"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert _one_error_line(err, "refine") == f"image {tmp_path / 'edit.png'} does not exist"
+
+
+def test_a_bug_is_not_taken_for_a_mistake_it_propagates_from_main(monkeypatch):
+    from pixperfect.commands import runs
+
+    def bug(args: argparse.Namespace) -> None:
+        raise ValueError("a bug inside the command")  # what a typo would have raised before
+
+    monkeypatch.setattr(runs, "_config", bug)
+    with pytest.raises(ValueError, match="a bug inside the command"):
+        main(["config", "--defaults"])
+
+
+def test_a_bug_exits_1_with_its_traceback_on_stderr(tmp_path):
+    script = (
+        "import sys\n"
+        "from pixperfect.commands import runs\n"
+        "def bug(args):\n"
+        "    raise KeyError('no such entry: a bug, not a mistake')\n"
+        "runs._config = bug\n"
+        "from pixperfect.cli import main\n"
+        "sys.exit(main(['config', '--defaults']))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 1 and run.stdout == ""
+    assert "Traceback (most recent call last)" in run.stderr, run.stderr
+    assert "KeyError: 'no such entry: a bug, not a mistake'" in run.stderr
+    assert "pixperfect config: error:" not in run.stderr

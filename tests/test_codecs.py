@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from assets import KODAK, TAESD_DIR, require
+from helpers import psnr_db
 
 from data_sim.codecs import DiffusersCodec, LatentCodec, TAESDCodec, build_codec
 from data_sim.codecs.diffusers_codec import import_diffusers
@@ -31,10 +32,6 @@ def _require_diffusers():
         if os.environ.get("CI") == "true":
             pytest.fail("diffusers is not installed (pip install 'pixperfect[diffusers]')")
         pytest.skip("diffusers is not installed")
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(10 * torch.log10(1.0 / torch.mean((a.double() - b.double()) ** 2)))
 
 
 def _random_taef2_layout(seed: int = 0) -> TAESDCodec:
@@ -60,7 +57,7 @@ def test_taef2_roundtrip_of_real_photo_exceeds_30db_psnr(taef2: TAESDCodec) -> N
     # A central 256x256 crop keeps the test fast; the full 768x512 image gives ~33.4 dB.
     crop = image[..., 128:384, 256:512]
     out = taef2.roundtrip(crop)
-    psnr = _psnr(out, crop)
+    psnr = psnr_db(out, crop)
     assert psnr > 30.0, f"TAEF2 round trip PSNR {psnr:.2f} dB (wrong [0,1] scaling gives ~18)"
     # A codec is lossy: an identity "round trip" would also pass the bound above.
     assert psnr < 45.0

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import manifest_of
 from http_server import ShardServer
 
 from pixperfect.cli import main
@@ -63,12 +64,8 @@ def built(server, tmp_path_factory) -> Path:
     return out
 
 
-def _manifest(folder: Path) -> dict:
-    return json.loads((folder / "manifest.json").read_text())
-
-
 def test_two_array_tasks_build_from_a_url_skip_and_count_bad_images_and_verify(built, capsys):
-    manifest = _manifest(built)
+    manifest = manifest_of(built)
     # 12 images, 2 skipped (the truncated JPEG, the tiny one), 2 crop rounds each.
     assert manifest["skipped"] == {"too_small": 1, "truncated": 1}
     assert manifest["num_samples"] == 20 and manifest["num_shards"] == 4
@@ -97,7 +94,7 @@ def test_rerunning_task_1_alone_after_deleting_its_shards_rebuilds_only_those(
     assert main(_args(server, out, "--num-tasks", "2", "--task-index", "1")) == 0
     assert "built 2 shard(s) (12 samples)" in capsys.readouterr().out
     assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept
-    assert _tars(out) == before and _manifest(out) == _manifest(built)
+    assert _tars(out) == before and manifest_of(out) == manifest_of(built)
 
 
 def test_any_output_shard_rebuilds_alone_to_the_same_bytes(built, server, tmp_path, capsys):
@@ -220,7 +217,7 @@ def test_provenance_reads_a_recipe_summary_instead_of_every_path(built):
     described = {d["collection"]: d for d in describe_sources(photos)}
     assert described["kodak"]["photos"] == 2 and "Kodak" in described["kodak"]["source"]
     assert described["mine"]["licence"].startswith("unknown")
-    [corpus] = describe_sources(_manifest(built)["recipe"]["sources"])
+    [corpus] = describe_sources(manifest_of(built)["recipe"]["sources"])
     assert corpus["input_shards"] == 2 and corpus["collection"].endswith("{00000..00001}.tar")
     paths = ["/p/kodak/a.png", "/p/kodak/b.png"]  # recipes before the summary listed paths
     assert describe_sources(paths)[0]["photos"] == 2

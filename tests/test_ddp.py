@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from conftest import local_ddp_env, local_ddp_train
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import logged_steps
 
 
 def _train(root: Path, *overrides: str) -> str:
@@ -24,12 +24,6 @@ def _train(root: Path, *overrides: str) -> str:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
     return output
-
-
-def _logged_steps(event_file: Path) -> list[int]:
-    acc = EventAccumulator(str(event_file))
-    acc.Reload()
-    return [e.step for e in acc.Scalars("train/loss")]
 
 
 def test_two_process_ddp_on_cpu_trains_and_resumes_the_step_count(tmp_path):
@@ -50,4 +44,4 @@ def test_two_process_ddp_on_cpu_trains_and_resumes_the_step_count(tmp_path):
         assert f"rank {rank} resuming from {last}" in second, second[-3000:]
     assert torch.load(last, weights_only=False)["global_step"] == 5
     files = sorted((directory / "tb").glob("events.out.tfevents.*"), key=os.path.getmtime)
-    assert [_logged_steps(f) for f in files] == [[0, 1, 2], [3, 4]]  # rank 0 logs only
+    assert [logged_steps(f) for f in files] == [[0, 1, 2], [3, 4]]  # rank 0 logs only

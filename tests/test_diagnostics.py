@@ -8,10 +8,10 @@ from __future__ import annotations
 import copy
 import json
 import math
-import socket
 
 import pytest
 import torch
+from helpers import free_port
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -108,12 +108,6 @@ def test_the_taps_live_on_the_live_generator_for_one_forward_only(photo):
     assert not any(t.startswith("diag/") for t in diagnostics.training_scalars(batch, refined))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_taps_see_through_ddp_as_lightning_wraps_the_module(photo):
     class Owner(nn.Module):  # Lightning wraps the module that owns the generator
         def __init__(self) -> None:
@@ -124,7 +118,7 @@ def test_the_taps_see_through_ddp_as_lightning_wraps_the_module(photo):
             return self.generator(composite, mask)
 
     torch.distributed.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+        "gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
     )
     try:
         owner = Owner()

@@ -4,12 +4,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import write_pixels
 
 from pixperfect.cli import main
 from pixperfect.evaluation.baselines import BASELINES, poisson_blend
 from pixperfect.evaluation.evaluate import _pooled
 from pixperfect.evaluation.perceptual import PerceptualScores, frechet_distance, ids_scores
-from pixperfect.imageio import Image, write_image
 from pixperfect.metrics import boundary_band, seam_scores
 
 SIZE = 48
@@ -102,17 +102,18 @@ def test_perceptual_scores_use_whatever_feature_network_is_loaded():
     assert "lpips" not in result["same"]
 
 
-def _write(path, tensor: torch.Tensor) -> None:
+def _write_tensor(path, tensor: torch.Tensor) -> None:
+    """Write a (1, C, H, W) tensor in [0, 1] as an 8-bit image (one channel: grey)."""
     pixels = tensor[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
-    write_image(path, Image(pixels[..., 0] if pixels.shape[-1] == 1 else pixels))
+    write_pixels(path, pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
 
 
 def _triples_folder(root, stems=("a", "b")):
     for i, stem in enumerate(stems):
         target, mask = _smooth_photo(i), _disk(20 + 4 * i, 26)
-        _write(root / "edited" / f"{stem}.png", _shifted(target, mask))
-        _write(root / "mask" / f"{stem}.png", mask)
-        _write(root / "target" / f"{stem}.png", target)
+        _write_tensor(root / "edited" / f"{stem}.png", _shifted(target, mask))
+        _write_tensor(root / "mask" / f"{stem}.png", mask)
+        _write_tensor(root / "target" / f"{stem}.png", target)
     return root
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import changed_pixels, distance_to_mask, square_mask_image, write_pixels
 from PIL import Image as PILImage
 from safetensors.torch import load_file
 
 from pixperfect.cli import main
-from pixperfect.imageio import Image, read_image, write_image
+from pixperfect.imageio import Image, read_image
 from pixperfect.inference import Refiner, binarize_mask
 from pixperfect.inference.crop import paste_weights
 from pixperfect.models import build_refiner
@@ -42,12 +43,6 @@ class Recording(torch.nn.Module):
         return self.model(x, m)
 
 
-def _square_mask(h: int, w: int, top: int, left: int, size: int) -> np.ndarray:
-    mask = np.zeros((h, w), np.uint8)
-    mask[top : top + size, left : left + size] = 255
-    return mask
-
-
 def _far_from(mask: np.ndarray, distance: float) -> np.ndarray:
     import cv2
 
@@ -55,15 +50,10 @@ def _far_from(mask: np.ndarray, distance: float) -> np.ndarray:
     return d >= distance
 
 
-def _write(path: Path, pixels: np.ndarray) -> Path:
-    write_image(path, Image(pixels))
-    return path
-
-
 def test_refining_touches_only_the_mask_and_its_band_and_runs_on_a_crop():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (256, 240, 3), dtype=np.uint8)
-    mask = _square_mask(256, 240, 100, 90, 40)
+    mask = square_mask_image(256, 240, 100, 90, 40)
     model = Recording(_model())
     refiner = Refiner(model, margin=32, band=8, feather=4)
     out = refiner(image, mask)
@@ -105,7 +95,7 @@ def test_tiles_are_used_and_blend_to_the_untiled_result():
 def test_16_bit_and_rgba_arrays_keep_mode_depth_and_alpha(shape, dtype):
     rng = np.random.default_rng(2)
     pixels = rng.integers(0, np.iinfo(dtype).max, size=shape, dtype=dtype)
-    mask = _square_mask(64, 80, 20, 30, 16)
+    mask = square_mask_image(64, 80, 20, 30, 16)
     out = Refiner(_model(), margin=24, band=8, feather=4)(Image(pixels), mask).pixels
     assert out.shape == pixels.shape and out.dtype == pixels.dtype
     if len(shape) == 3 and shape[2] == 4:
@@ -125,7 +115,7 @@ def test_pil_images_come_back_in_their_mode(mode):
         pixels = rng.integers(0, 255, (48, 56, channels), dtype=np.uint8)
         image = PILImage.fromarray(pixels[..., 0] if channels == 1 else pixels)
     assert image.mode == mode
-    mask = PILImage.fromarray(_square_mask(48, 56, 10, 10, 20))
+    mask = PILImage.fromarray(square_mask_image(48, 56, 10, 10, 20))
     out = Refiner(_model(), margin=24, band=8, feather=4)(image, mask)
     assert out.mode == mode and out.size == image.size
     if mode == "RGBA":
@@ -146,7 +136,7 @@ def test_an_empty_mask_returns_the_input_unchanged_with_a_warning():
 def test_a_mask_of_another_size_is_refused_naming_both_sizes():
     image = np.zeros((40, 60, 3), np.uint8)
     with pytest.raises(ValueError, match=r"mask is 50x40 but the image is 60x40"):
-        Refiner(_model())(image, _square_mask(40, 50, 5, 5, 10))
+        Refiner(_model())(image, square_mask_image(40, 50, 5, 5, 10))
 
 
 def test_grey_level_masks_are_binarised_at_half_of_full_scale():
@@ -184,14 +174,15 @@ def test_a_folder_run_goes_on_past_bad_files_reports_them_and_exits_non_zero(
     images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
     rng = np.random.default_rng(6)
     for name in ("a", "b"):
-        _write(images / f"{name}.png", rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
-    _write(masks / "a.png", _square_mask(48, 64, 10, 10, 16))
-    _write(masks / "b_mask.png", _square_mask(48, 64, 20, 20, 16))  # the _mask convention
-    _write(images / "nomask.png", np.zeros((48, 64, 3), np.uint8))
-    _write(images / "wrongsize.png", np.zeros((48, 64, 3), np.uint8))
-    _write(masks / "wrongsize.png", _square_mask(40, 64, 10, 10, 16))
+        write_pixels(images / f"{name}.png", rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    write_pixels(masks / "a.png", square_mask_image(48, 64, 10, 10, 16))
+    # the _mask convention
+    write_pixels(masks / "b_mask.png", square_mask_image(48, 64, 20, 20, 16))
+    write_pixels(images / "nomask.png", np.zeros((48, 64, 3), np.uint8))
+    write_pixels(images / "wrongsize.png", np.zeros((48, 64, 3), np.uint8))
+    write_pixels(masks / "wrongsize.png", square_mask_image(40, 64, 10, 10, 16))
     (images / "notes.txt").write_text("not an image")
-    _write(masks / "notes.png", _square_mask(48, 64, 10, 10, 16))
+    write_pixels(masks / "notes.png", square_mask_image(48, 64, 10, 10, 16))
     code = main(
         ["refine", "--ckpt", str(trained_checkpoint), "--images", str(images),
          "--masks", str(masks), "--out", str(out)]
@@ -249,8 +240,8 @@ def test_refine_accepts_an_exported_model_folder(trained_checkpoint, tmp_path):
     folder = tmp_path / "export"
     assert main(["export", str(trained_checkpoint), str(folder)]) == 0
     pixels = np.random.default_rng(8).integers(0, 255, (40, 52, 3), dtype=np.uint8)
-    image, mask = _write(tmp_path / "in.png", pixels), tmp_path / "m.png"
-    _write(mask, _square_mask(40, 52, 8, 8, 12))
+    image, mask = write_pixels(tmp_path / "in.png", pixels), tmp_path / "m.png"
+    write_pixels(mask, square_mask_image(40, 52, 8, 8, 12))
     args = ["refine", "--model", str(folder), "--image", str(image), "--mask", str(mask)]
     assert main([*args, "--out", str(tmp_path / "out.png"), "--band", "4", "--feather", "2"]) == 0
     assert read_image(tmp_path / "out.png").pixels.shape == pixels.shape
@@ -273,7 +264,7 @@ def test_the_diffusers_example_refines_a_synthetic_pipeline_output():
     rng = np.random.default_rng(9)
     photo = PILImage.fromarray(rng.integers(0, 255, (70, 90, 3), dtype=np.uint8))
     generated = PILImage.fromarray(rng.integers(0, 255, (64, 88, 3), dtype=np.uint8))  # /8
-    mask = PILImage.fromarray(_square_mask(70, 90, 20, 30, 24))
+    mask = PILImage.fromarray(square_mask_image(70, 90, 20, 30, 24))
     refiner = Refiner(_model(), margin=24, band=8, feather=4)
 
     out = example.refine_pipeline_output(generated, mask, refiner, original=photo)
@@ -302,24 +293,12 @@ def test_tiles_cover_every_length_with_the_requested_overlap_on_the_stride_grid(
 DEFAULT_REACH = 3  # px past the mask that a default refine may change (spill + band + feather)
 
 
-def _distance(mask: np.ndarray) -> np.ndarray:
-    """Euclidean distance of every pixel to the nearest mask pixel (0 inside the mask)."""
-    import cv2
-
-    return cv2.distanceTransform((mask == 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-
-
 def _disk_and_box(h: int = 64, w: int = 80) -> np.ndarray:
     """A round edit (diagonal distances) and a rectangular one, 255 = edited."""
     yy, xx = np.mgrid[:h, :w]
     mask = (yy - 24) ** 2 + (xx - 28) ** 2 <= 9**2
     mask[44:54, 52:66] = True
     return mask.astype(np.uint8) * 255
-
-
-def _changed(out: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    diff = out != pixels
-    return diff if diff.ndim == 2 else diff.any(axis=-1)
 
 
 @pytest.mark.parametrize(
@@ -350,10 +329,10 @@ def test_by_default_refine_changes_only_the_mask_and_3_px_around_it(shape, dtype
     refiner = Refiner(_model(), **options)
     assert refiner.reach == DEFAULT_REACH
     out = refiner(pixels, mask)
-    distance = _distance(mask)
+    distance = distance_to_mask(mask)
     far = distance > DEFAULT_REACH
     assert np.array_equal(out[far], pixels[far]), "the photo outside the edit is untouched"
-    changed = _changed(out, pixels)
+    changed = changed_pixels(out, pixels)
     assert changed[mask > 0].mean() > 0.9, "the edit itself is refined"
     assert changed[(distance > 0) & (distance <= DEFAULT_REACH)].any(), "and its seam band"
 
@@ -365,7 +344,7 @@ def test_tensors_keep_their_exact_values_beyond_the_default_band(dtype):
     mask = torch.from_numpy(mask_np > 0).float()[None, None].expand(2, 1, -1, -1)
     out = Refiner(_model())(image, mask)
     assert out.dtype == dtype
-    far = torch.from_numpy(_distance(mask_np) > DEFAULT_REACH)
+    far = torch.from_numpy(distance_to_mask(mask_np) > DEFAULT_REACH)
     assert torch.equal(out[..., far], image[..., far]), "no float32 round trip out there"
     inside = torch.from_numpy(mask_np > 0)
     assert (out[..., inside] != image[..., inside]).float().mean() > 0.9
@@ -380,7 +359,7 @@ def test_a_32_bit_pil_image_keeps_out_of_range_pixels_beyond_the_band():
     mask = _disk_and_box()
     out = Refiner(_model())(image, PILImage.fromarray(mask))
     assert out.mode == "I"
-    result, far = np.asarray(out), _distance(mask) > DEFAULT_REACH
+    result, far = np.asarray(out), distance_to_mask(mask) > DEFAULT_REACH
     assert np.array_equal(result[far], pixels[far])
     assert (result[mask > 0] != pixels[mask > 0]).mean() > 0.9
 
@@ -391,7 +370,7 @@ def test_spill_widens_what_refine_changes_by_that_many_px():
     refiner = Refiner(model, spill=6)
     assert refiner.reach == 6 + DEFAULT_REACH
     out = refiner(pixels, mask)
-    distance, changed = _distance(mask), _changed(out, pixels)
+    distance, changed = distance_to_mask(mask), changed_pixels(out, pixels)
     assert np.array_equal(out[distance > 9], pixels[distance > 9])
     assert changed[(distance > DEFAULT_REACH) & (distance <= 9)].mean() > 0.5, "band grew"
     # The spilled pixels are refined at full weight, like a band 6 px wider (two runs of
@@ -406,7 +385,7 @@ def test_a_wider_band_and_feather_change_pixels_that_far_and_no_farther():
     refiner = Refiner(_model(), band=8, feather=4)
     assert refiner.reach == 12
     out = refiner(pixels, mask)
-    distance, changed = _distance(mask), _changed(out, pixels)
+    distance, changed = distance_to_mask(mask), changed_pixels(out, pixels)
     assert np.array_equal(out[distance >= 12], pixels[distance >= 12])
     assert changed[(distance > DEFAULT_REACH) & (distance < 12)].mean() > 0.5
     assert Refiner(_model(), paste="crop").reach is None  # the whole crop: no such bound

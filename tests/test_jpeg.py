@@ -8,14 +8,11 @@ import numpy as np
 import pytest
 import torch
 from assets import KODAK, require
+from helpers import psnr_db
 from PIL import Image
 from torch import Tensor
 
 from data_sim.jpeg import jpeg_roundtrip, quantization_tables
-
-
-def _psnr(a: Tensor, b: Tensor) -> float:
-    return float(10 * torch.log10(1.0 / torch.mean((a.double() - b.double()) ** 2)))
 
 
 def _pil_jpeg(image: Tensor, quality: int) -> Tensor:
@@ -44,8 +41,8 @@ def test_roundtrip_matches_libjpeg_on_real_photos(kodak_crops: Tensor, quality: 
     reference = torch.stack([_pil_jpeg(image, quality) for image in kodak_crops])
     # Same distortion as libjpeg (within 0.05 dB), and close to its pixels; the rest is
     # libjpeg's integer DCT and fixed-point colour conversion.
-    assert abs(_psnr(ours, kodak_crops) - _psnr(reference, kodak_crops)) < 0.05
-    assert _psnr(ours, reference) > 40
+    assert abs(psnr_db(ours, kodak_crops) - psnr_db(reference, kodak_crops)) < 0.05
+    assert psnr_db(ours, reference) > 40
 
 
 def test_each_image_gets_its_own_quality(kodak_crops: Tensor) -> None:
@@ -57,7 +54,7 @@ def test_each_image_gets_its_own_quality(kodak_crops: Tensor) -> None:
     # Same 8-bit result; a float rounding tie may flip a value by one level.
     assert (batched - alone).abs().max() <= 1 / 255 + 1e-6
     assert (batched != alone).float().mean() < 1e-3
-    assert _psnr(batched[0], kodak_crops[0]) < _psnr(batched[1], kodak_crops[1]) - 5
+    assert psnr_db(batched[0], kodak_crops[0]) < psnr_db(batched[1], kodak_crops[1]) - 5
 
 
 def test_output_is_8_bit_in_range_and_keeps_odd_sizes() -> None:

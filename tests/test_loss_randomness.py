@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import seeded
 
 from pixperfect.losses import add_instance_noise, discriminative_tone_map, sample_betas
 from pixperfect.losses.randomness import hash_normal, rank_rows, sample_seeds
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _split(fn, batch: int, world: int) -> list:
@@ -30,22 +27,22 @@ def test_rank_rows_and_their_checks():
 
 
 def test_betas_seeds_and_noise_of_the_ranks_are_the_single_process_draws():
-    full = sample_betas(6, _gen(1))
-    parts = _split(lambda _, r, w: sample_betas(2, _gen(1), rank=r, world=w), 6, 3)
+    full = sample_betas(6, seeded(1))
+    parts = _split(lambda _, r, w: sample_betas(2, seeded(1), rank=r, world=w), 6, 3)
     assert torch.equal(torch.cat(parts), full)
-    seeds = sample_seeds(6, _gen(2))
-    parts = _split(lambda _, r, w: sample_seeds(3, _gen(2), rank=r, world=w), 6, 2)
+    seeds = sample_seeds(6, seeded(2))
+    parts = _split(lambda _, r, w: sample_seeds(3, seeded(2), rank=r, world=w), 6, 2)
     assert torch.equal(torch.cat(parts), seeds)
     assert seeds.dtype == torch.int64 and 0 <= int(seeds.min()) and int(seeds.max()) < 2**32
 
     x = torch.rand(4, 3, 8, 8)
-    noisy = add_instance_noise(x, 0.1, _gen(3))
-    parts = _split(lambda s, r, w: add_instance_noise(x[s], 0.1, _gen(3), rank=r, world=w), 4, 2)
+    noisy = add_instance_noise(x, 0.1, seeded(3))
+    parts = _split(lambda s, r, w: add_instance_noise(x[s], 0.1, seeded(3), rank=r, world=w), 4, 2)
     assert torch.equal(torch.cat(parts), noisy)
 
 
 def test_tone_maps_of_the_ranks_are_the_single_process_maps():
-    g = _gen(4)
+    g = seeded(4)
     pred = torch.rand(4, 3, 16, 16, generator=g)
     gt = (pred + 0.05 * torch.rand(4, 3, 16, 16, generator=g)).clamp(0, 1)
     mask = torch.zeros(4, 1, 16, 16)
@@ -53,7 +50,13 @@ def test_tone_maps_of_the_ranks_are_the_single_process_maps():
 
     def tone_map(rows, rank, world):
         return discriminative_tone_map(
-            pred[rows], gt[rows], mask[rows], _gen(5), samples_per_region=64, rank=rank, world=world
+            pred[rows],
+            gt[rows],
+            mask[rows],
+            seeded(5),
+            samples_per_region=64,
+            rank=rank,
+            world=world,
         )
 
     full = tone_map(slice(None), 0, 1)

@@ -8,6 +8,7 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import seeded, square_mask
 
 from pixperfect.losses import (
     LPIPSFiles,
@@ -30,16 +31,6 @@ from pixperfect.losses.tone_mapping import DiscriminativeToneMap
 # ---------------------------------------------------------------- discriminative tone mapping
 
 
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _square_mask(batch: int = 2, size: int = 32, lo: int = 8, hi: int = 24) -> torch.Tensor:
-    mask = torch.zeros(batch, 1, size, size)
-    mask[:, :, lo:hi, lo:hi] = 1
-    return mask
-
-
 def _three_tone_scene(batch: int = 2, size: int = 32, shift: float = 0.01):
     """Background of tones {0.2, 0.5, 0.8}; the edit is flat 0.5 in gt and 0.5 + shift in pred.
 
@@ -47,23 +38,23 @@ def _three_tone_scene(batch: int = 2, size: int = 32, shift: float = 0.01):
     is built for: an exact tone curve with slope ~beta between 0.5 and 0.5 + shift exists.
     """
     tones = torch.tensor([0.2, 0.5, 0.8])
-    gt = tones[torch.randint(0, 3, (batch, 3, size, size), generator=_gen(7))]
-    mask = _square_mask(batch, size)
+    gt = tones[torch.randint(0, 3, (batch, 3, size, size), generator=seeded(7))]
+    mask = square_mask(batch, size)
     gt = torch.where(mask.bool(), torch.full_like(gt, 0.5), gt)
     return gt + shift * mask, gt, mask
 
 
 def test_tone_map_is_the_identity_when_the_prediction_equals_the_target():
-    gt = torch.rand(2, 3, 32, 32, generator=_gen(1))
-    mapped_pred, mapped_gt = discriminative_tone_map(gt.clone(), gt, _square_mask(), _gen())
+    gt = torch.rand(2, 3, 32, 32, generator=seeded(1))
+    mapped_pred, mapped_gt = discriminative_tone_map(gt.clone(), gt, square_mask(2), seeded())
     torch.testing.assert_close(mapped_pred, gt)
     torch.testing.assert_close(mapped_gt, gt)
 
 
 def test_a_colour_error_whose_tone_is_right_in_the_background_is_amplified_about_beta():
     pred, gt, mask = _three_tone_scene(shift=0.01)
-    beta = sample_betas(2, _gen(3))  # the betas the map will draw first from the same seed
-    mapped_pred, mapped_gt = discriminative_tone_map(pred, gt, mask, _gen(3))
+    beta = sample_betas(2, seeded(3))  # the betas the map will draw first from the same seed
+    mapped_pred, mapped_gt = discriminative_tone_map(pred, gt, mask, seeded(3))
     diff = mapped_pred - mapped_gt
     inside = mask.expand_as(diff).bool()
     for b in range(2):
@@ -81,12 +72,10 @@ def test_tone_map_is_finite_on_flat_images_and_on_empty_or_full_masks(mask_fill,
     if flat:
         gt = torch.full((2, 3, 16, 16), 0.3)
     else:
-        gt = torch.rand(2, 3, 16, 16, generator=_gen(2))
-    mask = (
-        _square_mask(2, 16, 4, 12) if mask_fill is None else torch.full((2, 1, 16, 16), mask_fill)
-    )
+        gt = torch.rand(2, 3, 16, 16, generator=seeded(2))
+    mask = square_mask(2, 16, 4, 12) if mask_fill is None else torch.full((2, 1, 16, 16), mask_fill)
     for pred in (gt.clone(), gt + 0.02 * (mask if mask_fill is None else 1.0)):
-        mapped_pred, mapped_gt = discriminative_tone_map(pred, gt, mask, _gen())
+        mapped_pred, mapped_gt = discriminative_tone_map(pred, gt, mask, seeded())
         assert torch.isfinite(mapped_pred).all() and torch.isfinite(mapped_gt).all()
         assert mapped_pred.min() >= 0 and mapped_pred.max() <= 1
 
@@ -94,11 +83,11 @@ def test_tone_map_is_finite_on_flat_images_and_on_empty_or_full_masks(mask_fill,
 def test_gradients_reach_the_prediction_but_not_through_the_curve():
     pred, gt, mask = _three_tone_scene(shift=0.01)
     pred = pred.requires_grad_(True)
-    mapped_pred, mapped_gt = discriminative_tone_map(pred, gt, mask, _gen(4), clamp=(-10, 10))
+    mapped_pred, mapped_gt = discriminative_tone_map(pred, gt, mask, seeded(4), clamp=(-10, 10))
     assert mapped_pred.requires_grad and not mapped_gt.requires_grad  # coeffs are constants
     mapped_pred.sum().backward()
     # The gradient is exactly f'(pred) of the fitted curve: no term through the coefficients.
-    generator = _gen(4)
+    generator = seeded(4)
     coeffs = fit_tone_curves(pred, gt, mask, sample_betas(2, generator), generator)
     assert not coeffs.requires_grad
     t = 2 * pred.detach() - 1
@@ -108,12 +97,12 @@ def test_gradients_reach_the_prediction_but_not_through_the_curve():
 
 
 def test_tone_map_is_deterministic_for_a_given_generator():
-    pred = torch.rand(2, 3, 16, 16, generator=_gen(5))
-    gt = (pred + 0.05 * torch.rand(2, 3, 16, 16, generator=_gen(6))).clamp(0, 1)
-    mask = _square_mask(2, 16, 2, 10)
-    first = discriminative_tone_map(pred, gt, mask, _gen(11), samples_per_region=64)
-    again = DiscriminativeToneMap(samples_per_region=64)(pred, gt, mask, _gen(11))
-    other = discriminative_tone_map(pred, gt, mask, _gen(12), samples_per_region=64)
+    pred = torch.rand(2, 3, 16, 16, generator=seeded(5))
+    gt = (pred + 0.05 * torch.rand(2, 3, 16, 16, generator=seeded(6))).clamp(0, 1)
+    mask = square_mask(2, 16, 2, 10)
+    first = discriminative_tone_map(pred, gt, mask, seeded(11), samples_per_region=64)
+    again = DiscriminativeToneMap(samples_per_region=64)(pred, gt, mask, seeded(11))
+    other = discriminative_tone_map(pred, gt, mask, seeded(12), samples_per_region=64)
     torch.testing.assert_close(first, again, rtol=0, atol=0)
     assert not torch.equal(first[0], other[0])
 
@@ -125,13 +114,13 @@ def test_each_sample_of_a_batch_gets_its_own_curve_and_low_precision_inputs_work
     mask[1, :, :4] = 1  # ... and has another mask; sample 2 has an empty mask
     mask[2] = 0
     beta = torch.tensor([25.0, 30.0, 35.0])
-    coeffs = fit_tone_curves(pred.bfloat16(), gt.bfloat16(), mask, beta, _gen())
+    coeffs = fit_tone_curves(pred.bfloat16(), gt.bfloat16(), mask, beta, seeded())
     assert coeffs.shape == (3, 3, 6) and torch.isfinite(coeffs).all()
-    coeffs = fit_tone_curves(pred, gt, mask, beta, _gen())
+    coeffs = fit_tone_curves(pred, gt, mask, beta, seeded())
     diff = apply_tone_curves(pred, coeffs) - apply_tone_curves(gt, coeffs)
     assert apply_tone_curves(pred.bfloat16(), coeffs).dtype == torch.float32
     assert diff[1].abs().max() < 1e-5  # identity for the correct sample
-    inside = _square_mask(1, 32)[0].expand(3, -1, -1).bool()
+    inside = square_mask(1, 32)[0].expand(3, -1, -1).bool()
     torch.testing.assert_close(diff[0][inside].mean(), torch.tensor(0.25), rtol=0.02, atol=0)
 
 
@@ -202,8 +191,8 @@ def test_staged_weights_load_strictly_and_give_a_differentiable_distance(
     loss.train()
     assert not network.training
 
-    x = torch.rand(2, 3, 64, 64, generator=_gen(1), requires_grad=True)
-    y = torch.rand(2, 3, 64, 64, generator=_gen(2))
+    x = torch.rand(2, 3, 64, 64, generator=seeded(1), requires_grad=True)
+    y = torch.rand(2, 3, 64, 64, generator=seeded(2))
     distance = loss(x, y)
     assert distance.shape == (2,) and (distance > 0).all()
     torch.testing.assert_close(loss(y, y), torch.zeros(2))
@@ -254,7 +243,7 @@ def test_d_loss_falls_when_reals_score_higher_and_fake_edits_lower():
 def test_fake_logits_outside_the_band_do_not_count_as_fake():
     labels = _labels()
     real_logits = torch.zeros(1, 1, 8, 8)
-    base = torch.randn(1, 1, 8, 8, generator=_gen(0))
+    base = torch.randn(1, 1, 8, 8, generator=seeded(0))
     outside = torch.where(labels.bool(), base, torch.tensor(9.0))
     also_outside = torch.where(labels.bool(), base, torch.tensor(-9.0))
     a = discriminator_loss_terms(real_logits, outside, labels)
@@ -314,8 +303,8 @@ def test_lazy_r1_runs_every_n_steps_scaled_by_n():
 
 def test_instance_noise_is_reproducible_with_a_generator():
     x = torch.rand(2, 3, 8, 8)
-    assert add_instance_noise(x, 0.0, _gen()) is x
-    noisy = add_instance_noise(x, 0.05, _gen(9))
-    torch.testing.assert_close(noisy, add_instance_noise(x, 0.05, _gen(9)), rtol=0, atol=0)
-    assert not torch.equal(noisy, add_instance_noise(x, 0.05, _gen(10)))
+    assert add_instance_noise(x, 0.0, seeded()) is x
+    noisy = add_instance_noise(x, 0.05, seeded(9))
+    torch.testing.assert_close(noisy, add_instance_noise(x, 0.05, seeded(9)), rtol=0, atol=0)
+    assert not torch.equal(noisy, add_instance_noise(x, 0.05, seeded(10)))
     assert 0.04 < (noisy - x).std() < 0.06

@@ -1,16 +1,11 @@
 import torch
+from helpers import square_mask
 
 from pixperfect.metrics import SeamMetrics, boundary_band, seam_scores
 
 
-def _square_mask(size: int = 32, lo: int = 8, hi: int = 24) -> torch.Tensor:
-    mask = torch.zeros(1, 1, size, size)
-    mask[..., lo:hi, lo:hi] = 1
-    return mask
-
-
 def test_band_covers_both_sides_of_the_boundary_only():
-    band = boundary_band(_square_mask(), 2)[0, 0]
+    band = boundary_band(square_mask(), 2)[0, 0]
     assert band[8, 16] and band[7, 16] and band[6, 16] and band[9, 16]  # around the top edge
     assert not band[16, 16]  # deep inside
     assert not band[0, 0]  # far outside
@@ -18,7 +13,7 @@ def test_band_covers_both_sides_of_the_boundary_only():
 
 def test_band_psnr_sees_an_error_that_whole_image_psnr_dilutes():
     target = torch.full((1, 3, 32, 32), 0.5)
-    mask = _square_mask()
+    mask = square_mask()
     pred = target.clone()
     pred[..., boundary_band(mask, 2)[0, 0]] += 0.1
     s = seam_scores(pred, target, mask, band_width=2)
@@ -31,8 +26,8 @@ def test_seam_metrics_average_per_image_scores():
     pred = target.clone()
     pred[1] += 0.1
     metric = SeamMetrics(band_width=2)
-    metric.update(pred[:1], target[:1], _square_mask())
-    metric.update(pred[1:], target[1:], _square_mask())
+    metric.update(pred[:1], target[:1], square_mask())
+    metric.update(pred[1:], target[1:], square_mask())
     scores = metric.compute()
     assert abs(float(scores["l1"]) - 0.05) < 1e-6
     assert abs(float(scores["psnr"]) - (100 + 20) / 2) < 1e-3  # perfect image capped at 100
@@ -78,7 +73,7 @@ def test_seam_metrics_report_every_metric_name():
     from pixperfect.metrics import METRIC_NAMES
 
     metric = SeamMetrics(band_width=2)
-    metric.update(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32), _square_mask())
+    metric.update(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32), square_mask())
     scores = metric.compute()
     assert set(scores) == set(METRIC_NAMES) >= {"band_ciede2000", "seam_grad"}
     assert all(torch.isfinite(v) for v in scores.values())
@@ -92,7 +87,7 @@ def _inner_outer(pred, target, mask, band_width=2):
 def test_inner_and_outer_bands_split_the_band_at_the_mask_boundary():
     from pixperfect.metrics import inner_outer_bands
 
-    mask = _square_mask()
+    mask = square_mask()
     inner, outer = inner_outer_bands(mask, 2)
     assert torch.equal(inner | outer, boundary_band(mask, 2))
     assert not (inner & outer).any()
@@ -102,7 +97,7 @@ def test_inner_and_outer_bands_split_the_band_at_the_mask_boundary():
 
 def test_an_error_only_inside_the_mask_shows_in_the_inner_band_only():
     target = torch.full((1, 3, 32, 32), 0.5)
-    mask = _square_mask()
+    mask = square_mask()
     pred = torch.where(mask > 0.5, target + 0.1, target)
     s = _inner_outer(pred, target, mask)
     assert abs(s["inner_band_psnr"] - 20.0) < 0.01  # 10 log10(1 / 0.01)
@@ -115,7 +110,7 @@ def test_an_error_only_inside_the_mask_shows_in_the_inner_band_only():
 
 def test_an_error_only_outside_the_mask_shows_in_the_outer_band_only():
     target = torch.full((1, 3, 32, 32), 0.5)
-    mask = _square_mask()
+    mask = square_mask()
     pred = torch.where(mask > 0.5, target, target - 0.1)
     s = _inner_outer(pred, target, mask)
     assert abs(s["outer_band_psnr"] - 20.0) < 0.01

@@ -1,16 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from helpers import changed_pixels, distance_to_mask, write_pixels
 
 from pixperfect.cli import main
-from pixperfect.imageio import Image, read_image, write_image
+from pixperfect.imageio import read_image
 from pixperfect.inference import Refiner, pad_to_multiple
 from pixperfect.models.colour_prior import apply_colour_prior
-
-
-def _write(path, pixels):
-    write_image(path, Image(pixels))
-    return path
 
 
 def _mask(h, w):
@@ -20,18 +16,6 @@ def _mask(h, w):
 
 
 DEFAULT_REACH = 3  # px past the mask that a default refine may change
-
-
-def _distance(mask):
-    """Euclidean distance of every pixel to the nearest mask pixel (0 inside the mask)."""
-    import cv2
-
-    return cv2.distanceTransform((mask == 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-
-
-def _changed(out, pixels):
-    diff = out != pixels
-    return diff if diff.ndim == 2 else diff.any(axis=-1)
 
 
 @pytest.fixture
@@ -64,8 +48,8 @@ def loud_refiner(monkeypatch):
 def test_refine_keeps_size_mode_and_bit_depth(trained_checkpoint, tmp_path, shape, dtype):
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, np.iinfo(dtype).max, size=shape, dtype=dtype)
-    image = _write(tmp_path / "in.png", pixels)
-    mask = _write(tmp_path / "mask.png", _mask(*shape[:2]))
+    image = write_pixels(tmp_path / "in.png", pixels)
+    mask = write_pixels(tmp_path / "mask.png", _mask(*shape[:2]))
     out = tmp_path / "out.png"
     assert (
         main(
@@ -87,7 +71,7 @@ def test_refine_keeps_size_mode_and_bit_depth(trained_checkpoint, tmp_path, shap
     assert result.shape == pixels.shape and result.dtype == pixels.dtype
     if shape[-1:] == (4,):
         assert np.array_equal(result[..., 3], pixels[..., 3]), "alpha is carried over"
-    far = _distance(_mask(*shape[:2])) > DEFAULT_REACH
+    far = distance_to_mask(_mask(*shape[:2])) > DEFAULT_REACH
     assert np.array_equal(result[far], pixels[far]), "the photo outside the edit is untouched"
 
 
@@ -110,8 +94,8 @@ def test_untrained_refiner_is_its_starting_point_through_padding(trained_checkpo
 
 
 def test_a_mask_of_another_size_is_refused_naming_both_sizes(trained_checkpoint, tmp_path, capsys):
-    image = _write(tmp_path / "in.png", np.zeros((40, 60, 3), np.uint8))
-    mask = _write(tmp_path / "mask.png", _mask(40, 50))
+    image = write_pixels(tmp_path / "in.png", np.zeros((40, 60, 3), np.uint8))
+    mask = write_pixels(tmp_path / "mask.png", _mask(40, 50))
     code = main(
         [
             "refine",
@@ -167,11 +151,11 @@ def test_refine_changes_the_edit_and_3_px_around_it_and_spill_widens_that(
     trained_checkpoint, loud_refiner, tmp_path
 ):
     pixels = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    image = _write(tmp_path / "in.png", pixels)
+    image = write_pixels(tmp_path / "in.png", pixels)
     mask = _mask(48, 64)
     mask[30:36, 40:44] = 255  # a second, separate edit
-    _write(tmp_path / "mask.png", mask)
-    distance = _distance(mask)
+    write_pixels(tmp_path / "mask.png", mask)
+    distance = distance_to_mask(mask)
     args = ["refine", "--ckpt", str(trained_checkpoint), "--image", str(image)]
     args += ["--mask", str(tmp_path / "mask.png")]
 
@@ -179,14 +163,14 @@ def test_refine_changes_the_edit_and_3_px_around_it_and_spill_widens_that(
     out = read_image(tmp_path / "default.png").pixels
     far = distance > DEFAULT_REACH
     assert np.array_equal(out[far], pixels[far]), "the photo outside the edit is untouched"
-    assert _changed(out, pixels)[mask > 0].mean() > 0.9, "the edit is refined"
+    assert changed_pixels(out, pixels)[mask > 0].mean() > 0.9, "the edit is refined"
 
     assert main([*args, "--out", str(tmp_path / "spill.png"), "--spill", "5"]) == 0
     spilled = read_image(tmp_path / "spill.png").pixels
     reach = 5 + DEFAULT_REACH
     assert np.array_equal(spilled[distance > reach], pixels[distance > reach])
     grown = (distance > DEFAULT_REACH) & (distance <= reach)
-    assert _changed(spilled, pixels)[grown].mean() > 0.5, "--spill 5 refines 5 px more"
+    assert changed_pixels(spilled, pixels)[grown].mean() > 0.5, "--spill 5 refines 5 px more"
 
 
 def test_a_folder_run_changes_only_each_edit_and_3_px_around_it(
@@ -199,8 +183,8 @@ def test_a_folder_run_changes_only_each_edit_and_3_px_around_it(
         "b.png": rng.integers(0, 65535, (44, 36), dtype=np.uint16),
     }
     for name, pixels in inputs.items():
-        _write(images / name, pixels)
-        _write(masks / name, _mask(*pixels.shape[:2]))
+        write_pixels(images / name, pixels)
+        write_pixels(masks / name, _mask(*pixels.shape[:2]))
     code = main(
         ["refine", "--ckpt", str(trained_checkpoint), "--images", str(images),
          "--masks", str(masks), "--out", str(out)]
@@ -208,9 +192,9 @@ def test_a_folder_run_changes_only_each_edit_and_3_px_around_it(
     assert code == 0
     for name, pixels in inputs.items():
         result, mask = read_image(out / name).pixels, _mask(*pixels.shape[:2])
-        far = _distance(mask) > DEFAULT_REACH
+        far = distance_to_mask(mask) > DEFAULT_REACH
         assert np.array_equal(result[far], pixels[far]), name
-        assert _changed(result, pixels)[mask > 0].mean() > 0.9, name
+        assert changed_pixels(result, pixels)[mask > 0].mean() > 0.9, name
 
 
 def _photo_jpeg(path, shape=(96, 128)):
@@ -227,11 +211,11 @@ def test_a_jpeg_output_says_it_reencodes_and_loses_the_least_it_can(
     trained_checkpoint, tmp_path, capsys
 ):
     pixels = _photo_jpeg(tmp_path / "photo.jpg")
-    mask = _write(tmp_path / "mask.png", _mask(96, 128))
+    mask = write_pixels(tmp_path / "mask.png", _mask(96, 128))
     args = ["refine", "--ckpt", str(trained_checkpoint), "--image", str(tmp_path / "photo.jpg")]
     assert main([*args, "--mask", str(mask), "--out", str(tmp_path / "out.jpg")]) == 0
     assert "re-encodes the whole image" in capsys.readouterr().err
-    far = _distance(_mask(96, 128)) > DEFAULT_REACH
+    far = distance_to_mask(_mask(96, 128)) > DEFAULT_REACH
     change = np.abs(read_image(tmp_path / "out.jpg").pixels.astype(int) - pixels)[far]
     # Quality 100 without chroma subsampling. Measured on this photo: OpenCV's default
     # (95, 4:2:0) changed these pixels by up to 18 levels, this by up to 3.
@@ -243,15 +227,15 @@ def test_lossless_outputs_keep_the_photo_byte_for_byte_png_for_a_jpeg_folder_and
 ):
     (tmp_path / "edits").mkdir()
     pixels = _photo_jpeg(tmp_path / "edits" / "photo.jpg")
-    _write(tmp_path / "edits" / "photo_mask.png", _mask(96, 128))
-    _write(tmp_path / "edits" / "plain.webp", pixels)
-    _write(tmp_path / "edits" / "plain_mask.png", _mask(96, 128))
+    write_pixels(tmp_path / "edits" / "photo_mask.png", _mask(96, 128))
+    write_pixels(tmp_path / "edits" / "plain.webp", pixels)
+    write_pixels(tmp_path / "edits" / "plain_mask.png", _mask(96, 128))
     edits = str(tmp_path / "edits")
     args = ["refine", "--ckpt", str(trained_checkpoint), "--images", edits, "--masks", edits]
     assert main([*args, "--out", str(tmp_path / "png"), "--png"]) == 0
     assert main([*args, "--out", str(tmp_path / "same")]) == 0
     assert "1 output(s) are JPEG" in capsys.readouterr().out  # the second run's report
-    far = _distance(_mask(96, 128)) > DEFAULT_REACH
+    far = distance_to_mask(_mask(96, 128)) > DEFAULT_REACH
     for out in ("png/photo.png", "png/plain.png", "same/plain.webp"):
         assert np.array_equal(read_image(tmp_path / out).pixels[far], pixels[far]), out
 
@@ -259,8 +243,8 @@ def test_lossless_outputs_keep_the_photo_byte_for_byte_png_for_a_jpeg_folder_and
 def test_png_outputs_that_would_collide_are_reported_not_overwritten(trained_checkpoint, tmp_path):
     (tmp_path / "edits").mkdir()
     for name in ("photo.jpg", "photo.png"):
-        _write(tmp_path / "edits" / name, np.full((32, 32, 3), 128, np.uint8))
-    _write(tmp_path / "edits" / "photo_mask.png", _mask(32, 32))
+        write_pixels(tmp_path / "edits" / name, np.full((32, 32, 3), 128, np.uint8))
+    write_pixels(tmp_path / "edits" / "photo_mask.png", _mask(32, 32))
     edits = str(tmp_path / "edits")
     args = ["refine", "--ckpt", str(trained_checkpoint), "--images", edits, "--masks", edits]
     assert main([*args, "--out", str(tmp_path / "out"), "--png"]) == 1

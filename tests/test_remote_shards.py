@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from assets import SHARED, require
+from helpers import free_port
 from http_server import ShardServer
 from torch.utils.data import DataLoader
 
@@ -98,12 +99,6 @@ def _targets(location, workers: int = 0, **kw) -> list[bytes]:
     stream = training_stream(location, kw.pop("batch_size"), workers=workers, **kw)
     loader = DataLoader(stream, batch_size=None, num_workers=workers)
     return [t.numpy().tobytes() for b in loader for t in b["target"]]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_manifest_url_streams_the_same_samples_as_the_local_folder(shards, server):
@@ -198,7 +193,7 @@ def test_a_404_a_refused_connection_and_a_silent_server_are_errors_in_bounded_ti
     with pytest.raises(OSError, match="no readable sample"):
         read_manifest(f"{server.url}/bare/shard-{{000007..000009}}.tar")
     with pytest.raises(OSError, match="refused"):
-        read_manifest(f"http://127.0.0.1:{_free_port()}/shards/manifest.json")
+        read_manifest(f"http://127.0.0.1:{free_port()}/shards/manifest.json")
     with socket.socket() as silent:  # accepts connections, never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()

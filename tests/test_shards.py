@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from assets import SHARED, require
+from helpers import manifest_of
 from torch.utils.data import DataLoader
 
 from pixperfect.cli import main
@@ -47,12 +48,8 @@ def shards(tmp_path_factory) -> Path:
     return out
 
 
-def _manifest(folder: Path) -> dict:
-    return json.loads((folder / "manifest.json").read_text())
-
-
 def test_manifest_records_counts_bytes_checksums_and_recipe(shards):
-    manifest = _manifest(shards)
+    manifest = manifest_of(shards)
     assert manifest["num_shards"] == 4 and manifest["num_samples"] == 8
     assert [s["samples"] for s in manifest["shards"]] == [2, 2, 2, 2]
     for entry in manifest["shards"]:
@@ -87,7 +84,7 @@ def test_rerun_keeps_complete_shards_and_rebuilds_missing_ones_identically(shard
     summary = build(_spec(), out, progress=False)
     assert summary["built"] == 1 and summary["kept"] == 3
     assert (out / shard_name(0)).stat().st_mtime_ns == kept
-    assert _manifest(out) == _manifest(shards)
+    assert manifest_of(out) == manifest_of(shards)
 
 
 def test_a_different_recipe_in_the_same_folder_is_refused(shards, tmp_path):
@@ -113,12 +110,12 @@ def test_array_tasks_build_disjoint_shards_and_the_last_writes_the_manifest(shar
     assert {p.name for p in tmp_path.glob("shard-*.tar")} == {shard_name(0), shard_name(2)}
     second = build(_spec(), tmp_path, task_index=1, num_tasks=2, progress=False)
     assert second["manifest"] is not None
-    assert _manifest(tmp_path) == _manifest(shards)
+    assert manifest_of(tmp_path) == manifest_of(shards)
 
 
 def test_worker_processes_give_the_same_shards(shards, tmp_path):
     build(_spec(), tmp_path, workers=2, progress=False)
-    assert _manifest(tmp_path) == _manifest(shards)
+    assert manifest_of(tmp_path) == manifest_of(shards)
 
 
 def test_a_killed_build_resumes_to_the_manifest_of_an_uninterrupted_one(tmp_path):
@@ -144,7 +141,7 @@ def test_a_killed_build_resumes_to_the_manifest_of_an_uninterrupted_one(tmp_path
         with tarfile.open(tar) as t:
             assert len(t.getnames()) == 10
     assert main([*args, "--out", str(killed)]) == 0
-    assert _manifest(killed) == _manifest(reference)
+    assert manifest_of(killed) == manifest_of(reference)
 
 
 def _damage(folder: Path) -> tuple[str, str]:
@@ -291,7 +288,7 @@ def test_source_folders_convert_grey_rgba_16_bit_and_skip_unreadable_and_small(t
         small_images="skip",
     )  # fmt: skip
     build(spec, tmp_path / "out", progress=False)
-    manifest = _manifest(tmp_path / "out")
+    manifest = manifest_of(tmp_path / "out")
     assert manifest["num_samples"] == 3
     # Counted per reason, with a few example lines (no list of every photo).
     assert manifest["skipped"] == {"too_small": 1, "undecodable": 1}
@@ -309,7 +306,7 @@ def test_upscaling_small_images_keeps_them(tmp_path):
     cv2.imwrite(str(folder / "tiny.png"), np.full((16, 20, 3), 128, np.uint8))
     spec = BuildSpec(sources=[str(folder / "tiny.png")], size=32, crops_per_image=2)
     build(spec, tmp_path / "out", progress=False)
-    assert _manifest(tmp_path / "out")["num_samples"] == 2
+    assert manifest_of(tmp_path / "out")["num_samples"] == 2
 
 
 def test_the_cli_builds_from_a_folder_and_refuses_bad_options(tmp_path, capsys):
@@ -351,9 +348,9 @@ def test_device_auto_resolves_here_and_the_recipe_records_the_kind(shards, tmp_p
     assert resolve_device("auto") == kind and resolve_device("cpu") == "cpu"
     summary = build(_spec(device="auto"), tmp_path, progress=False)
     assert summary["device"] == kind and summary["seconds"] > 0
-    assert _manifest(tmp_path)["recipe"]["device"] == kind
+    assert manifest_of(tmp_path)["recipe"]["device"] == kind
     if kind == "cpu":  # --device auto on a CPU machine is --device cpu, the default
-        assert _manifest(tmp_path) == _manifest(shards)
+        assert manifest_of(tmp_path) == manifest_of(shards)
     # Clean crops are made on the CPU whatever the device: no device in their recipe.
     assert "device" not in _spec(kind="clean", device="cuda").recipe()
     assert _spec(device="cuda").recipe_hash() != _spec().recipe_hash()
@@ -384,7 +381,7 @@ def test_a_plan_from_before_the_device_option_resumes_on_cpu(shards, tmp_path):
     (out / shard_name(1)).unlink()
     summary = build(_spec(), out, progress=False)
     assert summary["built"] == 1 and summary["kept"] == 3
-    assert _manifest(out) == _manifest(shards)
+    assert manifest_of(out) == manifest_of(shards)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -416,7 +413,7 @@ def test_the_cli_takes_a_device_and_reports_samples_per_second(tmp_path, capsys)
     assert re.search(
         rf"built 1 shard\(s\) \(2 samples\) in [\d.]+ s, [\d.]+ samples/s on {kind};", out
     )
-    assert _manifest(tmp_path / "o")["recipe"]["device"] == kind
+    assert manifest_of(tmp_path / "o")["recipe"]["device"] == kind
 
 
 def test_cuda_builds_run_deterministic_algorithms_and_restore_the_callers_setting(monkeypatch):

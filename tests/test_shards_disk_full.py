@@ -25,6 +25,7 @@ from pathlib import Path
 
 import cv2
 import pytest
+from helpers import manifest_of
 
 from pixperfect import atomic as atomic_module
 from pixperfect.cli import main
@@ -67,10 +68,6 @@ def reference(photos, tmp_path_factory) -> Path:
     return out
 
 
-def _manifest(folder: Path) -> dict:
-    return json.loads((folder / "manifest.json").read_text())
-
-
 def _check_unfinished(folder: Path, reference: Path) -> int:
     """After a failed build: no .partial file, no manifest, every tar with its sidecar and
     every sidecar with its tar, each such shard the reference's bytes; returns their count."""
@@ -80,7 +77,7 @@ def _check_unfinished(folder: Path, reference: Path) -> int:
     tars = {n.removesuffix(".tar") for n in names if re.fullmatch(r"shard-\d+\.tar", n)}
     sidecars = {n.removesuffix(".json") for n in names if re.fullmatch(r"shard-\d+\.json", n)}
     assert tars == sidecars, names
-    expected = {s["name"]: s for s in _manifest(reference)["shards"]}
+    expected = {s["name"]: s for s in manifest_of(reference)["shards"]}
     for stem in tars:
         record = json.loads((folder / f"{stem}.json").read_text())
         data = (folder / f"{stem}.tar").read_bytes()
@@ -114,7 +111,7 @@ def _check_message(
     if match[5]:  # the room short, when the free room is less than the room needed
         short = _size(match[3]) - _size(match[4])
         assert _size(match[5]) == pytest.approx(short, rel=0.05, abs=200)
-    missing = [s for s in _manifest(reference)["shards"] if not (folder / s["name"]).exists()]
+    missing = [s for s in manifest_of(reference)["shards"] if not (folder / s["name"]).exists()]
     assert _size(match[3]) >= sum(s["bytes"] for s in missing)
     assert re.fullmatch(r"shard-\d{6}\.(tar|json)", match[1])
 
@@ -203,7 +200,7 @@ def test_enospc_in_a_shard_stops_the_cli_with_one_line_and_a_rerun_finishes_the_
     code, stdout, _ = _build(photos, out, capsys)
     assert code == 0 and "built 2 shard(s) (4 samples)" in stdout and "kept 2 complete" in stdout
     assert not list(out.glob("*.partial"))
-    assert _manifest(out) == _manifest(reference)
+    assert manifest_of(out) == manifest_of(reference)
 
 
 def _build(photos: Path, out: Path, capsys, *options: str) -> tuple[int, str, str]:
@@ -238,7 +235,7 @@ def test_enospc_in_a_sidecar_or_the_manifest_leaves_no_shard_or_manifest_taken_a
     code, stdout, _ = _build(photos, out, capsys)
     assert code == 0 and f"built {4 - complete} shard(s)" in stdout
     assert f"kept {complete} complete" in stdout
-    assert _manifest(out) == _manifest(reference)
+    assert manifest_of(out) == manifest_of(reference)
 
 
 def test_enospc_in_a_worker_process_surfaces_as_the_same_error_and_the_pool_ends(
@@ -258,7 +255,7 @@ def test_enospc_in_a_worker_process_surfaces_as_the_same_error_and_the_pool_ends
     monkeypatch.undo()
     code, stdout, _ = _build(photos, out, capsys, "--workers", "2")
     assert code == 0 and f"kept {complete} complete" in stdout
-    assert _manifest(out) == _manifest(reference)
+    assert manifest_of(out) == manifest_of(reference)
 
 
 # --- a real full disk: a small tmpfs in a private mount namespace ----------------------------
@@ -329,4 +326,4 @@ def test_a_full_tmpfs_stops_the_cli_with_one_line_and_a_rerun_after_remounting_b
     rerun = (tmp_path / "rerun.out").read_text()
     assert (tmp_path / "rerun.rc").read_text().strip() == "0", (tmp_path / "rerun.err").read_text()
     assert f"built {4 - complete} shard(s)" in rerun and f"kept {complete} complete" in rerun
-    assert json.loads((tmp_path / "manifest.json").read_text()) == _manifest(reference)
+    assert json.loads((tmp_path / "manifest.json").read_text()) == manifest_of(reference)

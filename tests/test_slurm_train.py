@@ -16,6 +16,7 @@ import pytest
 import torch
 from assets import TAESD_DIR, require
 from conftest import TINY, gloo_timed_out
+from helpers import logged_steps
 from slurm_cluster import (  # noqa: F401
     ROOT,
     job_records,
@@ -37,12 +38,6 @@ def _read(path: Path) -> str:
 
 def _record(job: str) -> dict[str, str]:
     return job_records(job)[0]
-
-
-def _logged_steps(event_file: Path) -> list[int]:
-    acc = EventAccumulator(str(event_file))
-    acc.Reload()
-    return [e.step for e in acc.Scalars("train/loss")]
 
 
 def _wait_for_checkpoint(job: str, checkpoint: Path, log_path: Path, poll: float) -> None:
@@ -123,7 +118,7 @@ def _assert_resumed_where_preempted(job: str, log: str, directory: Path, max_ste
     assert final["global_step"] == max_steps
     files = sorted((directory / "tb").glob("events.out.tfevents.*"), key=os.path.getmtime)
     assert len(files) == 2
-    first, second = map(_logged_steps, files)
+    first, second = map(logged_steps, files)
     assert first == list(range(step)) and second == list(range(step, max_steps))
     return step
 
@@ -318,7 +313,7 @@ def test_a_killed_rank_fails_the_job_at_once_and_the_same_command_resumes_from_t
     assert final["global_step"] == DEAD_RANK_STEPS
     files = sorted((directory / "tb").glob("events.out.tfevents.*"), key=os.path.getmtime)
     assert len(files) == 2
-    first, second = map(_logged_steps, files)
+    first, second = map(logged_steps, files)
     assert first[:step] == list(range(step)) and second == list(range(step, DEAD_RANK_STEPS))
 
 

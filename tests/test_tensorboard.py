@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY
+from helpers import free_port
 
 from pixperfect.config import load_config
 from pixperfect.metrics import METRIC_NAMES
@@ -82,17 +82,11 @@ CATEGORIES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class TensorBoard:
     """A TensorBoard server on 127.0.0.1 and a client for its JSON routes."""
 
     def __init__(self, logdir: Path) -> None:
-        self.base = f"http://127.0.0.1:{_free_port()}"
+        self.base = f"http://127.0.0.1:{free_port()}"
         command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir)]
         command += ["--host", "127.0.0.1", "--port", self.base.rsplit(":", 1)[1]]
         command += ["--reload_interval", "0"]  # the run is complete: load it once

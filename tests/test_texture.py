@@ -8,6 +8,7 @@ import kornia
 import pytest
 import torch
 from assets import KODAK, TAESD_DIR, require
+from helpers import psnr_db
 from torch import Tensor
 
 from data_sim.codecs import LatentCodec
@@ -22,10 +23,6 @@ from data_sim.texture import (
 )
 
 NO_VAE = VAEConfig(kind="none")
-
-
-def _psnr(a: Tensor, b: Tensor) -> float:
-    return float(10 * torch.log10(1.0 / torch.mean((a.double() - b.double()) ** 2)))
 
 
 def _luma(x: Tensor) -> Tensor:
@@ -135,8 +132,8 @@ def test_jpeg_at_low_quality_changes_the_background_and_quality_100_barely(photo
     params["jpeg_quality"] = torch.tensor([100.0])
     best = apply_texture_outside(x, params)
     # Compared on luma: 4:2:0 chroma subsampling costs colour detail at any quality.
-    assert _psnr(_luma(low), _luma(x)) < 35
-    assert _psnr(_luma(best), _luma(x)) > 50
+    assert psnr_db(_luma(low), _luma(x)) < 35
+    assert psnr_db(_luma(best), _luma(x)) > 50
 
 
 def test_odd_sizes_work_with_jpeg_and_blur() -> None:
@@ -145,7 +142,7 @@ def test_odd_sizes_work_with_jpeg_and_blur() -> None:
     params = _params(cfg, 3, jpeg=True, jpeg_quality=30.0, blur_sigma=0.8)
     inside, outside = apply_texture(x, params)
     assert inside.shape == outside.shape == x.shape
-    assert _psnr(outside, x) < 40 and _psnr(inside, x) < 40
+    assert psnr_db(outside, x) < 40 and psnr_db(inside, x) < 40
 
 
 def test_zero_blur_and_zero_noise_leave_the_inside_unchanged(images: Tensor) -> None:
@@ -251,5 +248,5 @@ def test_taef2_round_trip_changes_a_photo_but_keeps_it_close() -> None:
     params = _params(cfg, 1, vae=True, blur_sigma=0.5, inside_noise_sigma=0.005)
     inside = family.inside(x, params)
     assert inside.shape == x.shape
-    psnr = _psnr(inside, x)
+    psnr = psnr_db(inside, x)
     assert 25.0 < psnr < 45.0, psnr

@@ -11,6 +11,7 @@ import kornia
 import numpy as np
 import pytest
 import torch
+from helpers import square_mask
 
 from pixperfect.texture_gap import (
     high_frequency,
@@ -30,12 +31,6 @@ def _grainy_photo(seed: int = 0) -> torch.Tensor:
     return (base + GRAIN * torch.randn(1, 1, SIZE, SIZE, generator=g)).clamp(0, 1)
 
 
-def _square_mask() -> torch.Tensor:
-    mask = torch.zeros(1, 1, SIZE, SIZE)
-    mask[..., 24:72, 24:72] = 1
-    return mask
-
-
 def _inside(mask: torch.Tensor, edit: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
     return torch.where(mask > 0.5, edit, photo)
 
@@ -49,7 +44,7 @@ def _gap(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 def test_the_gap_is_zero_when_the_output_is_the_photo_even_if_its_grain_differs_inside():
-    target, mask = _grainy_photo(), _square_mask()
+    target, mask = _grainy_photo(), square_mask(1, SIZE, 24, 72)
     assert _gap(target.clone(), target, mask) == 0.0
     # a photo whose own grain is coarser inside the mask than around it (a textured object)
     textured = _inside(mask, _blur(target) + 3 * (target - _blur(target)), target)
@@ -58,7 +53,7 @@ def test_the_gap_is_zero_when_the_output_is_the_photo_even_if_its_grain_differs_
 
 
 def test_a_blurred_inside_opens_a_gap_that_the_photos_own_grain_closes():
-    target, mask = _grainy_photo(), _square_mask()
+    target, mask = _grainy_photo(), square_mask(1, SIZE, 24, 72)
     blurred = _inside(mask, _blur(target), target)  # the edit lost its grain
     assert _gap(blurred, target, mask) > 10  # dB: the inner ring's energy fell tenfold or more
     residual = target - _blur(target)  # the target's high frequencies, added back inside
@@ -67,7 +62,7 @@ def test_a_blurred_inside_opens_a_gap_that_the_photos_own_grain_closes():
 
 
 def test_independent_noise_of_the_photos_grain_energy_closes_the_gap_too():
-    target, mask = _grainy_photo(), _square_mask()
+    target, mask = _grainy_photo(), square_mask(1, SIZE, 24, 72)
     g = torch.Generator().manual_seed(1)
     blurred = _inside(mask, _blur(target), target)
     other_grain = GRAIN * torch.randn(1, 1, SIZE, SIZE, generator=g)  # another realisation
@@ -86,7 +81,7 @@ def test_independent_noise_of_the_photos_grain_energy_closes_the_gap_too():
 
 
 def test_a_colour_step_at_the_boundary_is_not_a_texture_gap():
-    target, mask = _grainy_photo(), _square_mask()
+    target, mask = _grainy_photo(), square_mask(1, SIZE, 24, 72)
     shifted = _inside(mask, target * 0.9 + 0.2, target)  # a seam of colour, same grain
     assert _gap(shifted, target, mask) < 1.0  # dB; the grain is scaled by 0.9 (0.9 dB)
     # no ring pixel's high-pass reaches across the boundary: a bare step leaves them nothing
@@ -104,7 +99,7 @@ def test_smooth_shading_has_no_high_frequency():
 
 def test_empty_and_full_masks_have_no_gap_and_are_left_out_of_the_means():
     target = _grainy_photo()
-    composite = _inside(_square_mask(), _blur(target), target)
+    composite = _inside(square_mask(1, SIZE, 24, 72), _blur(target), target)
     for mask in (torch.zeros(1, 1, SIZE, SIZE), torch.ones(1, 1, SIZE, SIZE)):
         assert math.isnan(_gap(composite, target, mask))
     summary = summarise([1.0, None, float("nan")], [4.0, None, float("nan")])
@@ -154,7 +149,10 @@ def test_a_sample_with_an_empty_mask_is_left_out_of_evaluates_means_not_a_nan():
 
     target = _grainy_photo()[0]
     records = []
-    for name, mask in (("edit", _square_mask()[0]), ("empty", torch.zeros(1, SIZE, SIZE))):
+    for name, mask in (
+        ("edit", square_mask(1, SIZE, 24, 72)[0]),
+        ("empty", torch.zeros(1, SIZE, SIZE)),
+    ):
         composite = _inside(mask[None], _blur(target[None]), target[None])[0]
         sample = {"name": f"{name}#0", "target": target, "composite": composite, "mask": mask}
         outputs = {"identity": composite[None], "photo": target[None]}

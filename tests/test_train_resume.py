@@ -1,15 +1,8 @@
-from pathlib import Path
-
 import torch
+from helpers import logged_steps
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pixperfect.training.train import train
-
-
-def _logged_steps(event_file: Path, tag: str = "train/loss") -> list[int]:
-    acc = EventAccumulator(str(event_file))
-    acc.Reload()
-    return [e.step for e in acc.Scalars(tag)]
 
 
 def test_training_writes_checkpoint_config_and_tensorboard_in_a_named_run_dir(tiny_config):
@@ -39,8 +32,8 @@ def test_rerunning_the_same_command_resumes_and_continues_the_step_count(tiny_co
         (directory / "tb").glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime
     )
     assert len(files) == 2
-    assert _logged_steps(files[0]) == [0, 1, 2]
-    assert _logged_steps(files[1]) == [3, 4, 5]
+    assert logged_steps(files[0]) == [0, 1, 2]
+    assert logged_steps(files[1]) == [3, 4, 5]
     # ... and with the optimiser state of the first run, not a fresh one.
     adam_steps = {float(s["step"]) for s in second["optimizer_states"][0]["state"].values()}
     assert adam_steps == {6.0}
