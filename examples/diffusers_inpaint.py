@@ -1,8 +1,8 @@
 """Refine the output of a diffusers inpainting pipeline with a PixPerfect refiner.
 
     pip install -e '.[diffusers]'
-    pixperfect export runs/demo/checkpoints/last.ckpt runs/demo/export
-    python examples/diffusers_inpaint.py --pipeline PATH_OR_HUB_ID --refiner runs/demo/export \
+    pixperfect export runs/demo/checkpoints/last.ckpt runs/demo/release
+    python examples/diffusers_inpaint.py --pipeline PATH_OR_HUB_ID --refiner runs/demo/release \
         --image photo.png --mask mask.png --prompt "a wooden bench" --out refined.png
 
 ``--pipeline`` is your inpainting weights (anything ``AutoPipelineForInpainting`` loads,

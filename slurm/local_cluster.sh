@@ -9,7 +9,7 @@
 #
 # Needs root (it writes /etc/slurm/slurm.conf and runs the daemons as root; jobs run as root on
 # this host, so the project's .venv and any absolute path work inside jobs as they do here).
-# Facts behind the settings: /work/shared/docs/LOCAL_SLURM.md (../shared/docs beside the repo).
+# Why the settings are what they are: docs/cluster.md, "The local cluster", and the comments below.
 #
 # State (pids, logs, spool dirs, controller state) lives in $PIXPERFECT_SLURM_STATE, default
 # /tmp/pixperfect-slurm. Logs: $STATE/log/slurmctld.log, $STATE/log/slurmd-n1.log, ...

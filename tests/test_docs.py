@@ -8,7 +8,10 @@
   exists, and every option given to a benchmark or script is one it defines;
 - every relative link and image resolves to a file (and a ``#anchor`` to a heading);
 - every docs page is linked from the README or another page, and says first what it is for;
-- the README stays under 12,000 characters and its picture under 150 KB.
+- the README stays under 12,000 characters and its picture under 150 KB;
+- docs/commands.md names every option of every subcommand (read from the parser);
+- nothing in the repository cites the method spec it was built from, an issue number or the
+  workplace's docs folder, all outside the repository: the method is docs/method.md.
 
 Placeholders (IMG, OUT, CKPT, <jobid>) are fine as values: only the parse is checked here;
 ``tests/test_preflight.py`` runs preflight on every documented launch.
@@ -302,4 +305,82 @@ def test_every_docs_page_starts_with_what_it_is_for(page):
     assert paragraphs[0].startswith("# "), f"{_rel(page)} starts with its title"
     assert re.match(r"(?i)what this page is for", paragraphs[1]), (
         f"{_rel(page)}: the paragraph after the title should say what the page is for"
+    )
+
+
+COMMANDS_PAGE = ROOT / "docs" / "commands.md"
+
+
+def _every_parser(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(subcommand path, parser) of ``pixperfect`` itself and of every subcommand, nested
+    ones (``shards build``) included."""
+    yield path, parser
+    for name, sub in _subparsers(parser).items():
+        yield from _every_parser(sub, (*path, name))
+
+
+def _options_commands_md_names() -> dict[tuple[str, ...], set[str]]:
+    """The options each synopsis of commands.md names, per subcommand path (a subcommand
+    with two synopses, as ``refine`` for a file and a folder, gets both)."""
+    named: dict[tuple[str, ...], set[str]] = {}
+    for span in INLINE.findall(COMMANDS_PAGE.read_text()):
+        words = span.replace("\\|", "|").split()
+        if words[:1] != ["pixperfect"]:
+            continue
+        _, path, rest = _command_parser(words[1:])
+        named.setdefault(tuple(path), set()).update(OPTION.findall(" ".join(rest)))
+    return named
+
+
+PARSERS = list(_every_parser(build_parser()))
+
+
+@pytest.mark.parametrize(
+    "path, parser", PARSERS, ids=[" ".join(("pixperfect", *p)) for p, _ in PARSERS]
+)
+def test_commands_md_names_every_option_of_every_subcommand(path, parser):
+    options = {
+        o for action in parser._actions for o in action.option_strings if o.startswith("--")
+    } - {"--help"}
+    missing = sorted(options - _options_commands_md_names().get(path, set()))
+    assert not missing, (
+        f"docs/commands.md: the synopsis of `{' '.join(('pixperfect', *path))}` does not name "
+        f"{missing}; add them to its row"
+    )
+
+
+# Citations that point outside the repository: the method spec the project was built from
+# (its sections are docs/method.md's now), an issue tracker's numbers and the workplace's docs
+# folder. Spelled in pieces so that this file does not match itself.
+OUTSIDE = re.compile("|".join([r"\bMETH" + r"OD\b", r"(?i:\bissues? [0-9])", "shared/" + "docs"]))
+CITING_TREES = (
+    "src", "data_sim", "imageops", "docs", "benchmarks", "scripts", "configs", "tests",
+    "examples", "slurm",
+)  # fmt: skip
+CITING_FILES = ("README.md", "Makefile", "pyproject.toml")
+TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".sh", ".sbatch", ".json"}
+
+
+def _citing_files() -> list[Path]:
+    files = [ROOT / name for name in CITING_FILES]
+    for tree in CITING_TREES:
+        files += [
+            p
+            for p in sorted((ROOT / tree).rglob("*"))
+            if p.is_file() and (p.suffix in TEXT_SUFFIXES or p.name.endswith(".sbatch"))
+        ]
+    return [p for p in files if p.exists() and "__pycache__" not in p.parts]
+
+
+def test_nothing_cites_a_file_or_an_issue_outside_the_repository():
+    assert any(OUTSIDE.search(line) for line in ["the METH" + "OD section 3", "iss" + "ue 14"])
+    found = [
+        f"{_rel(path)}:{n}: {line.strip()}"
+        for path in _citing_files()
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if OUTSIDE.search(line)
+    ]
+    assert not found, (
+        "cite docs/method.md's sections (or a docs page), or say in words what is meant:\n"
+        + "\n".join(found)
     )
