@@ -1,16 +1,26 @@
-"""No import cycles in ``src/pixperfect`` or ``data_sim``: between modules, and between the
-packages that show the layers (``pixperfect.data``, ``pixperfect.shards``, ...). Imports
-inside functions and under ``TYPE_CHECKING`` count too: an import deferred into a function
-hides a cycle, it does not remove it."""
+"""No import cycles in ``src/pixperfect``, ``data_sim`` or ``imageops``: between modules, and
+between the packages that show the layers (``pixperfect.data``, ``pixperfect.shards``, ...).
+Imports inside functions and under ``TYPE_CHECKING`` count too: an import deferred into a
+function hides a cycle, it does not remove it.
+
+And the layers' direction: ``imageops`` (the image operations both share) sits below the
+simulator (``data_sim``) and the refiner (``pixperfect``) and imports neither; the refiner
+(``pixperfect.inference`` and all it imports) imports nothing from the simulator."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import ROOT
 
-PACKAGES = {"pixperfect": ROOT / "src" / "pixperfect", "data_sim": ROOT / "data_sim"}
+PACKAGES = {
+    "pixperfect": ROOT / "src" / "pixperfect",
+    "data_sim": ROOT / "data_sim",
+    "imageops": ROOT / "imageops",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -65,6 +75,29 @@ def layer(module: str) -> str:
     return ".".join(module.split(".")[:2])
 
 
+def import_chains(graph: dict[str, set[str]], start: str) -> dict[str, list[str]]:
+    """Every module that ``start`` (a module, or a package and all its modules) imports,
+    directly or through others, each with one chain of imports that leads to it."""
+    chains = {m: [m] for m in graph if m == start or m.startswith(f"{start}.")}
+    todo = list(chains)
+    while todo:
+        module = todo.pop()
+        for target in sorted(graph.get(module, ())):
+            if target not in chains:
+                chains[target] = [*chains[module], target]
+                todo.append(target)
+    return chains
+
+
+def imports_from(graph: dict[str, set[str]], start: str, package: str) -> list[str]:
+    """The import chains by which ``start`` reaches a module of ``package``, as text."""
+    return [
+        " -> ".join(chain)
+        for module, chain in sorted(import_chains(graph, start).items())
+        if module.split(".")[0] == package
+    ]
+
+
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """The strongly connected components with more than one node (Tarjan)."""
     index: dict[str, int] = {}
@@ -110,6 +143,42 @@ def test_no_package_imports_another_in_a_cycle():
             layer(t) for t in targets if layer(t) != layer(module)
         )
     assert cycles(layers) == []
+
+
+def test_the_refiner_imports_nothing_from_the_simulator():
+    """The shipped refiner (pixperfect.inference: the models, the export loader) must not need
+    the artifact simulator: what both use lives in imageops."""
+    graph = import_graph()
+    assert "pixperfect.inference.refiner" in graph and "data_sim.simulator" in graph
+    chains = imports_from(graph, "pixperfect.inference", "data_sim")
+    assert not chains, "pixperfect.inference imports data_sim:\n" + "\n".join(chains[:10])
+
+
+def test_importing_the_refiner_loads_no_simulator_module():
+    """The same, as Python sees it: a fresh interpreter that imports pixperfect.inference has
+    loaded no data_sim module (an import made by name at run time included)."""
+    code = (
+        "import sys, pixperfect.inference; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'data_sim'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_shared_image_operations_import_neither_the_simulator_nor_pixperfect():
+    graph = import_graph()
+    assert "imageops.morphology" in graph
+    for package in ("data_sim", "pixperfect"):
+        chains = imports_from(graph, "imageops", package)
+        assert not chains, f"imageops imports {package}:\n" + "\n".join(chains[:10])
+
+
+def test_the_layer_check_follows_imports_through_other_modules():
+    graph = {"top.a": {"mid.b"}, "mid.b": {"low.c"}, "low.c": set(), "top.d": set()}
+    assert imports_from(graph, "top", "low") == ["top.a -> mid.b -> low.c"]
+    assert imports_from(graph, "top.d", "low") == []
 
 
 def test_the_cycle_finder_sees_an_import_inside_a_function():

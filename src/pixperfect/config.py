@@ -22,6 +22,7 @@ from data_sim.simulator import SimConfig
 from pixperfect.losses.lpips import LPIPS_NETS
 from pixperfect.models import DISCRIMINATORS, REFINERS
 from pixperfect.models.colour_prior import COLOUR_PRIORS
+from pixperfect.models.model_config import ModelConfig
 from pixperfect.shards.build import SMALL_IMAGES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -66,37 +67,6 @@ class DataConfig:
     val_crop_size: int = 192
     val_samples_per_image: int = 4
     val_seed: int = 1234
-
-
-@dataclass
-class ModelConfig:
-    name: str = "unet"
-    # Width of the first stage; null: the architecture's own (unet 24, ffc 64: the paper's
-    # ~40M-parameter refiner). A number applies to whichever architecture is named.
-    base_channels: int | None = None
-    depth: int = 3  # down-samplings; the stride is 2**depth
-    edit_margin: int = -1  # >= 0: corrections only within this many px of the mask
-    # none | reinhard (ring colour transfer) | seam_affine (affine colour map fitted across
-    # the seam): the network's start (pixperfect.models.colour_prior)
-    colour_prior: str = "none"
-    # With a prior: a learned per-pixel blend of composite and prior, so the network can
-    # refuse the prior where it is wrong (false: the prior as a fixed start).
-    prior_gate: bool = True
-    # unet: a global branch at the bottleneck (pooled features inside and outside the edit,
-    # added back everywhere), so every pixel sees the statistics of the whole crop
-    global_context: bool = False
-    # unet: a learned per-image 3x4 colour map on top of the start image, from the pooled
-    # bottleneck features (pixperfect.models.unet.ColourHead)
-    colour_head: bool = False
-    # resunet: residual blocks per level; a per-pixel 3x4 colour map predicted at the
-    # bottleneck and applied on top of the start image (pixperfect.models.colour_field)
-    blocks: int = 1
-    colour_field: bool = False
-    ffc_blocks: int = 12  # ffc: Fourier-convolution residual blocks in the bottleneck
-    global_ratio: float = 0.75  # ffc: share of channels in the global (spectral) branch
-    # ffc: group (GroupNorm residual blocks, every level trains) | none (the plain stack,
-    # whose bottleneck gets gradients at Adam's eps: docs/training.md)
-    ffc_norm: str = "group"
 
 
 @dataclass

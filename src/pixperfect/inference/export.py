@@ -20,6 +20,7 @@ from torch import nn
 
 from pixperfect.errors import InputError, MissingFileError
 from pixperfect.models import build_refiner
+from pixperfect.models.model_config import filled_model_section
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -60,9 +61,7 @@ def generator_state(ckpt: dict, ema: bool = True) -> tuple[dict[str, torch.Tenso
 def model_section(config: dict) -> dict:
     """The ``model`` section of a stored training config, with the schema's defaults filled
     in (older checkpoints may lack newer keys)."""
-    from pixperfect.config import from_container
-
-    return dict(from_container(config).model)
+    return filled_model_section(config.get("model") or {})
 
 
 def build_model(model_cfg: dict) -> nn.Module:
