@@ -1,8 +1,9 @@
 """Train, score and export the shipped reference refiner: ``make reference``.
 
     .venv/bin/python scripts/reference_model.py [--out runs/reference]
-        [--weights weights/pixperfect-unet-cpu-v2] [--photos ../shared/data/photos/train]
-        [--kodak ../shared/data/photos/kodak] [--crops-per-image 16] [key=value ...]
+        [--weights src/pixperfect/weights/pixperfect-unet-cpu-v2]
+        [--photos ../shared/data/photos/train] [--kodak ../shared/data/photos/kodak]
+        [--crops-per-image 16] [key=value ...]
 
 Four steps, each resumable (rerun the same command after an interruption):
 
@@ -18,7 +19,9 @@ Four steps, each resumable (rerun the same command after an interruption):
    checkpoint.
 4. **Export**: ``pixperfect export`` into ``--weights`` with the provenance: the recipe
    hash, the training photos' collections with sources and licences, the Kodak table with
-   the acceptance check, the timings and these commands.
+   the acceptance check, the timings and these commands. The default ``--weights`` is the
+   package's shipped refiner (package data, :mod:`pixperfect.packaged`); its card then says
+   to use it as the default (``Refiner.from_pretrained()``), not by a checkout path.
 
 ``key=value`` overrides go to every step (e.g. ``trainer.max_steps=200`` for a short try,
 with ``--out`` and ``--weights`` elsewhere). Set ``OMP_NUM_THREADS`` to share the CPU
@@ -42,6 +45,10 @@ SHARED = ROOT.parent / "shared" / "data" / "photos"
 CONFIG = Path("configs") / "reference_cpu.yaml"  # relative: the script works in ROOT
 PIXPERFECT = [sys.executable, "-m", "pixperfect.cli"]
 METHODS = "identity,reinhard,seam_affine,poisson,laplacian,refiner"
+SHIPPED_USAGE = (
+    "from pixperfect.inference import Refiner; Refiner.from_pretrained()(image, mask)  |  "
+    "pixperfect refine --image IMG --mask MASK --out OUT"
+)
 
 
 def run_logged(command: list[str], log: Path) -> float:
@@ -171,10 +178,12 @@ def export(
 ) -> None:
     """Step 4: the export folder, with the Kodak table, timings and commands in its
     provenance."""
+    from pixperfect.inference.pretrained import SHIPPED_MODEL_DIR
     from pixperfect.release import evaluation_summary, export_checkpoint
 
     ledger = job.ledger
     extra = {
+        "source_checkpoint": str(relative(ckpt.resolve())),  # no machine's folders
         "training": {
             "command": "make reference  (scripts/reference_model.py)",
             "train_command": shown(commands["train"]),
@@ -188,6 +197,8 @@ def export(
             "build_wall_min": round(ledger.total_s("shards") / 60, 1),
         },
     }
+    if weights.resolve() == SHIPPED_MODEL_DIR:  # the default of every installation
+        extra["usage"] = SHIPPED_USAGE
     summary = evaluation_summary(results, command=shown(commands["evaluate"]))
     export_checkpoint(ckpt, weights, name=weights.name, evaluation=summary, extra=extra)
     print(f"4/4 exported: {weights}", flush=True)
@@ -197,7 +208,7 @@ def export(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from pixperfect.config import load_config
-    from pixperfect.inference.pretrained import DEFAULT_MODEL
+    from pixperfect.inference.pretrained import SHIPPED_MODEL_DIR
 
     for folder in (args.photos, args.kodak):
         if not folder.is_dir():
@@ -205,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     # Paths relative to the repository where they can be (every command runs there), so
     # the provenance of committed weights names no machine's folders.
     out = relative(args.out.resolve())
-    weights = relative((args.weights or ROOT / "weights" / DEFAULT_MODEL).resolve())
+    weights = relative((args.weights or SHIPPED_MODEL_DIR).resolve())
     photos, kodak = relative(args.photos.resolve()), relative(args.kodak.resolve())
     overrides = [
         f"data.shards={out / 'shards'}",

@@ -47,9 +47,15 @@ def test_layers_merge_in_order_defaults_experiment_overrides():
 
 def test_defaults_file_lists_every_key_with_the_schema_defaults():
     assert DEFAULTS_FILE.read_text() == defaults_yaml(), (
-        "configs/defaults.yaml drifted from the schema: regenerate it with "
-        "`pixperfect config --defaults > configs/defaults.yaml`"
+        "src/pixperfect/defaults.yaml drifted from the schema: regenerate it with "
+        "`pixperfect config --defaults > src/pixperfect/defaults.yaml`"
     )
+
+
+def test_a_missing_defaults_layer_is_refused_naming_it_not_skipped(tmp_path):
+    missing = tmp_path / "defaults.yaml"
+    with pytest.raises(ConfigError, match=f"defaults layer {missing} is missing.*reinstall"):
+        load_config(DEMO, defaults=missing)
 
 
 def test_cli_refuses_a_bad_key_before_launching(tmp_path, capsys):

@@ -1,5 +1,6 @@
-"""The committed reference refiner (weights/pixperfect-unet-cpu-v2): small, documented,
-the default of ``refine`` and ``Refiner.from_pretrained()``, and safe outside the edit."""
+"""The committed reference refiner (src/pixperfect/weights/pixperfect-unet-cpu-v2, package
+data): small, documented, the default of ``refine`` and ``Refiner.from_pretrained()``, and
+safe outside the edit."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import numpy as np
 import torch
 
 from pixperfect.inference import Refiner
-from pixperfect.inference.pretrained import DEFAULT_MODEL, SOURCE_ROOT
+from pixperfect.inference.pretrained import DEFAULT_MODEL, SHIPPED_MODEL_DIR
 
-SHIPPED = SOURCE_ROOT / "weights" / DEFAULT_MODEL
+SHIPPED = SHIPPED_MODEL_DIR
 
 
 def test_the_shipped_refiner_is_committed_small_documented_and_the_default():

@@ -1,8 +1,8 @@
 """The one config system: a typed schema, then defaults, experiment file, overrides.
 
     schema (dataclasses below, types + built-in defaults)
-      <- configs/defaults.yaml          (every key, commented; kept equal to the schema by a test)
-      <- the experiment file (--config)
+      <- pixperfect/defaults.yaml       (every key, package data; kept equal to the schema)
+      <- the experiment file (--config; relative paths in it: from the working directory)
       <- key=value overrides from the command line
 
 Everything is validated before anything launches: an unknown key or a wrong type is refused
@@ -22,11 +22,9 @@ from data_sim.simulator import SimConfig
 from pixperfect.losses.lpips import LPIPS_NETS
 from pixperfect.models import DISCRIMINATORS, REFINERS
 from pixperfect.models.colour_prior import COLOUR_PRIORS
+from pixperfect.packaged import DEFAULTS_FILE
 from pixperfect.models.model_config import ModelConfig
 from pixperfect.shards.build import SMALL_IMAGES
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULTS_FILE = PROJECT_ROOT / "configs" / "defaults.yaml"
 
 
 class ConfigError(ValueError):
@@ -243,7 +241,13 @@ def load_config(
 ) -> DictConfig:
     """Schema <- defaults file <- experiment file <- ``key=value`` overrides, validated."""
     cfg = OmegaConf.structured(Config)
-    if defaults is not None and Path(defaults).exists():
+    if defaults is not None:
+        if not Path(defaults).is_file():
+            raise ConfigError(
+                f"the defaults layer {defaults} is missing: it is package data of pixperfect "
+                "(pixperfect/defaults.yaml); reinstall pixperfect, or regenerate it in a "
+                "checkout with `pixperfect config --defaults > src/pixperfect/defaults.yaml`"
+            )
         cfg = _merge(cfg, OmegaConf.load(defaults), str(defaults))
     if experiment is not None:
         path = Path(experiment)
@@ -411,7 +415,7 @@ def to_yaml(cfg: DictConfig) -> str:
 
 
 def defaults_yaml() -> str:
-    """configs/defaults.yaml: every key with its schema default, short lists inline."""
+    """src/pixperfect/defaults.yaml: every key with its schema default, short lists inline."""
     import yaml
 
     body = yaml.safe_dump(
@@ -422,6 +426,6 @@ def defaults_yaml() -> str:
     return (
         "# Every config key with its default. Generated from the schema in\n"
         "# src/pixperfect/config.py (and data_sim's dataclasses) by\n"
-        "#   pixperfect config --defaults > configs/defaults.yaml\n"
+        "#   pixperfect config --defaults > src/pixperfect/defaults.yaml\n"
         "# A test keeps it equal to the schema; change defaults there, not here.\n" + body
     )

@@ -5,8 +5,8 @@ the folder :func:`default_model_dir` returns, in this order:
 
 1. ``$PIXPERFECT_MODEL``: any export folder (``pixperfect export``), e.g. a model you
    trained and want as your default;
-2. ``weights/<DEFAULT_MODEL>/`` of the source tree this package runs from (a clone with
-   ``pip install -e .``, where the reference weights are committed).
+2. ``pixperfect/weights/<DEFAULT_MODEL>/`` inside the installed package: package data
+   (:mod:`pixperfect.packaged`), in a wheel as in a checkout (``src/pixperfect/weights/``).
 
 The weights are trained by ``make reference`` (configs/reference_cpu.yaml,
 scripts/reference_model.py); their ``provenance.json`` holds the recipe, the training
@@ -18,10 +18,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pixperfect.packaged import WEIGHTS_DIR
+
 DEFAULT_MODEL = "pixperfect-unet-cpu-v2"
 MODEL_ENV = "PIXPERFECT_MODEL"
-# src/pixperfect/inference/pretrained.py -> the repository root
-SOURCE_ROOT = Path(__file__).resolve().parents[3]
+SHIPPED_MODEL_DIR = WEIGHTS_DIR / DEFAULT_MODEL
 
 
 def default_model_dir() -> Path:
@@ -36,12 +37,12 @@ def default_model_dir() -> Path:
                 "`pixperfect export CKPT OUT`, or unset it to use the shipped reference model"
             )
         return path
-    path = SOURCE_ROOT / "weights" / DEFAULT_MODEL
+    path = SHIPPED_MODEL_DIR
     if not path.is_dir():
         raise FileNotFoundError(
-            f"the shipped reference refiner is not at {path}: it is committed in the source "
-            f"tree (weights/{DEFAULT_MODEL}/), which this installation does not include. "
-            f"Clone the repository and `pip install -e .`, pass --model DIR (an export "
-            f"folder), or set ${MODEL_ENV}=DIR"
+            f"the shipped reference refiner is not at {path}: it is package data of "
+            f"pixperfect (pixperfect/weights/{DEFAULT_MODEL}/), missing from this "
+            f"installation. Reinstall pixperfect from a wheel or a checkout that has it, "
+            f"pass --model DIR (an export folder), or set ${MODEL_ENV}=DIR"
         )
     return path
