@@ -89,10 +89,10 @@ def bench_chunks(size: int, batch: int, draws: int, chunks: list[int]) -> list[f
 
 def bench_demo_step(repeats: int) -> tuple[float, float]:
     """(simulation, whole step) seconds of a demo training step: 128 px, batch 8, CPU."""
-    from pixperfect.config import PROJECT_ROOT, load_config
+    from pixperfect.config import load_config
     from pixperfect.training.module import RefinerModule
 
-    cfg = load_config(PROJECT_ROOT / "configs" / "demo.yaml")
+    cfg = load_config(ROOT / "configs" / "demo.yaml")
     module = RefinerModule(dict(cfg_to_container(cfg)))
     optimizer = module.configure_optimizers()
     clean = photos(cfg.data.batch_size, cfg.data.crop_size, torch.device("cpu"))

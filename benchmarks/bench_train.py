@@ -50,13 +50,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from timing import sync, time_it, use_command_allocator
 
-from pixperfect.config import PROJECT_ROOT, load_config
+from pixperfect.config import load_config
 from pixperfect.losses import LPIPS, build_lpips
 from pixperfect.models import build_discriminator, build_refiner
 from pixperfect.training.datamodule import build_datamodule
 from pixperfect.training.module import RefinerModule
 
-DEMO = PROJECT_ROOT / "configs" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 # The paper's weights in both spaces (configs/defaults.yaml), switched on from step 0.
 ALL_TERMS = [
     "loss.l1=64",

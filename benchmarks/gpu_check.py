@@ -105,13 +105,14 @@ from torch.utils.data import DataLoader
 
 from data_sim.sampling import derive_seed
 from data_sim.simulator import ArtifactSimulator
-from pixperfect.config import PROJECT_ROOT, load_config
+from pixperfect.config import load_config
 from pixperfect.data.photos import SKIMAGE_PHOTOS, list_images
 from pixperfect.shards.build import BuildSpec, build, load_source
 from pixperfect.training.datamodule import RandomCropStream
 from pixperfect.training.module import RefinerModule
 from pixperfect.training.syncs import SyncCount, count_syncs
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout
 PAPER = PROJECT_ROOT / "configs" / "paper.yaml"
 SHARED = PROJECT_ROOT.parent / "shared"
 DEFAULT_TAESD = SHARED / "weights" / "taesd"
