@@ -84,3 +84,21 @@ def test_the_floor_is_a_setting_not_a_weight(tiny_config):
 
     with pytest.raises(ConfigError, match="at least one of"):
         tiny_config("loss.mse=0", "loss.l1=0", "loss.psnr=0", "loss.psnr_floor_db=50")
+
+
+def test_the_loss_config_names_each_pixel_term_once_with_its_tone_twin():
+    from pixperfect.config import load_config
+    from pixperfect.config_schema import TONE_PREFIX, loss_weights
+
+    weights = loss_weights(load_config().loss)
+    rgb = [n for n in weights if not n.startswith(TONE_PREFIX)]
+    assert [n for n in rgb if n != "adversarial"] == list(PIXEL_TERMS)
+    assert [n for n in weights if n.startswith(TONE_PREFIX)] == [TONE_PREFIX + n for n in rgb]
+
+
+def test_a_weight_without_a_term_function_is_refused_by_name(monkeypatch, tiny_config):
+    from pixperfect.training.objective import Objective
+
+    monkeypatch.delitem(PIXEL_TERMS, "pyramid_l1")
+    with pytest.raises(KeyError, match="loss.pyramid_l1, loss.tone_pyramid_l1 has no function"):
+        Objective(tiny_config("loss.lpips=0", "loss.tone_lpips=0"))

@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig
 
 from pixperfect.config import ConfigError, load_config
+from pixperfect.config_schema import TONE_PREFIX, loss_weights
 
 if TYPE_CHECKING:
     from pixperfect.shards.match import Match
@@ -92,11 +93,12 @@ def _check_models(cfg: DictConfig, report: Report) -> None:
 def _describe_terms(cfg: DictConfig, report: Report) -> None:
     """Which loss terms train, from which step: a warm-up or a zero weight is said here."""
     starts: dict[int, list[str]] = {}
-    for name in ("l1", "mse", "lpips", "adversarial"):
-        for term in (name, f"tone_{name}"):
-            if cfg.loss[term] <= 0:
+    weights = loss_weights(cfg.loss)
+    for name in [n for n in weights if not n.startswith(TONE_PREFIX)]:
+        for term in (name, TONE_PREFIX + name):
+            if weights.get(term, 0) <= 0:
                 continue
-            start = cfg.loss.tone.warmup_steps if term.startswith("tone_") else 0
+            start = cfg.loss.tone.warmup_steps if term.startswith(TONE_PREFIX) else 0
             if term.endswith("adversarial"):
                 start = max(start, cfg.gan.warmup_steps)
             starts.setdefault(start, []).append(f"{term} {cfg.loss[term]:g}")

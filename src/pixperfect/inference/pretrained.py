@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pixperfect.errors import MissingAssetError
 from pixperfect.packaged import WEIGHTS_DIR
 
 DEFAULT_MODEL = "pixperfect-unet-cpu-v2"
@@ -32,14 +33,14 @@ def default_model_dir() -> Path:
     if chosen:
         path = Path(chosen).expanduser()
         if not path.is_dir():
-            raise FileNotFoundError(
+            raise MissingAssetError(
                 f"${MODEL_ENV}={chosen} is not a folder; point it at a folder written by "
                 "`pixperfect export CKPT OUT`, or unset it to use the shipped reference model"
             )
         return path
     path = SHIPPED_MODEL_DIR
     if not path.is_dir():
-        raise FileNotFoundError(
+        raise MissingAssetError(
             f"the shipped reference refiner is not at {path}: it is package data of "
             f"pixperfect (pixperfect/weights/{DEFAULT_MODEL}/), missing from this "
             f"installation. Reinstall pixperfect from a wheel or a checkout that has it, "

@@ -32,6 +32,7 @@ import kornia
 import torch
 from omegaconf import DictConfig
 
+from pixperfect.config_schema import TONE_PREFIX, loss_weights
 from pixperfect.losses import (
     DiscriminatorLoss,
     build_lpips,
@@ -154,11 +155,16 @@ class Objective:
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg.loss
         self.gan = cfg.gan
-        self.weights = {
-            f"{prefix}{name}": float(self.cfg[f"{prefix}{name}"])
-            for prefix in ("", "tone_")
-            for name in (*PIXEL_TERMS, "adversarial")
-        }
+        # The terms are the weights LossConfig names; each image-comparing one has a function
+        # in PIXEL_TERMS under its name (tone_<name>: the same one, on the tone-mapped images).
+        self.weights = {name: float(w) for name, w in loss_weights(self.cfg).items()}
+        pixel = [n for n in self.weights if not n.endswith("adversarial")]
+        unknown = [n for n in pixel if n.removeprefix(TONE_PREFIX) not in PIXEL_TERMS]
+        if unknown:
+            raise KeyError(
+                f"{', '.join(f'loss.{n}' for n in unknown)} has no function in PIXEL_TERMS "
+                "(training/objective.py); add one as docs/extending.md says"
+            )
         self.lpips = None
         self.lpips_disabled = False
         if self.weights["lpips"] or self.weights["tone_lpips"]:
