@@ -39,7 +39,7 @@ import torch
 from data_sim.sampling import applied_indices
 from data_sim.transfer import to_device
 
-Params = dict[str, torch.Tensor]
+Params = dict[str, torch.Tensor]  # one family's (or the mask's) draws for a batch, by name
 Config = TypeVar("Config")
 
 

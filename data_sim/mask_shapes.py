@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from data_sim.errors import SimConfigError
+from data_sim.family import Params
 from data_sim.sampling import check_range, randint, uniform
 from data_sim.transfer import to_device
 
@@ -91,7 +92,6 @@ class MaskConfig:
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-Params = dict[str, torch.Tensor]
 
 
 def sample_strokes(b: int, extent: torch.Tensor, cfg: MaskConfig, g: torch.Generator) -> Params:

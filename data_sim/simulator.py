@@ -31,7 +31,7 @@ import torch
 
 from data_sim.colour import ColourFamily, ColourShiftConfig
 from data_sim.content import ContentDiscontinuityConfig, ContentFamily
-from data_sim.family import Family
+from data_sim.family import Family, Params
 from data_sim.masks import (
     BoundaryConfig,
     MaskConfig,
@@ -57,7 +57,8 @@ from data_sim.mix import (
 from data_sim.texture import TextureConfig, TextureFamily
 from data_sim.transfer import to_device
 
-Params = dict[str, dict[str, torch.Tensor]]
+# The draws of every family for a batch, by family name (each a family.Params).
+SimParams = dict[str, Params]
 
 
 @dataclass
@@ -151,7 +152,7 @@ class ArtifactSimulator:
 
     def sample_params(
         self, batch_size: int, height: int, width: int, generator: torch.Generator
-    ) -> Params:
+    ) -> SimParams:
         """Every random choice for a batch, drawn on the CPU in a fixed order."""
         c, b, g = self.cfg, batch_size, generator
         params = {
@@ -170,12 +171,12 @@ class ArtifactSimulator:
         return params
 
     @staticmethod
-    def any_applied(params: Params) -> torch.Tensor:
+    def any_applied(params: SimParams) -> torch.Tensor:
         """Per sample: did any artifact family fire?"""
         flags = [p["applied"] for p in params.values() if "applied" in p]
         return torch.stack(flags).any(dim=0)
 
-    def plan(self, params: Params, height: int, width: int, *, rasterize: bool = True) -> dict:
+    def plan(self, params: SimParams, height: int, width: int, *, rasterize: bool = True) -> dict:
         """The CPU-side part of :meth:`apply`: every decision that reads a drawn value, and
         the tensors the device part needs, for one copy (``rasterize=False``: the mask is
         given, the drawn one is not needed)."""
@@ -190,7 +191,7 @@ class ArtifactSimulator:
 
     @torch.no_grad()
     def run(
-        self, images: torch.Tensor, params: Params, plan: dict, mask: torch.Tensor | None = None
+        self, images: torch.Tensor, params: SimParams, plan: dict, mask: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """The device part of :meth:`apply`, given :meth:`plan`'s output on the images'
         device: no host read and no copy from the host (on CUDA, no wait for the device)."""
@@ -218,7 +219,7 @@ class ArtifactSimulator:
         return {"target": target, "composite": composite, "mask": mask, "alpha": alpha}
 
     def apply(
-        self, images: torch.Tensor, params: Params, mask: torch.Tensor | None = None
+        self, images: torch.Tensor, params: SimParams, mask: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """Deterministic part: the batch dict for ``images`` under ``params``. A given edit
         ``mask`` (B, 1, H, W), binarised at 0.5, replaces the drawn one.
@@ -235,7 +236,7 @@ class ArtifactSimulator:
         images: torch.Tensor,
         generator: torch.Generator | int,
         mask: torch.Tensor | None = None,
-    ) -> tuple[dict[str, torch.Tensor], Params]:
+    ) -> tuple[dict[str, torch.Tensor], SimParams]:
         """Simulate artifacts on ``images``; ``generator`` may be a seed; ``mask`` optionally
         fixes the edit masks (the drawn mask parameters are then unused)."""
         if isinstance(generator, int):
@@ -247,7 +248,7 @@ class ArtifactSimulator:
         return self.apply(images, params, mask), params
 
 
-def family_names(params: Params, index: int) -> list[str]:
+def family_names(params: SimParams, index: int) -> list[str]:
     """The artifact families applied to sample ``index``, in :data:`FAMILIES` order; empty
     for a clean sample."""
     if is_clean(params, index):
@@ -261,7 +262,7 @@ def family_names(params: Params, index: int) -> list[str]:
     return [name for name in FAMILIES if name in names]
 
 
-def describe(params: Params, index: int) -> str:
+def describe(params: SimParams, index: int) -> str:
     """One line naming the families applied to sample ``index`` and their key values."""
     if is_clean(params, index):
         return "clean (no artifact)"
