@@ -79,9 +79,10 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py
 
-# The shipped reference refiner (weights/pixperfect-unet-cpu-v2): shards of the 315 photos
-# of ../shared/data/photos/train, about 72 min of training on the CPU, the Kodak table,
-# the export with its provenance. Resumable: run it again after an interruption.
+# The shipped reference refiner (src/pixperfect/weights/pixperfect-unet-cpu-v2, package
+# data): shards of the 315 photos of ../shared/data/photos/train, about 72 min of training
+# on the CPU, the Kodak table, the export with its provenance. Resumable: run it again
+# after an interruption.
 reference: $(STAMP)
 	$(PY) scripts/reference_model.py
 

@@ -7,8 +7,8 @@ One crop of a scikit-image photo (bundled with the package, so nothing is downlo
 the default artifact recipe from the project's simulator (``data_sim.ArtifactSimulator``
 with ``SimConfig()``: drawn edit mask, paste-back alpha, colour / texture / content /
 misalignment families, at least one of them on), and the shipped reference refiner
-(``Refiner.from_pretrained()``: weights/pixperfect-unet-cpu-v2) refines the composite given
-the mask, as ``pixperfect refine`` would. The panels, side by side:
+(``Refiner.from_pretrained()``: src/pixperfect/weights/pixperfect-unet-cpu-v2) refines the
+composite given the mask, as ``pixperfect refine`` would. The panels, side by side:
 
     composite (what the editor hands the user) | refined | target (the photo) | edit mask
 

@@ -29,7 +29,7 @@ def add_command(
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and the ``key=value`` overrides of a command that reads the config."""
-    parser.add_argument("--config", help="experiment YAML file (merged over configs/defaults)")
+    parser.add_argument("--config", help="experiment YAML file (merged over the packaged defaults)")
     parser.add_argument(
         "overrides",
         nargs="*",

@@ -112,7 +112,7 @@ def add_refine_parser(sub: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--model",
         help="folder written by `pixperfect export` (default: the shipped reference refiner, "
-        f"{DEFAULT_MODEL}, or ${MODEL_ENV})",
+        f"{DEFAULT_MODEL}, package data, or ${MODEL_ENV})",
     )
     p.add_argument("--image", help="the editor's output (any size, grey/RGB/RGBA, 8/16 bit)")
     p.add_argument("--mask", help="edit mask of --image, same size; white = edited")

@@ -126,6 +126,6 @@ def add_config_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--defaults",
         action="store_true",
-        help="print configs/defaults.yaml as generated from the schema",
+        help="print the defaults layer (pixperfect/defaults.yaml) as generated from the schema",
     )
     p.set_defaults(func=_config)
