@@ -6,7 +6,7 @@
 For each photo size, two masks: a centred square covering 10% of the photo, and a fixed
 ``--fixed`` px square. The refiner (``--model``): ``shipped``, what ``pixperfect refine``
 uses by default (``Refiner.from_pretrained()``: its colour prior included); ``config``, the
-default config's model (``model:`` in configs/defaults.yaml: U-Net, 24 channels, depth 3,
+default config's model (``model:`` in pixperfect/defaults.yaml: U-Net, 24 channels, depth 3,
 no prior) with *random* weights (timing and memory do not depend on the weights); or an
 export folder. Refine's defaults for the rest (margin 64, band 2 + 1 px feather, tiles of
 at most 1024 px with 128 px overlap, no pooling). The photo is an 8-bit RGB array, as read

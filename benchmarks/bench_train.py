@@ -57,7 +57,7 @@ from pixperfect.training.datamodule import build_datamodule
 from pixperfect.training.module import RefinerModule
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-# The paper's weights in both spaces (configs/defaults.yaml), switched on from step 0.
+# The paper's weights in both spaces (pixperfect/defaults.yaml), switched on from step 0.
 ALL_TERMS = [
     "loss.l1=64",
     "loss.lpips=5",
