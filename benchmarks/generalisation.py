@@ -1,6 +1,7 @@
 """Does a refiner generalise past its training recipe and photos? One table:
 
-    .venv/bin/python benchmarks/generalisation.py [--model src/pixperfect/weights/pixperfect-unet-cpu-v2]
+    .venv/bin/python benchmarks/generalisation.py
+        [--model src/pixperfect/weights/pixperfect-unet-cpu-v2]
         [--out runs/generalisation] [--draws 4] [--only NAME,...]
 
 Each row is one ``pixperfect evaluate`` of the model (``--model``, default the shipped
