@@ -33,9 +33,10 @@ from pixperfect.config_schema import (  # noqa: F401  (the schema, as it was imp
     loss_weights,
 )
 from pixperfect.errors import ConfigError
-from pixperfect.losses.lpips import LPIPS_NETS
+from pixperfect.losses.lpips import LPIPS_NETS, ON_MISSING
 from pixperfect.models import DISCRIMINATORS, REFINERS
 from pixperfect.models.colour_prior import COLOUR_PRIORS
+from pixperfect.models.ffc import FFC_NORMS
 from pixperfect.packaged import DEFAULTS_FILE
 from pixperfect.shards.build import SMALL_IMAGES
 
@@ -45,11 +46,11 @@ CHOICES = {
     "data.small_images": SMALL_IMAGES,
     "model.name": REFINERS,
     "model.colour_prior": COLOUR_PRIORS,
-    "loss.lpips_missing": ("error", "skip"),
+    "loss.lpips_missing": ON_MISSING,
     "loss.lpips_net": LPIPS_NETS,
     "gan.discriminator": DISCRIMINATORS,
     "optim.schedule": ("constant", "cosine"),
-    "model.ffc_norm": ("group", "none"),
+    "model.ffc_norm": FFC_NORMS,
 }
 
 

@@ -29,13 +29,13 @@ import webdataset as wds
 
 from pixperfect.errors import InputError
 from pixperfect.shards import locations  # noqa: F401  (registers the bounded-time openers)
-from pixperfect.shards.format import decode_image  # one decoder for the corpus and the shards
+from pixperfect.shards.format import SOURCE_EXTS, decode_image  # one decoder for both
+from pixperfect.shards.recipe import SMALL_IMAGES
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+IMAGE_EXTS = SOURCE_EXTS  # what --format source stores as source.<ext>: the same list
 SKIP_REASONS = ("no_image", "truncated", "undecodable", "too_small", "duplicate", "read_error")
-SMALL_IMAGES = ("skip", "upscale")
 DEDUPE_WINDOW = 1 << 20  # hashes remembered per reader (~100 MB of Python ints at most)
 LOGGED_PER_REASON = 3  # the first few of each reason are logged with their key
 

@@ -40,6 +40,7 @@ LINEAR_URL = (
 
 
 LPIPS_NETS = ("alex", "vgg", "squeeze")  # the backbones lpips builds; ``loss.lpips_net``
+ON_MISSING = ("error", "skip")  # weights absent: raise, or train without LPIPS
 
 
 def _backbone_url(net: str) -> str:
@@ -223,8 +224,8 @@ def build_lpips(
     ``on_missing="error"`` raises :class:`FileNotFoundError` naming each missing file, its URL
     and where to copy it; ``"skip"`` logs that LPIPS is disabled and returns None.
     """
-    if on_missing not in ("error", "skip"):
-        raise ValueError(f"on_missing={on_missing!r} must be 'error' or 'skip'")
+    if on_missing not in ON_MISSING:
+        raise ValueError(f"on_missing={on_missing!r} must be one of {', '.join(ON_MISSING)}")
     files = lpips_files(net, weights_dir)
     problem = files.missing_message()
     if problem is not None:

@@ -32,6 +32,8 @@ from pixperfect.errors import ConfigError
 from pixperfect.models.blocks import HEAD_STD, ReadOut, group_norm, residual_level
 from pixperfect.models.residual import ResidualRefiner, apply_correction, conv3x3, decode
 
+FFC_NORMS = ("group", "none")  # model.ffc_norm: GroupNorm residual blocks, or the plain stack
+
 
 class FourierUnit(nn.Module):
     """A 1x1 convolution on the spectrum: real and imaginary parts as 2x the channels."""

@@ -36,9 +36,10 @@ from pixperfect.shards.format import FORMATS, KINDS
 
 MANIFEST = "manifest.json"
 PLAN = "plan.json"
-SMALL_IMAGES = ("upscale", "skip")
+SMALL_IMAGES = ("skip", "upscale")  # data.small_images: the first is the default
 SIM_BATCH = 16  # samples simulated together; part of the recipe (noise draws depend on it)
-DEVICES = ("auto", "cpu", "cuda")
+DEVICE_KINDS = ("cpu", "cuda")  # where a build simulates: part of the recipe
+DEVICES = ("auto", *DEVICE_KINDS)  # --device: auto resolves to a kind
 
 
 def shard_name(index: int) -> str:
@@ -163,7 +164,7 @@ def validate_common(spec) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1")
     if spec.min_side is not None and spec.min_side < 1:
         raise InputError(f"--min-side {spec.min_side} must be >= 1")
-    if spec.device not in ("cpu", "cuda"):
+    if spec.device not in DEVICE_KINDS:
         raise ValueError(
             f"device {spec.device!r}: a device kind, cpu or cuda (resolve_device turns "
             "--device auto into one)"
