@@ -69,7 +69,7 @@ def train_runs(root: Path, steps: int) -> None:
     """Both runs, from scratch, with ``pixperfect train`` (the documented command)."""
     pixperfect = Path(sys.executable).parent / "pixperfect"
     for name, overrides in RUNS.items():
-        shutil.rmtree(root / name, ignore_errors=True)
+        shutil.rmtree(ROOT / root / name, ignore_errors=True)  # root: relative to ROOT or absolute
         command = [str(pixperfect), "train", "--config", "configs/demo.yaml"]
         command += [*COMMON, *overrides, f"run.root={root}", f"run.name={name}"]
         command += [f"trainer.max_steps={steps}"]
@@ -84,11 +84,13 @@ def free_port() -> int:
 
 
 def start_tensorboard(logdir: Path) -> tuple[subprocess.Popen, str]:
-    """A TensorBoard on 127.0.0.1 serving ``logdir``, once it has loaded every run."""
+    """A TensorBoard on 127.0.0.1 serving ``logdir``, once it has loaded every run. It runs in
+    the repository root, so a ``logdir`` relative to it is what its page shows (never this
+    machine's absolute path)."""
     port = free_port()
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--reload_interval", "0"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -139,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     if chromium is None:
         sys.exit("no chromium on PATH (Debian: apt-get install chromium)")
     runs = args.runs.resolve()
+    if runs.is_relative_to(ROOT):  # the page shows the log folder: relative, as users type it
+        runs = runs.relative_to(ROOT)
     if not args.no_train:
         train_runs(runs, args.steps)
     args.out.mkdir(parents=True, exist_ok=True)
