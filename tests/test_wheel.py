@@ -10,6 +10,7 @@ a ``.pth`` there, is not run, so ``pixperfect`` is the wheel's)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -76,6 +77,11 @@ def _source_copy(dest: Path) -> Path:
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory) -> Path:
     """A new virtual environment outside the checkout with the freshly built wheel installed."""
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.fail(
+            "setuptools is missing here: the wheel is built without build isolation (no "
+            "network); `pip install -e '.[dev]'` installs it"
+        )
     base = tmp_path_factory.mktemp("wheel")
     source = _source_copy(base / "source")
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
