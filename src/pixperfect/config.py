@@ -59,8 +59,8 @@ def _merge(base: DictConfig, layer: Any, origin: str) -> DictConfig:
         return OmegaConf.merge(base, layer)
     except ConfigKeyError as e:
         raise ConfigError(
-            f"unknown config key '{e.full_key}' in {origin}; see {DEFAULTS_FILE.name} for the "
-            "valid keys"
+            f"unknown config key '{e.full_key}' in {origin}; `pixperfect config --defaults` "
+            "lists the valid keys"
         ) from None
     except ValidationError as e:
         raise ConfigError(f"bad value for '{e.full_key}' in {origin}: {e.msg}") from None
