@@ -131,7 +131,7 @@ def build_shards(job: Job, photos: Path, crops_per_image: int) -> list[str]:
 def train_refiner(job: Job, cfg) -> tuple[list[str], Path]:
     """Step 2: train to ``trainer.max_steps``, resuming from the last checkpoint; (the
     command, the checkpoint)."""
-    from pixperfect.training.train import resume_checkpoint
+    from pixperfect.training.run_folder import resume_checkpoint
 
     run_dir = Path(cfg.run.root) / cfg.run.name
     ckpt = run_dir / "checkpoints" / "last.ckpt"

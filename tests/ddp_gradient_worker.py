@@ -3,7 +3,7 @@ tests/test_ddp_gradients.py. ``python ddp_gradient_worker.py OUT DEVICES LPIPS_W
 [key=value ...]``: with 2 devices Lightning's DDP launcher starts rank 1 as a copy of this
 command (gloo on CPU); each rank trains on its share of the same 4 samples, so the synced
 gradients must equal those of one process on all 4. The strategy is the run's own
-(train.py: ``device_plan`` and ``ddp_strategy``, so ``RunDDPStrategy`` with
+(training/cluster.py: ``device_plan`` and ``ddp_strategy``, so ``RunDDPStrategy`` with
 ``gradient_as_bucket_view``, no buffer broadcast and, with ``trainer.ddp_bf16_compress=true``,
 the bf16 compression hook); trailing ``key=value`` arguments are config overrides, and each
 rank records the DDP options its wrapped generator runs with.
@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import ROOT, TINY  # noqa: E402
 
 from pixperfect.config import load_config  # noqa: E402
+from pixperfect.training.cluster import ddp_strategy, device_plan  # noqa: E402
 from pixperfect.training.module import RefinerModule  # noqa: E402
-from pixperfect.training.train import ddp_strategy, device_plan  # noqa: E402
 
 OVERRIDES = [
     "loss.l1=64",

@@ -1,5 +1,5 @@
 """Checkpoints survive kills: every save is atomic (training/checkpoints.py: AtomicCheckpointIO),
-and a resume skips a checkpoint that does not load (train.py: resume_checkpoint)."""
+and a resume skips a checkpoint that does not load (training/run_folder.py: resume_checkpoint)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from helpers import logged_steps
 from lightning.pytorch.strategies import DDPStrategy
 
 from pixperfect.training.checkpoints import AtomicCheckpointIO, checkpoint_problem
-from pixperfect.training.train import build_trainer, resume_checkpoint, train
+from pixperfect.training.run_folder import resume_checkpoint
+from pixperfect.training.train import build_trainer, train
 
 
 def _keeping_mtime(path: Path, damage) -> None:

@@ -16,8 +16,7 @@ import torch
 from conftest import ROOT
 
 from pixperfect.config import load_config
-from pixperfect.training import checkpoints
-from pixperfect.training import train as train
+from pixperfect.training import checkpoints, cluster, run_folder
 from pixperfect.training.datamodule import opencv_threads_for_workers
 
 TRAIN_SBATCH = (ROOT / "slurm" / "train.sbatch").read_text()
@@ -89,15 +88,15 @@ def test_torch_floor_is_past_the_autocast_spectral_norm_crash():
     ],
 )
 def test_node_gpus_reads_slurm(env, gpus):
-    assert train.node_gpus(env) == gpus
+    assert cluster.node_gpus(env) == gpus
 
 
 def test_a_task_that_sees_one_gpu_of_a_multi_gpu_node_is_warned():
-    warning = train.binding_warning(1, {"SLURM_GPUS_ON_NODE": "8"})
+    warning = cluster.binding_warning(1, {"SLURM_GPUS_ON_NODE": "8"})
     assert warning and "--gpus-per-node=8" in warning and "peer-to-peer" in warning
-    assert train.binding_warning(8, {"SLURM_GPUS_ON_NODE": "8"}) is None
-    assert train.binding_warning(1, {"SLURM_GPUS_ON_NODE": "1"}) is None
-    assert train.binding_warning(1, {}) is None
+    assert cluster.binding_warning(8, {"SLURM_GPUS_ON_NODE": "8"}) is None
+    assert cluster.binding_warning(1, {"SLURM_GPUS_ON_NODE": "1"}) is None
+    assert cluster.binding_warning(1, {}) is None
 
 
 def test_device_plan_logs_the_warning_under_slurm(monkeypatch, caplog):
@@ -110,7 +109,7 @@ def test_device_plan_logs_the_warning_under_slurm(monkeypatch, caplog):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     trainer = load_config(None, ["trainer.accelerator=gpu", "trainer.devices=8"]).trainer
     with caplog.at_level("WARNING"):
-        train.device_plan(trainer)
+        cluster.device_plan(trainer)
     assert "sees 1 of its node's 8 GPUs" in caplog.text
 
 
@@ -118,15 +117,15 @@ def test_ddp_buckets_the_gradients_skips_buffer_broadcasts_and_compresses_on_req
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
     t = load_config(None, ["trainer.devices=2"]).trainer
-    strategy = train.ddp_strategy(t, 2, "auto")
+    strategy = cluster.ddp_strategy(t, 2, "auto")
     kwargs = strategy._ddp_kwargs
     assert kwargs["gradient_as_bucket_view"] is True
     assert kwargs.get("forward_sync_buffers", kwargs.get("broadcast_buffers")) is False
     assert strategy._ddp_comm_hook is None
     t = load_config(None, ["trainer.devices=2", "trainer.ddp_bf16_compress=true"]).trainer
-    strategy = train.ddp_strategy(t, 2, "auto")
+    strategy = cluster.ddp_strategy(t, 2, "auto")
     assert strategy._ddp_comm_hook is default_hooks.bf16_compress_hook
-    assert isinstance(strategy, train.RunDDPStrategy)
+    assert isinstance(strategy, cluster.RunDDPStrategy)
 
 
 def test_loader_workers_run_opencv_on_one_thread_set_before_they_fork():
@@ -173,15 +172,15 @@ def test_the_resume_check_reads_the_checkpoints_once_per_node(tmp_path, monkeypa
     ckpt = run / "checkpoints" / "last.ckpt"
     ckpt.write_bytes(b"stand-in")
     checked = []
-    monkeypatch.setattr(train, "checkpoint_problem", lambda p: checked.append(p))
+    monkeypatch.setattr(run_folder, "checkpoint_problem", lambda p: checked.append(p))
 
     # local rank 1 waits for local rank 0's answer; without one it checks for itself
-    assert train.resume_checkpoint(run, _slurm(1), timeout_s=0.3) == ckpt
+    assert run_folder.resume_checkpoint(run, _slurm(1), timeout_s=0.3) == ckpt
     assert checked == [ckpt]
     checked.clear()
-    assert train.resume_checkpoint(run, _slurm(0)) == ckpt  # local rank 0 checks ...
+    assert run_folder.resume_checkpoint(run, _slurm(0)) == ckpt  # local rank 0 checks ...
     for local in (1, 2, 3):  # ... and the node's other ranks take its answer
-        assert train.resume_checkpoint(run, _slurm(local)) == ckpt
+        assert run_folder.resume_checkpoint(run, _slurm(local)) == ckpt
     assert checked == [ckpt]
     # another node (host name in the key) or launch (job step, restart) checks again
     assert checkpoints.node_launch_key(_slurm(0)) != checkpoints.node_launch_key(
@@ -194,9 +193,9 @@ def test_the_resume_check_reads_the_checkpoints_once_per_node(tmp_path, monkeypa
 
 def test_without_a_named_launch_every_rank_checks(tmp_path, monkeypatch):
     checked = []
-    monkeypatch.setattr(train, "checkpoint_problem", lambda p: checked.append(p))
+    monkeypatch.setattr(run_folder, "checkpoint_problem", lambda p: checked.append(p))
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
     for _ in range(2):
-        train.resume_checkpoint(tmp_path, {"LOCAL_RANK": "1"})
+        run_folder.resume_checkpoint(tmp_path, {"LOCAL_RANK": "1"})
     assert len(checked) == 2 and not list(tmp_path.glob(checkpoints.ANSWER_GLOB))

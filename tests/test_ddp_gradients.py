@@ -7,11 +7,12 @@ adversarial terms, instance noise on every D input): the step's draws are made f
 global batch on every rank and each rank keeps its own rows, so they match the single
 process's draws only when that slicing is right.
 
-The ranks run the run's own DDP strategy (train.py ``device_plan`` and ``ddp_strategy``:
-``RunDDPStrategy`` with ``gradient_as_bucket_view`` and no buffer broadcast), checked in the
-wrapped generator; with ``trainer.ddp_bf16_compress=true`` its bf16 compression hook runs on
-gloo too: G's gradients are then bfloat16 values and agree with the single process's to
-bfloat16 tolerance. In every case the ranks hold the same gradients."""
+The ranks run the run's own DDP strategy (training/cluster.py ``device_plan`` and
+``ddp_strategy``: ``RunDDPStrategy`` with ``gradient_as_bucket_view`` and no buffer
+broadcast), checked in the wrapped generator; with ``trainer.ddp_bf16_compress=true`` its
+bf16 compression hook runs on gloo too: G's gradients are then bfloat16 values and agree
+with the single process's to bfloat16 tolerance. In every case the ranks hold the same
+gradients."""
 
 from __future__ import annotations
 

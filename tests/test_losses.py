@@ -87,7 +87,8 @@ def test_a_non_finite_loss_skips_the_step_and_is_counted(tiny_config):
     from omegaconf import OmegaConf
 
     from pixperfect.training.module import RefinerModule
-    from pixperfect.training.train import build_trainer, run_dir
+    from pixperfect.training.run_folder import run_dir
+    from pixperfect.training.train import build_trainer
 
     cfg = tiny_config(*FULL)
     module = RefinerModule(OmegaConf.to_container(cfg, resolve=True))

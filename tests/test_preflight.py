@@ -17,7 +17,7 @@ from conftest import ROOT
 
 from pixperfect.config import load_config
 from pixperfect.preflight import preflight
-from pixperfect.training.train import bound_devices, device_plan
+from pixperfect.training.cluster import bound_devices, device_plan
 
 DOCS = [
     ROOT / "README.md",

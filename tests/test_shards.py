@@ -233,7 +233,8 @@ def test_the_reader_skips_and_counts_corrupt_data_instead_of_dying(damaged):
 def test_too_few_shards_for_workers_times_ranks_is_refused_before_launch(shards, tiny_config):
     with pytest.raises(ValueError, match=r"4 shard\(s\) but 2 rank\(s\) x 3 worker\(s\)"):
         check_enough_shards(shards, workers=3, world_size=2)
-    from pixperfect.training.train import run_dir, train
+    from pixperfect.training.run_folder import run_dir
+    from pixperfect.training.train import train
 
     cfg = tiny_config("data.source=shards", f"data.shards={shards}", "data.num_workers=5")
     with pytest.raises(ValueError, match="need at least 5"):

@@ -74,7 +74,8 @@ def test_train_on_shards_of_another_crop_size_stops_before_the_first_step_naming
 def test_train_on_shards_of_another_simulator_version_stops_before_the_first_step(
     artifact_shards, tmp_path, tiny_config
 ):
-    from pixperfect.training.train import run_dir, train
+    from pixperfect.training.run_folder import run_dir
+    from pixperfect.training.train import train
 
     old = _edit_manifest(artifact_shards, tmp_path / "old", sim_version=SIM_VERSION - 1)
     cfg = tiny_config("data.source=shards", f"data.shards={old}", *DEFAULT_MIX)

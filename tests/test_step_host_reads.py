@@ -34,8 +34,9 @@ from pixperfect.config import load_config
 from pixperfect.training.datamodule import build_datamodule
 from pixperfect.training.guard import SkipLedger, masked_step, nonfinite_anywhere
 from pixperfect.training.module import RefinerModule
+from pixperfect.training.preemption import Preemption
 from pixperfect.training.syncs import SyncCount, count_syncs
-from pixperfect.training.train import Preemption, build_trainer
+from pixperfect.training.train import build_trainer
 
 STEPS = 8
 LOG_EVERY = 4  # steps 3 and 7 (0-based) log
@@ -45,6 +46,7 @@ LOG_EVERY = 4  # steps 3 and 7 (0-based) log
 # families' membership matrix the per-family gains are averaged with).
 LOGGING_STEP_READS = 1
 LOGGING_STEP_COPIES = 1
+
 
 def paper_overrides(root: Path, taesd: Path) -> list[str]:
     return [

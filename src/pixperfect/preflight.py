@@ -271,7 +271,7 @@ def _build_hint(cfg: DictConfig) -> str:
 
 
 def _check_run_dir(cfg: DictConfig, report: Report) -> Path | None:
-    from pixperfect.training.train import run_dir
+    from pixperfect.training.run_folder import run_dir
 
     directory = run_dir(cfg)
     existing = _nearest_existing(directory)
