@@ -77,12 +77,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness import ROOT, machine_line, markdown_table
+
 from pixperfect import logged
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "photos"
 CONFIG = ROOT / "configs" / "ablation_cpu.yaml"
 PIXPERFECT = [sys.executable, "-m", "pixperfect.cli"]
@@ -392,29 +393,26 @@ def _bucket_table(
     summary: dict, key: str, fmt: str, title: str, table: str = "buckets", unit: str = " dB"
 ) -> list[str]:
     b = summary[table]
-    lines = [
-        f"| {title} | " + " | ".join(f"{label}{unit}" for label in b["labels"]) + " |",
-        "|---|" + "---:|" * len(b["labels"]),
-        "| samples | " + " | ".join(str(n) for n in b["samples"]) + " |",
-    ]
+    cells = [("samples", *b["samples"])]
     for row in b["rows"]:
-        cells = ["-" if v is None else fmt.format(v) for v in row[key]]
-        lines.append(f"| {row['row']} | " + " | ".join(cells) + " |")
-    return lines
+        cells.append((row["row"], *("-" if v is None else fmt.format(v) for v in row[key])))
+    header = [title, *(f"{label}{unit}" for label in b["labels"])]
+    return markdown_table(header, cells, align="l" + "r" * len(b["labels"])).splitlines()
 
 
 def format_report(summary: dict, notes: list[str] = ()) -> str:
     """The markdown report: main table, bucket tables, arms against (a), notes."""
-    header = "| row | steps | train min | " + " | ".join(h for _, h, _ in METRICS) + " |"
-    lines = [header, "|---|---:|---:|" + "---:|" * len(METRICS)]
+    table_rows = []
     for row in summary["rows"]:
         if row["kind"] == "arm":
             steps = str(row["steps"])
             wall = f"{row['wall_min']:.1f}" + (" (resumed)" if row["resumed"] else "")
         else:
             steps, wall = "-", "-"
-        cells = [_cell(row["scores"], k, fmt) for k, _, fmt in METRICS]
-        lines.append(f"| {row['row']} | {steps} | {wall} | " + " | ".join(cells) + " |")
+        scores = (_cell(row["scores"], k, f) for k, _, f in METRICS)
+        table_rows.append((row["row"], steps, wall, *scores))
+    header = ["row", "steps", "train min", *(h for _, h, _ in METRICS)]
+    lines = markdown_table(header, table_rows, align="l" + "r" * (len(header) - 1)).splitlines()
     lines += ["", "Band-PSNR gain over identity (dB) by identity band PSNR:", ""]
     lines += _bucket_table(summary, "gain_db", "{:+.2f}", "identity band PSNR")
     lines += ["", "Harm rate (%) by identity band PSNR:", ""]
@@ -432,18 +430,16 @@ def format_report(summary: dict, notes: list[str] = ()) -> str:
             "Each arm against (a), sample by sample (refiner band PSNR, arm minus (a), dB; "
             "+-2 standard errors over the photos):",
             "",
-            "| arm | mean | +-2 SE | better on | "
-            + " | ".join(f"{label} dB" for label in labels)
-            + " |",
-            "|---|---:|---:|---:|" + "---:|" * len(labels),
         ]
         arms = {r["arm"]: r["row"] for r in summary["rows"] if r["kind"] == "arm"}
-        for key, v in summary["versus_a"].items():
-            cells = ["-" if x is None else f"{x:+.2f}" for x in v["per_bucket_db"]]
-            lines.append(
-                f"| {arms.get(key, key)} | {v['mean_db']:+.2f} | {v['two_se_db']:.2f} | "
-                f"{100 * v['better_share']:.0f}% | " + " | ".join(cells) + " |"
-            )
+        versus = [
+            (arms.get(key, key), f"{v['mean_db']:+.2f}", f"{v['two_se_db']:.2f}",
+             f"{100 * v['better_share']:.0f}%",
+             *("-" if x is None else f"{x:+.2f}" for x in v["per_bucket_db"]))
+            for key, v in summary["versus_a"].items()
+        ]  # fmt: skip
+        header = ["arm", "mean", "+-2 SE", "better on", *(f"{label} dB" for label in labels)]
+        lines += markdown_table(header, versus, align="l" + "r" * (len(header) - 1)).splitlines()
     checks = summary["checks"]
     e = summary["evaluation"]
     lines += [
@@ -561,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     args, arms, cfg = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    print(machine_line(), flush=True)
     print(LPIPS_NOTE, flush=True)
 
     # 1. Artifact shards of the training photos, built once and shared by every arm.

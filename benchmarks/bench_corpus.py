@@ -24,20 +24,18 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from timing import use_command_allocator
+from harness import ROOT, Columns, machine_line, read_rate, repeat, stopwatch, use_command_allocator
 from torch.utils.data import DataLoader, Dataset
 
 from pixperfect.corpus.synthetic import write_corpus
 from pixperfect.data.crops import random_crop
 from pixperfect.imageio import read_image, to_rgb_float
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = ROOT.parent / "shared" / "data" / "photos" / "train"
 DRY_RUN_SHARDS = 100_000
 PAPER_IMAGES, PAPER_CROPS = 300_000_000, 4  # the scale: 300M images, 4 crops each
@@ -82,20 +80,6 @@ def extract(corpus: Path, folder: Path) -> None:
                     (folder / m.name).write_bytes(tar.extractfile(m).read())
 
 
-def read_rate(loader, batches: int, batch_size: int) -> float:
-    it = iter(loader)
-    next(it)  # worker start-up is not throughput
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(it)
-    return batches * batch_size / (time.perf_counter() - start)
-
-
-def _repeat(loader, times: int):
-    for _ in range(times):
-        yield from loader
-
-
 def corpus_loader(pattern: str, size: int, batch: int, workers: int) -> DataLoader:
     from pixperfect.training.corpus_stream import corpus_stream
 
@@ -122,9 +106,9 @@ def dry_run(tmp: Path) -> tuple[float, float, str]:
         "--out", str(tmp / "dry"), "--kind", "clean", "--size", "512",
         "--crops-per-image", "4", "--num-tasks", "16", "--task-index", "0", "--dry-run",
     ]  # fmt: skip
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    with stopwatch() as elapsed:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = elapsed.seconds
     if done.returncode:
         raise SystemExit(f"dry-run failed ({done.returncode}):\n{done.stderr[-2000:]}")
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -143,8 +127,11 @@ def read_table(args: argparse.Namespace, pattern: str, tmp: Path) -> None:
         raise SystemExit("building the clean shards failed")
     extract(tmp / "corpus", tmp / "loose")
     b = args.batch
-    print(f"{'read clean ' + str(args.size) + ' px crops (batch ' + str(b) + ')':<36}"
-          f"{'workers':>8}{'samples/s':>11}{'per worker':>12}")  # fmt: skip
+    table = Columns(
+        (f"read clean {args.size} px crops (batch {b})", "<36"), ("workers", ">8"),
+        ("samples/s", ">11.1f"), ("per worker", ">12.1f"),
+    )  # fmt: skip
+    print(table.header())
     for workers in (0, 1, 2):
         rates: dict[str, list[float]] = {"corpus": [], "shards": [], "loose": []}
         for _ in range(args.repeats):
@@ -157,7 +144,7 @@ def read_table(args: argparse.Namespace, pattern: str, tmp: Path) -> None:
             loose = DataLoader(LooseJpegs(tmp / "loose", args.size), batch_size=b,
                                shuffle=True, num_workers=workers, drop_last=True)  # fmt: skip
             loops = -(-args.read_batches * b // len(loose.dataset)) + 1
-            rates["loose"].append(read_rate(_repeat(loose, loops), args.read_batches, b))
+            rates["loose"].append(read_rate(repeat(loose, loops), args.read_batches, b))
         labels = {
             "corpus": "corpus route (data.source=corpus)",
             "shards": "clean shards (png, shard reader)",
@@ -165,15 +152,19 @@ def read_table(args: argparse.Namespace, pattern: str, tmp: Path) -> None:
         }
         for name, label in labels.items():
             best = max(rates[name])
-            print(f"{label:<36}{workers:>8}{best:>11.1f}{best / max(1, workers):>12.1f}")
+            print(table.row(label, workers, best, best / max(1, workers)))
 
 
 def dry_run_table(tmp: Path) -> None:
     seconds, peak_mb, last = dry_run(tmp)
-    print(f"\n{'dry-run plan':<36}{'input shards':>13}{'seconds':>9}{'peak MB':>9}")
-    print(
-        f"{'shards build --dry-run (CLI)':<36}{DRY_RUN_SHARDS:>13,}{seconds:>9.1f}{peak_mb:>9.0f}"
+    table = Columns(
+        ("dry-run plan", "<36"),
+        ("input shards", ">13,"),
+        ("seconds", ">9.1f"),
+        ("peak MB", ">9.0f"),
     )
+    print("\n" + table.header())
+    print(table.row("shards build --dry-run (CLI)", DRY_RUN_SHARDS, seconds, peak_mb))
     print(f"  {last}")
     print("  (peak MB is the whole process: Python, torch and the CLI's imports included)")
 
@@ -186,13 +177,15 @@ def bytes_table(pattern: str, limit: int) -> None:
     costs = format_costs(pattern, 512, limit=limit)
     samples = PAPER_IMAGES * PAPER_CROPS
     smallest = min(costs[f]["bytes"] for f in LOSSLESS_FORMATS if f in costs)
-    print(f"\n{'format (512 px clean sample)':<30}{'bytes':>10}{'/ smallest':>11}"
-          f"{'min PSNR dB':>12}{'paper data TB':>15}")  # fmt: skip
+    table = Columns(
+        ("format (512 px clean sample)", "<30"), ("bytes", ">10,.0f"), ("/ smallest", ">11.2f"),
+        ("min PSNR dB", ">12"), ("paper data TB", ">15,.0f"),
+    )  # fmt: skip
+    print("\n" + table.header())
     for fmt, c in costs.items():
         psnr = "exact" if c["min_psnr_db"] == float("inf") else f"{c['min_psnr_db']:.2f}"
-        print(f"{fmt:<30}{c['bytes']:>10,.0f}{c['bytes'] / smallest:>11.2f}{psnr:>12}"
-              f"{c['bytes'] * samples / 1e12:>15,.0f}")  # fmt: skip
-    print(f"{'corpus route (no re-pack)':<30}{0:>10}{0:>11.2f}{'exact':>12}{0:>15}")
+        print(table.row(fmt, c["bytes"], c["bytes"] / smallest, psnr, c["bytes"] * samples / 1e12))
+    print(table.row("corpus route (no re-pack)", 0, 0, "exact", 0))
     print("  / smallest: against the smallest lossless pixel format (png, webp)")
     print(f"  paper data: {PAPER_IMAGES / 1e6:.0f}M images x {PAPER_CROPS} crops; the corpus "
           f"route reads the source tars as they are (measured over {limit} images)")  # fmt: skip
@@ -212,10 +205,8 @@ def main() -> int:
     args = parser.parse_args()
     allocator = use_command_allocator()
     photos = load_photos(Path(args.photos), args.n_photos)
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, cv2 {cv2.__version__}, "
-        f"allocator: {allocator}; {len(photos)} photos from {args.photos}"
-    )
+    print(machine_line())
+    print(f"cv2 {cv2.__version__}, allocator: {allocator}; {len(photos)} photos from {args.photos}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         write_corpus(tmp / "corpus", photos, shards=args.shards, per_shard=args.per_shard, side=512)

@@ -28,7 +28,8 @@ import math
 import resource
 import subprocess
 import sys
-import time
+
+from harness import machine_line, markdown_row, markdown_table, stopwatch
 
 
 def _peak_mb() -> float:
@@ -71,9 +72,9 @@ def child(size: int, mask_side: int, which: str) -> dict:
     mask = np.zeros((size, size), np.uint8)
     top = (size - mask_side) // 2
     mask[top : top + mask_side, top : top + mask_side] = 255
-    start = time.perf_counter()
-    out = refiner(image, mask)
-    seconds = time.perf_counter() - start
+    with stopwatch() as elapsed:
+        out = refiner(image, mask)
+    seconds = elapsed.seconds
     assert out.shape == image.shape
     peak = _peak_mb()
     return {
@@ -121,20 +122,21 @@ def main() -> None:
             (f"fixed {args.fixed}²", args.fixed),
         ):
             r = run_case(size, side, args.model)
+            tiles = f"{r['tiles']} x {r['tile_shape'][0]}x{r['tile_shape'][1]}"
+            above = r["peak_mb"] - r["baseline_mb"]
             rows.append(
-                f"| {size}² | {label} ({side}²) | {r['tiles']} x {r['tile_shape'][0]}x"
-                f"{r['tile_shape'][1]} | {r['seconds']:.2f} | "
-                f"{r['peak_mb'] - r['baseline_mb']:.0f} | {r['peak_mb']:.0f} |"
-            )
-            print(rows[-1], file=sys.stderr, flush=True)
+                (f"{size}²", f"{label} ({side}²)", tiles, f"{r['seconds']:.2f}",
+                 f"{above:.0f}", f"{r['peak_mb']:.0f}")
+            )  # fmt: skip
+            print(markdown_row(rows[-1]), file=sys.stderr, flush=True)
     which = {"shipped": "the shipped refiner", "config": "default-config U-Net (random init)"}
+    print(machine_line())
     print(
         f"CPU refine, {which.get(args.model, args.model)}, margin 64, tiles <= 1024 px, "
         f"{r['threads']} torch threads; memory = peak RSS (MB)\n"
     )
-    print("| image | mask | network calls (tiles) | time (s) | peak above baseline | peak total |")
-    print("|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    header = ["image", "mask", "network calls (tiles)", "time (s)", "peak above baseline"]
+    print(markdown_table([*header, "peak total"], rows))
 
 
 if __name__ == "__main__":

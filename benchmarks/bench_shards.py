@@ -18,26 +18,23 @@ import json
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
-import torch
-from timing import use_command_allocator
+from harness import ROOT, Columns, machine_line, read_rate, repeat, stopwatch, use_command_allocator
 from torch.utils.data import DataLoader, Dataset
 
 from pixperfect.shards.build import BuildSpec, build
 from pixperfect.shards.format import decode_sample, to_float
 from pixperfect.shards.reader import training_stream
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = ROOT.parent / "shared" / "data" / "photos" / "train" / "cbsd68"
 
 
 def time_build(spec: BuildSpec, out: Path, workers: int) -> float:
-    start = time.perf_counter()
-    summary = build(spec, out, workers=workers, progress=False)
-    return summary["samples"] / (time.perf_counter() - start)
+    with stopwatch() as elapsed:
+        summary = build(spec, out, workers=workers, progress=False)
+    return summary["samples"] / elapsed.seconds
 
 
 class PngFolder(Dataset):
@@ -72,17 +69,6 @@ def explode(shards: Path, folder: Path) -> int:
     return n
 
 
-def read_rate(loader, batches: int, batch_size: int) -> float:
-    """Samples/s of float batches: the shard stream's uint8 batches are converted here,
-    in the main process, as the training step does (there on the device)."""
-    it = iter(loader)
-    next(it)  # worker start-up is not throughput
-    start = time.perf_counter()
-    for _ in range(batches):
-        to_float(next(it))
-    return batches * batch_size / (time.perf_counter() - start)
-
-
 def member_sizes(shards: Path) -> dict[str, float]:
     totals: dict[str, list[int]] = {}
     for tar_path in sorted(shards.glob("shard-*.tar")):
@@ -111,23 +97,23 @@ def main() -> int:
     spec = dict(sources=sources, size=args.size, crops_per_image=args.crops_per_image)
     spec["shard_size"] = max(1, len(sources) * args.crops_per_image // 16)  # 16 shards
     n = len(sources) * args.crops_per_image
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, cv2 {cv2.__version__}, "
-        f"allocator: {allocator}"
-    )
+    print(machine_line())
+    print(f"cv2 {cv2.__version__}, allocator: {allocator}")
     print(f"{n} samples of {args.size}px from {len(sources)} photos in {args.photos}\n")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        print(f"{'build':<28}{'workers':>8}{'samples/s':>11}")
+        table = Columns(("build", "<28"), ("workers", ">8"), ("samples/s", ">11.1f"))
+        print(table.header())
         for kind in ("artifact", "clean"):
             for workers in (1, 2):
                 rate = time_build(BuildSpec(kind=kind, **spec), tmp / f"{kind}{workers}", workers)
-                print(f"{kind + ' shards':<28}{workers:>8}{rate:>11.1f}")
+                print(table.row(f"{kind} shards", workers, rate))
 
         shards = tmp / "artifact1"
         explode(shards, tmp / "pngs")
-        print(f"\n{'read (batch ' + str(args.batch) + ')':<28}{'workers':>8}{'samples/s':>11}")
+        table = Columns((f"read (batch {args.batch})", "<28"), *table.columns[1:])
+        print("\n" + table.header())
         for workers in (0, 1, 2):
             # Alternate the two readers and keep each one's best of --repeats: this machine's
             # timing noise (~15%) is larger than the difference being measured.
@@ -137,7 +123,11 @@ def main() -> int:
                     shards, args.batch, workers=workers, epoch_samples=10**6, shuffle_buffer=64
                 )
                 loader = DataLoader(stream, batch_size=None, num_workers=workers)
-                rates["shards"].append(read_rate(loader, args.read_batches, args.batch))
+                # float batches: converted here, in the main process, as the training step
+                # does (there on the device)
+                rates["shards"].append(
+                    read_rate(loader, args.read_batches, args.batch, each=to_float)
+                )
                 folder = DataLoader(
                     PngFolder(tmp / "pngs"),
                     batch_size=args.batch,
@@ -147,32 +137,26 @@ def main() -> int:
                 )
                 loops = -(-args.read_batches * args.batch // len(folder.dataset))
                 rates["png"].append(
-                    read_rate(_repeat(folder, loops + 1), args.read_batches, args.batch)
+                    read_rate(repeat(folder, loops + 1), args.read_batches, args.batch)
                 )
-            print(f"{'shards (data module stream)':<28}{workers:>8}{max(rates['shards']):>11.1f}")
-            print(f"{'loose PNG files':<28}{workers:>8}{max(rates['png']):>11.1f}")
+            print(table.row("shards (data module stream)", workers, max(rates["shards"])))
+            print(table.row("loose PNG files", workers, max(rates["png"])))
 
         webp = tmp / "webp"
         build(BuildSpec(image_format="webp", **spec), webp, progress=False)
-        print(
-            f"\n{'bytes per sample':<18}{'target':>9}{'composite':>11}{'mask':>8}{'alpha':>8}"
-            f"{'params':>8}{'total':>9}"
-        )
+        table = Columns(
+            ("bytes per sample", "<18"), ("target", ">9.0f"), ("composite", ">11.0f"),
+            ("mask", ">8.0f"), ("alpha", ">8.0f"), ("params", ">8.0f"), ("total", ">9.0f"),
+        )  # fmt: skip
+        print("\n" + table.header())
         for name, ext, folder in (("png", "png", shards), ("webp lossless", "webp", webp)):
             s = member_sizes(folder)
             manifest = json.loads((folder / "manifest.json").read_text())
             per = sum(e["bytes"] for e in manifest["shards"]) / manifest["num_samples"]
-            print(
-                f"{name:<18}{s[f'target.{ext}']:>9.0f}{s[f'composite.{ext}']:>11.0f}"
-                f"{s['mask.png']:>8.0f}{s['alpha.png']:>8.0f}{s['params.json']:>8.0f}{per:>9.0f}"
-            )
+            members = (f"target.{ext}", f"composite.{ext}", "mask.png", "alpha.png", "params.json")
+            print(table.row(name, *(s[m] for m in members), per))
     print("\n(total includes the tar headers: 512 bytes per member plus padding)")
     return 0
-
-
-def _repeat(loader, times):
-    for _ in range(times):
-        yield from loader
 
 
 if __name__ == "__main__":

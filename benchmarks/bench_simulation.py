@@ -17,11 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from timing import time_it, use_command_allocator
+from harness import ROOT, Columns, machine_line, time_it, use_command_allocator
 
 from data_sim.simulator import FAMILY_TYPES, ArtifactSimulator, SimConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = tuple(kind.key for kind in FAMILY_TYPES)  # a row each, in the order applied
 
 
@@ -134,15 +133,17 @@ def main() -> int:
     vae_dir = args.taesd if Path(args.taesd, "taef2_encoder.pth").is_file() else None
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, batch {args.batch}, "
-        f"allocator: {allocator}"
-    )
+    print(machine_line())
+    print(f"batch {args.batch}, allocator: {allocator}")
     if not args.loop_only:
-        print(f"\n{'device':<7}{'size':>6}  {'recipe':<28}{'images/s':>10}{'ms/batch':>10}")
+        recipes = Columns(
+            ("device", "<7"), ("size", ">6"), ("  recipe", "<30"), ("images/s", ">10.1f"),
+            ("ms/batch", ">10.0f"),
+        )  # fmt: skip
+        print("\n" + recipes.header())
         for device in devices:
             for row in bench_recipes(args.sizes, args.batch, args.repeats, device, vae_dir):
-                print(f"{row[0]:<7}{row[1]:>6}  {row[2]:<28}{row[3]:>10.1f}{row[4]:>10.0f}")
+                print(recipes.row(row[0], row[1], "  " + row[2], row[3], row[4]))
         if not vae_dir:
             print("(TAEF2 row skipped: no weights at --taesd)")
 
@@ -150,20 +151,24 @@ def main() -> int:
         f"\nbatched vs per-sample loop, full default recipe, batch {args.batch}, CPU, "
         f"median of {args.draws} parameter draws"
     )
-    print(f"{'size':>6}{'batched ms':>12}{'loop ms':>10}{'speed-up':>10}")
+    loop = Columns(
+        ("size", ">6"), ("batched ms", ">12.0f"), ("loop ms", ">10.0f"), ("speed-up", ">9.1f")
+    )
+    print(loop.header())
     met, missed = [], []
     for size in args.sizes:
         batched, looped = bench_chunks(size, args.batch, args.draws, [args.batch, 1])
         (met if looped / batched >= 3 else missed).append(f"{size}")
-        print(f"{size:>6}{batched * 1000:>12.0f}{looped * 1000:>10.0f}{looped / batched:>9.1f}x")
+        print(loop.row(size, batched * 1000, looped * 1000, looped / batched) + "x")
 
     if args.chunks:
         chunks = sorted({c for c in (args.batch, 8, 4, 2, 1) if c <= args.batch}, reverse=True)
         print(f"\nthe batch of {args.batch} in chunks, ms (median of {args.draws} draws)")
-        print(f"{'size':>6}" + "".join(f"{f'chunk {c}':>10}" for c in chunks))
+        split = Columns(("size", ">6"), *((f"chunk {c}", ">10.0f") for c in chunks))
+        print(split.header())
         for size in args.sizes:
             medians = bench_chunks(size, args.batch, args.draws, chunks)
-            print(f"{size:>6}" + "".join(f"{m * 1000:>10.0f}" for m in medians))
+            print(split.row(size, *(m * 1000 for m in medians)))
 
     if not args.loop_only:
         sim_s, step_s = bench_demo_step(args.repeats)

@@ -47,8 +47,16 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from harness import (
+    ROOT,
+    machine_line,
+    markdown_table,
+    stopwatch,
+    sync,
+    time_it,
+    use_command_allocator,
+)
 from omegaconf import DictConfig, OmegaConf
-from timing import sync, time_it, use_command_allocator
 
 from pixperfect.config import load_config
 from pixperfect.losses import LPIPS, build_lpips
@@ -56,7 +64,7 @@ from pixperfect.models import build_discriminator, build_refiner
 from pixperfect.training.datamodule import build_datamodule
 from pixperfect.training.module import RefinerModule
 
-DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+DEMO = ROOT / "configs" / "demo.yaml"
 # The paper's weights in both spaces (pixperfect/defaults.yaml), switched on from step 0.
 ALL_TERMS = [
     "loss.l1=64",
@@ -120,15 +128,13 @@ class StepTimer(L.Callback):
 
     def _timed(self, row: str, fn: Callable) -> Callable:
         def timed(*args, **kwargs):
-            sync(self.device)
-            start = time.perf_counter()
-            self._inside.add(row)
-            try:
-                out = fn(*args, **kwargs)
-            finally:
-                self._inside.discard(row)
-            sync(self.device)
-            self._add(row, time.perf_counter() - start)
+            with stopwatch(self.device) as elapsed:
+                self._inside.add(row)
+                try:
+                    out = fn(*args, **kwargs)
+                finally:
+                    self._inside.discard(row)
+            self._add(row, elapsed.seconds)
             if row == D_TERMS and self.steps:
                 self.steps[-1]["r1"] = float(out.r1 is not None)
             return out
@@ -304,16 +310,17 @@ def print_step_table(seconds: dict[str, float], r1_label: str) -> float:
     rows = [(name, s) for name, s in seconds.items() if name not in ("whole", "r1")]
     rows.append((r1_label, seconds["r1"]))
     summed = sum(s for name, s in rows if name not in INSIDE)
-    print("| part | ms | share of step |")
-    print("|---|---:|---:|")
-    for name, s in rows:
-        print(f"| {name} | {s * 1000:.1f} | {100 * s / whole:.1f}% |")
-    print(f"| sum of the parts | {summed * 1000:.1f} | {100 * summed / whole:.1f}% |")
-    print(f"| **whole step** (measured, + R1 share) | **{whole * 1000:.1f}** | 100% |")
-    print(
-        f"| unaccounted (Lightning's loop, transfer, logs) | {(whole - summed) * 1000:.1f} | "
-        f"{100 * (whole - summed) / whole:.1f}% |"
-    )
+    cells = [(name, f"{s * 1000:.1f}", f"{100 * s / whole:.1f}%") for name, s in rows]
+    cells += [
+        ("sum of the parts", f"{summed * 1000:.1f}", f"{100 * summed / whole:.1f}%"),
+        ("**whole step** (measured, + R1 share)", f"**{whole * 1000:.1f}**", "100%"),
+        (
+            "unaccounted (Lightning's loop, transfer, logs)",
+            f"{(whole - summed) * 1000:.1f}",
+            f"{100 * (whole - summed) / whole:.1f}%",
+        ),
+    ]
+    print(markdown_table(["part", "ms", "share of step"], cells, align="lrr"))
     return whole
 
 
@@ -384,9 +391,7 @@ def bench_models(args, device: torch.device) -> None:
         f"\n### Networks: parameters and forward+backward per step, {size}x{size} px "
         f"({device.type})\n"
     )
-    header = "".join(f" batch {b} ms |" for b in args.batches)
-    print(f"| network | parameters |{header}")
-    print("|---|---:|" + "---:|" * len(args.batches))
+    rows = []
     for name in args.models:
         label, build = builders[name]
         net = build().to(device)
@@ -402,8 +407,10 @@ def bench_models(args, device: torch.device) -> None:
                 net(x, mask).float().square().mean().backward()
 
             cells.append(time_it(step, device, args.repeats) * 1000)
-        print(f"| {label} | {n_params(net):,} |" + "".join(f" {ms:.0f} |" for ms in cells))
+        rows.append((label, f"{n_params(net):,}", *(f"{ms:.0f}" for ms in cells)))
         del net
+    header = ["network", "parameters", *(f"batch {b} ms" for b in args.batches)]
+    print(markdown_table(header, rows, align="lr" + "r" * len(args.batches)))
 
 
 def main() -> int:
@@ -430,12 +437,8 @@ def main() -> int:
         parser.error("--device cuda but CUDA is not available")
     if args.threads:
         torch.set_num_threads(args.threads)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device "
-        f"{device.type} ({name}), median of {args.repeats} after 1 warm-up, "
-        f"allocator: {allocator}"
-    )
+    print(machine_line())
+    print(f"device {device.type}, median of {args.repeats} after 1 warm-up, allocator: {allocator}")
     load_before = os.getloadavg()[0]
     if not args.skip_step:
         bench_step(args, device)

@@ -43,7 +43,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, machine_line, markdown_table
+
 KODAK = ROOT.parent / "shared" / "data" / "photos" / "kodak"
 CONFIG = ROOT / "configs" / "reference_cpu.yaml"
 METHODS = "identity,reinhard,seam_affine,poisson,laplacian,refiner"
@@ -177,18 +178,28 @@ def row(name: str, overrides: str, results: dict) -> dict:
 
 
 def format_rows(rows: list[dict]) -> str:
-    head = ("| condition | samples | identity dB | best baseline dB | model dB | gain dB | "
-            "harm % | worst bucket dB | CIEDE2000 / identity | texture gap closed % |")  # fmt: skip
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    header = [
+        "condition",
+        "samples",
+        "identity dB",
+        "best baseline dB",
+        "model dB",
+        "gain dB",
+        "harm %",
+        "worst bucket dB",
+        "CIEDE2000 / identity",
+        "texture gap closed %",
+    ]
+    cells = []
     for r in rows:
         closed = r.get("texture_gap_closed")
-        lines.append(
-            f"| {r['condition']} | {r['samples']} | {r['identity']:.2f} | "
-            f"{r['best_baseline']} | {r['refiner']:.2f} | {r['gain']:+.2f} | {r['harm']:.1f} | "
-            f"{r['worst_bucket']:+.2f} | {r['ciede_ratio']:.2f} | "
-            f"{'-' if closed is None else f'{closed:+.1f}'} |"
-        )
-    return "\n".join(lines)
+        cells.append((
+            r["condition"], r["samples"], f"{r['identity']:.2f}", r["best_baseline"],
+            f"{r['refiner']:.2f}", f"{r['gain']:+.2f}", f"{r['harm']:.1f}",
+            f"{r['worst_bucket']:+.2f}", f"{r['ciede_ratio']:.2f}",
+            "-" if closed is None else f"{closed:+.1f}",
+        ))  # fmt: skip
+    return markdown_table(header, cells, align="l" + "r" * 9)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in chosen if c not in CONDITIONS]
     if unknown:
         sys.exit(f"unknown condition(s) {unknown}; choose from {', '.join(CONDITIONS)}")
+    print(machine_line(), flush=True)
     folders = {"kodak": KODAK, "unlike": write_unlike_photos(args.out / "unlike_photos")}
     rows = []
     for name in chosen:

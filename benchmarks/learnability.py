@@ -26,7 +26,8 @@ import shlex
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, machine_line, markdown_table
+
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from training_curves import read_scalars  # noqa: E402
@@ -106,20 +107,18 @@ def _num(value: float | None, fmt: str = "+.2f") -> str:
 
 
 def format_rows(rows: list[dict]) -> str:
-    lines = [
-        "| family | arm | identity dB | best fix dB | refiner dB | gain | over best fix | "
-        "harm % | texture gap closed % | val band PSNR first / last / best |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
+    header = ["family", "arm", "identity dB", "best fix dB", "refiner dB", "gain", "over best fix",
+              "harm %", "texture gap closed %", "val band PSNR first / last / best"]  # fmt: skip
+    cells = []
     for r in rows:
         curve = r["curve"]
         val = f"{curve[0]:.2f} / {curve[-1]:.2f} / {max(curve):.2f}" if curve else "-"
-        lines.append(
-            f"| {r['family']} | {r['arm']} | {r['identity']:.2f} | {r['best_psnr']:.2f} "
-            f"({r['best']}) | {r['refiner']:.2f} | {_num(r['gain'])} | {_num(r['over_best'])} | "
-            f"{_num(r['harm'], '.1f')} | {_num(r['gap_closed'], '+.0f')} | {val} |"
-        )
-    return "\n".join(lines)
+        cells.append((
+            r["family"], r["arm"], f"{r['identity']:.2f}", f"{r['best_psnr']:.2f} ({r['best']})",
+            f"{r['refiner']:.2f}", _num(r["gain"]), _num(r["over_best"]), _num(r["harm"], ".1f"),
+            _num(r["gap_closed"], "+.0f"), val,
+        ))  # fmt: skip
+    return markdown_table(header, cells, align="llrrrrrrrl")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--out", type=Path, default=Path("runs/learnability"))
     args = parser.parse_args(argv)
+    print(machine_line(), flush=True)
     rows = []
     for family in args.families.split(","):
         if family not in FAMILIES:

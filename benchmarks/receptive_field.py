@@ -13,17 +13,11 @@ covers the edit.
 from __future__ import annotations
 
 import argparse
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
+from harness import Columns, machine_line, time_it, use_command_allocator
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import use_command_allocator  # noqa: E402
-
-from pixperfect.models import build_refiner  # noqa: E402
+from pixperfect.models import build_refiner
 
 CANDIDATES = {
     "unet (demo: 16 ch, depth 3)": ("unet", {"base_channels": 16, "depth": 3}),
@@ -52,13 +46,12 @@ def step_ms(model: torch.nn.Module, batch: int, crop: int) -> float:
     x = torch.rand(batch, 3, crop, crop)
     mask = torch.zeros(batch, 1, crop, crop)
     mask[..., crop // 4 : 3 * crop // 4, crop // 4 : 3 * crop // 4] = 1
-    times = []
-    for i in range(7):
-        start = time.perf_counter()
+
+    def step() -> None:
         model(x, mask).square().mean().backward()
-        if i >= 2:
-            times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+
+    step()  # a second warm-up: time_it runs one more
+    return 1000 * time_it(step, torch.device("cpu"), 5)
 
 
 def main() -> None:
@@ -68,18 +61,20 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=128)
     args = parser.parse_args()
     use_command_allocator()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(machine_line())
+    table = Columns(
+        ("refiner", "<34"), ("params", ">10,"), ("RF radius px", ">13"), ("RF share", ">9.0%"),
+        ("fwd+bwd ms", ">11.0f"), gap=" ",
+    )  # fmt: skip
     print(
-        f"{'refiner':34} {'params':>10} {'RF radius px':>13} {'RF share':>9} "
-        f"{'fwd+bwd ms':>11}  (field at {args.size} px; step at batch {args.batch}, "
-        f"{args.crop} px)"
+        f"{table.header()}  (field at {args.size} px; step at batch {args.batch}, {args.crop} px)"
     )
     for name, (kind, kwargs) in CANDIDATES.items():
         model = build_refiner(kind, colour_prior="reinhard", **kwargs)
         params = sum(p.numel() for p in model.parameters())
         radius, share = receptive_field(model, args.size)
         ms = step_ms(model, args.batch, args.crop)
-        print(f"{name:34} {params:>10,} {radius:>13} {share:>8.0%} {ms:>11.0f}")
+        print(table.row(name, params, radius, share, ms))
 
 
 if __name__ == "__main__":

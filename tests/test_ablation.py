@@ -17,6 +17,7 @@ from conftest import ROOT
 
 from pixperfect.evaluation.breakdown import compare_by_family, compare_to_identity
 
+sys.path.insert(0, str(ROOT / "benchmarks"))  # its harness, as when run as a script
 SPEC = importlib.util.spec_from_file_location(
     "ablation_losses", ROOT / "benchmarks" / "ablation_losses.py"
 )

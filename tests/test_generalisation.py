@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import shlex
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from conftest import ROOT
 from pixperfect.cli import main
 from pixperfect.config import load_config
 
+sys.path.insert(0, str(ROOT / "benchmarks"))  # its harness, as when run as a script
 SPEC = importlib.util.spec_from_file_location(
     "generalisation", ROOT / "benchmarks" / "generalisation.py"
 )
