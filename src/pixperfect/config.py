@@ -255,7 +255,7 @@ def defaults_yaml() -> str:
     )
     return (
         "# Every config key with its default. Generated from the schema in\n"
-        "# src/pixperfect/config.py (and data_sim's dataclasses) by\n"
+        "# src/pixperfect/config_schema.py (and data_sim's dataclasses) by\n"
         "#   pixperfect config --defaults > src/pixperfect/defaults.yaml\n"
         "# A test keeps it equal to the schema; change defaults there, not here.\n" + body
     )
