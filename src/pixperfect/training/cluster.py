@@ -21,6 +21,8 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig
 
+from pixperfect.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -87,7 +89,7 @@ def device_plan(t: DictConfig) -> tuple[object, object]:
     if visible >= tasks:
         return t.devices, t.strategy
     if str(t.strategy) not in ("auto", "ddp"):
-        raise ValueError(
+        raise ConfigError(
             f"each SLURM task sees {visible} GPU(s) for {tasks} tasks per node: "
             f"trainer.strategy={t.strategy} cannot be bound per task; use ddp"
         )

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from data_sim.simulator import describe
 from pixperfect.config import to_yaml
+from pixperfect.errors import ConfigError
 from pixperfect.sheets import contact_sheet, simulate_sheet
 from pixperfect.training.checkpoints import (
     DATA_PROVENANCE_KEY,
@@ -163,7 +164,7 @@ def check_data(cfg: DictConfig) -> dict:
 
         slots, shards = ranks * max(1, d.num_workers), len(corpus_shards(d.corpus))
         if shards < slots:
-            raise ValueError(
+            raise ConfigError(
                 f"data.corpus={d.corpus} has {shards} input shard(s) but {ranks} rank(s) x "
                 f"{max(1, d.num_workers)} worker(s) need at least {slots} with "
                 "data.resample=false: lower data.num_workers or set data.resample=true"
