@@ -163,7 +163,7 @@ class TrainerConfig:
     preempt_poll_every: int = 50
     # DDP gradient all-reduce in bfloat16 (torch's bf16_compress_hook): half the bytes across
     # nodes; gradients are averaged to bf16 precision, then back to float32. Registered on
-    # CPU ranks (gloo) too (training/train.py: RunDDPStrategy), so tests run it.
+    # CPU ranks (gloo) too (training/cluster.py: RunDDPStrategy), so tests run it.
     ddp_bf16_compress: bool = False
     compile: bool = False  # torch.compile the generator's forward (state_dict keys unchanged)
     cudnn_benchmark: bool = False  # cuDNN picks the fastest convolution per shape (CUDA only)
