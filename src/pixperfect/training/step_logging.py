@@ -76,8 +76,12 @@ class StepLogging(L.LightningModule):
         trainer = self._trainer
         if trainer is None or not trainer.loggers or trainer.log_every_n_steps <= 0:
             return False
-        step = self.global_step if self._step_at_start is None else self._step_at_start
-        return (step + 1) % trainer.log_every_n_steps == 0
+        return (self._batch_step() + 1) % trainer.log_every_n_steps == 0
+
+    def _batch_step(self) -> int:
+        """``global_step`` when this batch began (the step Lightning logs a batch at), or
+        the current one outside a batch."""
+        return self.global_step if self._step_at_start is None else self._step_at_start
 
     def _log_step(
         self, batch: dict, refined: torch.Tensor, terms: GeneratorTerms, step: int
@@ -158,7 +162,7 @@ class StepLogging(L.LightningModule):
         for message in self._skips.report(self.global_step, counts):
             self.print(message)
         self.last_logged = values
-        write_scalars(self.loggers, values, self._step_at_start or 0)
+        write_scalars(self.loggers, values, self._batch_step())
 
     def on_validation_end(self) -> None:
         # The next training step waits for its batch from now, not from before validation.
